@@ -1,0 +1,138 @@
+"""`gconvgen bench`: our kernels against PyTorch, in the same process, on the same tensors."""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+
+from . import reference
+from .spec import OP_CLASSES
+from .suites import Workload
+
+
+@dataclass
+class Row:
+    name: str
+    op_class: str
+    layout: str
+    ours_us: float
+    torch_us: float          # torch eager in the row's layout
+    torch_best_us: float     # the better of torch's NCHW and channels_last runs
+    torch_compile_us: float | None
+    max_abs_err: float
+    schedule: str
+
+
+def _time_rounds(fns: dict[str, Callable[[], object]], rounds: int = 9, min_seconds: float = 0.01) -> dict[str, float]:
+    """Median µs per call of each function. The functions take turns round by round, so a noisy
+    neighbour or a spinning thread pool hurts them alike."""
+    loops = {}
+    for name, fn in fns.items():
+        for _ in range(3):
+            fn()
+        n, elapsed = 1, 0.0
+        while True:
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_seconds or n >= 10000:
+                break
+            n *= 2
+        loops[name] = n
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(loops[name]):
+                fn()
+            samples[name].append((time.perf_counter() - start) / loops[name] * 1e6)
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def run_row(workload: Workload, library_folder, compile_torch: bool, seed: int = 0) -> Row:
+    from .runtime import load
+    spec = workload.spec
+    kernel = load(library_folder).kernel(spec)
+    args = reference.random_args(spec, seed)
+    kernel_args = [reference.to_kernel_layout(spec, n, args[n]) for n in spec.arg_names if n != "output"]
+    out = torch.empty(spec.shape("output"), dtype=reference.torch_dtype(spec))
+    kernel(*kernel_args, out)
+    expected = reference.forward(spec, *args.values())
+    err = (reference.from_kernel_layout(spec, out).float() - expected.float()).abs().max().item()
+
+    nchw = list(args.values())
+    cl = [nchw[0].to(memory_format=torch.channels_last)] + nchw[1:]
+    same = cl if spec.layout == "NHWC" else nchw
+    fns: dict[str, Callable[[], object]] = {
+        "ours": lambda: kernel(*kernel_args, out),
+        "torch_nchw": lambda: reference.forward(spec, *nchw),
+        "torch_cl": lambda: reference.forward(spec, *cl),
+    }
+    if compile_torch:
+        compiled = torch.compile(lambda *a: reference.forward(spec, *a), dynamic=False)
+        with torch.no_grad():
+            compiled(*same)
+        fns["torch_compile"] = lambda: compiled(*same)
+    with torch.no_grad():
+        t = _time_rounds(fns)
+    torch_us = t["torch_cl"] if spec.layout == "NHWC" else t["torch_nchw"]
+    return Row(workload.name, spec.op_class, spec.layout, t["ours"], torch_us, min(t["torch_nchw"], t["torch_cl"]),
+               t.get("torch_compile"), err, kernel.schedule)
+
+
+def geomean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
+
+
+def format_table(rows: list[Row]) -> str:
+    has_compile = any(r.torch_compile_us is not None for r in rows)
+    head = (f"{'layer':26s} {'class':9s} {'layout':6s} {'ours us':>9s} {'torch best':>10s} {'x best':>7s} "
+            f"{'torch same':>10s} {'x same':>7s}" + (f" {'compile':>9s} {'x comp':>7s}" if has_compile else "")
+            + f" {'max err':>8s}  schedule")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        line = (f"{r.name:26s} {r.op_class:9s} {r.layout:6s} {r.ours_us:9.1f} {r.torch_best_us:10.1f} "
+                f"{r.torch_best_us / r.ours_us:7.2f} {r.torch_us:10.1f} {r.torch_us / r.ours_us:7.2f}")
+        if has_compile:
+            c = r.torch_compile_us
+            line += f" {c:9.1f} {c / r.ours_us:7.2f}" if c is not None else f" {'-':>9s} {'-':>7s}"
+        lines.append(line + f" {r.max_abs_err:8.1e}  {r.schedule}")
+    lines.append("")
+    lines.append("geomean speedup (x > 1: gconvgen faster)")
+    for cls in OP_CLASSES + ("all",):
+        sel = [r for r in rows if cls == "all" or r.op_class == cls]
+        if not sel:
+            continue
+        line = (f"  {cls:10s} n={len(sel):2d}  vs torch best {geomean([r.torch_best_us / r.ours_us for r in sel]):5.2f}x"
+                f"  vs torch same layout {geomean([r.torch_us / r.ours_us for r in sel]):5.2f}x")
+        comp = [r.torch_compile_us / r.ours_us for r in sel if r.torch_compile_us is not None]
+        if comp:
+            line += f"  vs torch.compile {geomean(comp):5.2f}x"
+        lines.append(line)
+    slower = [r for r in rows if r.torch_best_us < r.ours_us]
+    if slower:
+        lines.append("slower than torch's better layout: " + ", ".join(
+            f"{r.name} ({r.torch_best_us / r.ours_us:.2f}x)" for r in slower))
+    return "\n".join(lines)
+
+
+def to_json(rows: list[Row], target: str, threads: int) -> dict:
+    import tvm_ffi
+    try:
+        import tvm
+        tvm_version = tvm.__version__
+    except ImportError:
+        tvm_version = "runtime-only"
+    return {"target": target, "threads": threads, "torch": torch.__version__, "tvm": tvm_version,
+            "tvm_ffi": tvm_ffi.__version__, "rows": [asdict(r) for r in rows]}
+
+
+def write_json(path: str, data: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)

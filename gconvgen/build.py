@@ -1,0 +1,92 @@
+"""Compile specs for a target into one shared library plus its manifest.json."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import tvm
+
+from . import __version__, manifest
+from .paths import PACKAGE_DIR, ROOT, cache_dir
+from .schedule import schedule
+from .spec import KernelSpec
+from .targets import TargetProfile
+
+LIBRARY = "gconvgen.so"
+
+
+def versions() -> dict[str, str]:
+    import tvm_ffi
+    return {"gconvgen": __version__, "tvm": tvm.__version__, "tvm_ffi": tvm_ffi.__version__,
+            "code": code_fingerprint()}
+
+
+def code_fingerprint() -> str:
+    """Hash of the sources that decide what a kernel computes and how: ops and schedules.
+    Part of the cache key, so editing a rule never serves a stale kernel."""
+    h = hashlib.sha256()
+    for folder in (PACKAGE_DIR / "ops", ROOT / "schedules"):
+        for path in sorted(folder.glob("*.py")):
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build(specs: Iterable[KernelSpec], profile: TargetProfile, out_dir: str | os.PathLike) -> Path:
+    """Compile every spec (duplicates once) into out_dir/gconvgen.so + manifest.json; returns out_dir."""
+    unique = list({s.key: s for s in specs}.values())
+    if not unique:
+        raise ValueError("nothing to build: no kernel specs given")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    funcs, entries = {}, []
+    for spec in unique:
+        sched = schedule(spec, profile)
+        funcs[spec.func_name] = sched.func
+        entries.append({"key": spec.key, "function": spec.func_name, "spec": spec.to_json(),
+                        "schedule": sched.kind, "rule": sched.source,
+                        "args": [{"name": n, "shape": list(spec.shape(n)), "dtype": spec.dtype}
+                                 for n in spec.arg_names]})
+    target = profile.tvm_target()
+    with target:  # the CUDA compile callback reads the arch from the current target
+        executable = tvm.compile(tvm.IRModule(funcs), target=target)
+    lib = out / LIBRARY
+    if profile.cc:
+        from tvm.support import cc
+        if shutil.which(profile.cc) is None:
+            raise RuntimeError(f"target {profile.name} needs the cross compiler {profile.cc!r}, which is not "
+                               f"installed (Debian: apt-get install gcc-aarch64-linux-gnu)")
+        executable.export_library(str(lib), fcompile=cc.cross_compiler(profile.cc))
+    else:
+        executable.export_library(str(lib))
+    manifest.write(out, {
+        "format": manifest.FORMAT, "library": LIBRARY, "sha256": manifest.sha256(lib),
+        "target": {"profile": profile.name, "family": profile.family, "tvm_target": profile.target,
+                   "arch": profile.arch, "features": profile.required_features()},
+        "versions": versions(), "kernels": entries})
+    return out
+
+
+def cached(spec: KernelSpec, profile: TargetProfile) -> tuple[Path, bool]:
+    """A one-kernel library from the on-disk cache, built on a miss. Returns (folder, was_cached).
+    Keyed by spec key, target and versions (code fingerprint included)."""
+    ident = "\n".join([spec.key, repr(sorted(profile.target.items())), repr(sorted(versions().items()))])
+    folder = cache_dir() / "kernels" / hashlib.sha256(ident.encode()).hexdigest()[:24]
+    if (folder / manifest.MANIFEST).exists() and (folder / LIBRARY).exists():
+        return folder, True
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=folder.parent))
+    try:
+        build([spec], profile, tmp)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process finished the same kernel first: theirs is as good
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder, False

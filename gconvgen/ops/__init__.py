@@ -1,0 +1,31 @@
+"""Op definitions as TVM tensor expressions: what each kernel computes, never how or where."""
+from __future__ import annotations
+
+import json
+
+import tvm
+from tvm import te
+
+from ..spec import KernelSpec
+from .conv import group_conv2d
+from .shuffle import channel_shuffle
+
+SPEC_ATTR = "gconvgen.spec"
+
+
+def prim_func(spec: KernelSpec) -> tvm.tirx.PrimFunc:
+    """The kernel's PrimFunc; its arguments follow `spec.arg_names` and it carries the spec
+    (as JSON in the `gconvgen.spec` attribute) so schedule rules can read what they schedule."""
+    tensors = channel_shuffle(spec) if spec.op == "channel_shuffle" else group_conv2d(spec)
+    func = te.create_prim_func(tensors)
+    return func.with_attr("global_symbol", spec.func_name).with_attr(SPEC_ATTR, json.dumps(spec.to_json()))
+
+
+def spec_of(func: tvm.tirx.PrimFunc) -> KernelSpec | None:
+    """The spec a PrimFunc was made from, or None for a function that is not ours."""
+    if func.attrs is None or SPEC_ATTR not in func.attrs:
+        return None
+    return KernelSpec.from_json(str(func.attrs[SPEC_ATTR]))
+
+
+__all__ = ["prim_func", "spec_of", "group_conv2d", "channel_shuffle", "SPEC_ATTR"]

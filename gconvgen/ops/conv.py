@@ -1,0 +1,86 @@
+"""Group conv2d: depthwise (groups == in_channels) and pointwise (1x1) are its special cases.
+
+Stages, by name, which the schedule rules rely on:
+  "pad"  the zero-padded input (only when there is padding),
+  "conv" the accumulation in float32, in natural output-channel order,
+  "out"  the epilogue (bias, activation) and the output-channel shuffle as a remap of the store.
+"""
+from __future__ import annotations
+
+from tvm import te, tirx
+
+from ..spec import KernelSpec
+from . import epilogue
+
+
+def _pad(spec: KernelSpec, X: te.Tensor) -> te.Tensor:
+    top, left, bottom, right = spec.padding
+    if not any(spec.padding):
+        return X
+    zero = tirx.const(0, spec.dtype)
+    H, W = spec.height, spec.width
+    if spec.layout == "NCHW":
+        shape = (spec.batch, spec.in_channels, H + top + bottom, W + left + right)
+
+        def body(n, c, h, w):
+            inside = tirx.all(h >= top, h < H + top, w >= left, w < W + left)
+            return tirx.if_then_else(inside, X[n, c, h - top, w - left], zero)
+    else:
+        shape = (spec.batch, H + top + bottom, W + left + right, spec.in_channels)
+
+        def body(n, h, w, c):
+            inside = tirx.all(h >= top, h < H + top, w >= left, w < W + left)
+            return tirx.if_then_else(inside, X[n, h - top, w - left, c], zero)
+    return te.compute(shape, body, name="pad")
+
+
+def group_conv2d(spec: KernelSpec) -> list[te.Tensor]:
+    """[input, weight, (bias), output] of the kernel described by `spec`."""
+    acc = epilogue.ACC_DTYPE
+    X = te.placeholder(spec.shape("input"), spec.dtype, name="input")
+    Wt = te.placeholder(spec.shape("weight"), spec.dtype, name="weight")
+    B = te.placeholder(spec.shape("bias"), spec.dtype, name="bias") if spec.has_bias else None
+    Xp = _pad(spec, X)
+    (sh, sw), (dh, dw), (kh, kw) = spec.stride, spec.dilation, spec.kernel
+    cig = spec.in_channels // spec.groups
+    cog = spec.out_channels // spec.groups
+    rh = te.reduce_axis((0, kh), "rh") if kh > 1 else None
+    rw = te.reduce_axis((0, kw), "rw") if kw > 1 else None
+    rc = te.reduce_axis((0, cig), "rc") if cig > 1 else None
+    axes = [a for a in (rc, rh, rw) if a is not None]
+    zero = tirx.const(0, "int32")
+    ih = lambda h: h * sh + (rh * dh if rh is not None else zero)  # noqa: E731
+    iw = lambda w: w * sw + (rw * dw if rw is not None else zero)  # noqa: E731
+    if spec.groups == 1:
+        ic = lambda o: rc if rc is not None else zero  # noqa: E731
+    else:
+        ic = lambda o: (o // cog) * cig + (rc if rc is not None else zero)  # noqa: E731
+    rhv = rh if rh is not None else zero
+    rwv = rw if rw is not None else zero
+    rcv = rc if rc is not None else zero
+
+    if spec.layout == "NCHW":
+        def term(n, o, h, w):
+            return Xp[n, ic(o), ih(h), iw(w)].astype(acc) * Wt[o, rcv, rhv, rwv].astype(acc)
+        conv_shape = (spec.batch, spec.out_channels, spec.out_height, spec.out_width)
+        conv = te.compute(conv_shape, lambda n, o, h, w: te.sum(term(n, o, h, w), axis=axes) if axes
+                          else term(n, o, h, w), name="conv")
+    else:
+        def term(n, h, w, o):
+            return Xp[n, ih(h), iw(w), ic(o)].astype(acc) * Wt[rhv, rwv, rcv, o].astype(acc)
+        conv_shape = (spec.batch, spec.out_height, spec.out_width, spec.out_channels)
+        conv = te.compute(conv_shape, lambda n, h, w, o: te.sum(term(n, h, w, o), axis=axes) if axes
+                          else term(n, h, w, o), name="conv")
+
+    C, G = spec.out_channels, spec.shuffle_groups
+
+    def store(n, h, w, c):
+        src = epilogue.shuffle_source(c, C, G)
+        value = conv[n, src, h, w] if spec.layout == "NCHW" else conv[n, h, w, src]
+        return epilogue.apply(spec, value, src, B).astype(spec.dtype)
+
+    if spec.layout == "NCHW":
+        Y = te.compute(spec.shape("output"), lambda n, c, h, w: store(n, h, w, c), name="out")
+    else:
+        Y = te.compute(spec.shape("output"), lambda n, h, w, c: store(n, h, w, c), name="out")
+    return [X, Wt] + ([B] if B is not None else []) + [Y]

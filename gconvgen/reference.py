@@ -1,0 +1,73 @@
+"""PyTorch's answer for a spec: the ground truth of tests and the baseline of benchmarks.
+Tensors here are torch's logical NCHW (any memory format) with OIHW weights."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .spec import KernelSpec
+
+_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def torch_dtype(spec: KernelSpec) -> torch.dtype:
+    return _TORCH_DTYPES[spec.dtype]
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's view/transpose/view, exactly as the models write it."""
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+def forward(spec: KernelSpec, x: torch.Tensor, weight: torch.Tensor | None = None,
+            bias: torch.Tensor | None = None) -> torch.Tensor:
+    """What the kernel must compute, the way a PyTorch model computes it (separate ops)."""
+    if spec.op == "channel_shuffle":
+        return channel_shuffle(x, spec.groups)
+    top, left, bottom, right = spec.padding
+    if (top, left) == (bottom, right):
+        y = F.conv2d(x, weight, bias if spec.has_bias else None, spec.stride, (top, left), spec.dilation, spec.groups)
+    else:
+        y = F.conv2d(F.pad(x, (left, right, top, bottom)), weight, bias if spec.has_bias else None,
+                     spec.stride, 0, spec.dilation, spec.groups)
+    act = spec.activation
+    if act == "relu":
+        y = F.relu(y)
+    elif act == "relu6":
+        y = F.relu6(y)
+    elif act == "hardswish":
+        y = F.hardswish(y)
+    if spec.shuffle_groups > 1:
+        y = channel_shuffle(y, spec.shuffle_groups)
+    return y
+
+
+def random_args(spec: KernelSpec, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random torch-layout arguments (NCHW input, OIHW weight, bias) for a spec."""
+    g = torch.Generator().manual_seed(seed)
+    dt = torch_dtype(spec)
+    args = {"input": torch.randn(spec.batch, spec.in_channels, spec.height, spec.width, generator=g).to(dt)}
+    if spec.op == "conv2d":
+        kh, kw = spec.kernel
+        fan_in = spec.in_channels // spec.groups * kh * kw
+        args["weight"] = (torch.randn(spec.out_channels, spec.in_channels // spec.groups, kh, kw, generator=g)
+                          / fan_in ** 0.5).to(dt)
+        if spec.has_bias:
+            args["bias"] = torch.randn(spec.out_channels, generator=g).to(dt)
+    return args
+
+
+def to_kernel_layout(spec: KernelSpec, name: str, t: torch.Tensor) -> torch.Tensor:
+    """A torch-layout argument as the kernel takes it (NHWC input/output, HWIO weight for NHWC kernels).
+    For a channels_last input the NHWC view is already contiguous: no copy is made."""
+    if spec.layout == "NHWC" and name in ("input", "output"):
+        t = t.permute(0, 2, 3, 1)
+    elif spec.layout == "NHWC" and name == "weight":
+        t = t.permute(2, 3, 1, 0)
+    return t.contiguous()
+
+
+def from_kernel_layout(spec: KernelSpec, t: torch.Tensor) -> torch.Tensor:
+    """A kernel's output as a torch-layout (logical NCHW) tensor, zero-copy."""
+    return t.permute(0, 3, 1, 2) if spec.layout == "NHWC" else t

@@ -1,0 +1,247 @@
+"""KernelSpec: the one description of a kernel. Its `.key` is the kernel's identity."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+OPS = ("conv2d", "channel_shuffle")
+LAYOUTS = ("NCHW", "NHWC")
+DTYPES = ("float32", "float16")
+ACTIVATIONS = ("relu", "relu6", "hardswish")
+OP_CLASSES = ("depthwise", "grouped", "pointwise", "dense", "shuffle")
+# Suite rows carry these as labels; they do not change the kernel.
+_METADATA_FIELDS = ("name", "model")
+
+
+def _pair(name: str, value: Any) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return (int(value[0]), int(value[1]))
+    raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+def _padding(value: Any) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right); [ph, pw] means symmetric padding as in torch."""
+    if isinstance(value, (list, tuple)) and len(value) == 4 and all(isinstance(v, int) for v in value):
+        return tuple(int(v) for v in value)  # type: ignore[return-value]
+    ph, pw = _pair("padding", value)
+    return (ph, pw, ph, pw)
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One kernel: a grouped conv2d (depthwise and pointwise included) with a fused epilogue,
+    or a channel shuffle. Sizes are torch's: weight is (out_channels, in_channels // groups, kh, kw)."""
+
+    op: str
+    batch: int
+    in_channels: int
+    out_channels: int
+    height: int
+    width: int
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    epilogue: tuple[str, ...] = ()
+    layout: str = "NCHW"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    # ---- derived facts -------------------------------------------------------------------
+    @property
+    def key(self) -> str:
+        if self.op == "channel_shuffle":
+            return (f"channel_shuffle_n{self.batch}_c{self.in_channels}_h{self.height}_w{self.width}"
+                    f"_g{self.groups}_{self.layout}_{self.dtype}")
+        kh, kw = self.kernel
+        epi = "-".join(e.replace(":", "") for e in self.epilogue) or "none"
+        return (f"conv2d_n{self.batch}_i{self.in_channels}_o{self.out_channels}_h{self.height}_w{self.width}"
+                f"_k{kh}x{kw}_s{self.stride[0]}x{self.stride[1]}_p{'x'.join(map(str, self.padding))}"
+                f"_d{self.dilation[0]}x{self.dilation[1]}_g{self.groups}_e{epi}_{self.layout}_{self.dtype}")
+
+    @property
+    def func_name(self) -> str:
+        """Symbol of this kernel inside a library (a hash of the key: keys are too long for symbols)."""
+        return "gcg_" + hashlib.sha256(self.key.encode()).hexdigest()[:16]
+
+    @property
+    def out_height(self) -> int:
+        return (self.height + self.padding[0] + self.padding[2]
+                - self.dilation[0] * (self.kernel[0] - 1) - 1) // self.stride[0] + 1
+
+    @property
+    def out_width(self) -> int:
+        return (self.width + self.padding[1] + self.padding[3]
+                - self.dilation[1] * (self.kernel[1] - 1) - 1) // self.stride[1] + 1
+
+    @property
+    def has_bias(self) -> bool:
+        return "bias" in self.epilogue
+
+    @property
+    def activation(self) -> str | None:
+        return next((e for e in self.epilogue if e in ACTIVATIONS), None)
+
+    @property
+    def shuffle_groups(self) -> int:
+        """Groups of the output channel shuffle fused into the store (1 = none)."""
+        if self.op == "channel_shuffle":
+            return self.groups
+        return next((int(e.split(":")[1]) for e in self.epilogue if e.startswith("shuffle:")), 1)
+
+    @property
+    def op_class(self) -> str:
+        if self.op == "channel_shuffle":
+            return "shuffle"
+        if self.groups == self.in_channels and self.groups > 1:
+            return "depthwise"
+        if self.kernel == (1, 1):
+            return "pointwise"
+        return "grouped" if self.groups > 1 else "dense"
+
+    def shape(self, which: str) -> tuple[int, ...]:
+        """Shape of an argument ('input', 'weight', 'bias', 'output') as the kernel takes it."""
+        n, h, w = self.batch, self.height, self.width
+        if which == "input":
+            return (n, self.in_channels, h, w) if self.layout == "NCHW" else (n, h, w, self.in_channels)
+        if which == "output":
+            c, oh, ow = self.out_channels, self.out_height, self.out_width
+            if self.op == "channel_shuffle":
+                oh, ow = h, w
+            return (n, c, oh, ow) if self.layout == "NCHW" else (n, oh, ow, c)
+        if which == "weight":  # torch's OIHW for NCHW kernels, HWIO for NHWC kernels
+            kh, kw = self.kernel
+            cig = self.in_channels // self.groups
+            return (self.out_channels, cig, kh, kw) if self.layout == "NCHW" else (kh, kw, cig, self.out_channels)
+        if which == "bias":
+            return (self.out_channels,)
+        raise ValueError(f"unknown argument {which!r}")
+
+    @property
+    def arg_names(self) -> tuple[str, ...]:
+        if self.op == "channel_shuffle":
+            return ("input", "output")
+        return ("input", "weight") + (("bias",) if self.has_bias else ()) + ("output",)
+
+    def with_layout(self, layout: str) -> "KernelSpec":
+        return replace(self, layout=layout)
+
+    # ---- JSON ------------------------------------------------------------------------------
+    @classmethod
+    def from_json(cls, row: dict[str, Any] | str) -> "KernelSpec":
+        if isinstance(row, str):
+            row = json.loads(row)
+        if not isinstance(row, dict):
+            raise ValueError(f"a spec must be a JSON object, got {type(row).__name__}")
+        row = {k: v for k, v in row.items() if k not in _METADATA_FIELDS}
+        op = row.get("op", "conv2d")
+        if op == "channel_shuffle":
+            allowed = {"op", "batch", "channels", "height", "width", "groups", "layout", "dtype"}
+            _reject_unknown(row, allowed)
+            _require(row, ("channels", "height", "width", "groups"))
+            c = row["channels"]
+            return cls(op=op, batch=row.get("batch", 1), in_channels=c, out_channels=c,
+                       height=row["height"], width=row["width"], groups=row["groups"],
+                       layout=row.get("layout", "NCHW"), dtype=row.get("dtype", "float32"))
+        if op != "conv2d":
+            raise ValueError(f"op must be one of {OPS}, got {op!r}")
+        allowed = {"op", "batch", "in_channels", "out_channels", "height", "width", "kernel", "stride",
+                   "padding", "dilation", "groups", "epilogue", "layout", "dtype"}
+        _reject_unknown(row, allowed)
+        _require(row, ("in_channels", "out_channels", "height", "width"))
+        epilogue = row.get("epilogue", [])
+        if not isinstance(epilogue, (list, tuple)):
+            raise ValueError(f"epilogue must be a list, got {epilogue!r}")
+        return cls(op=op, batch=row.get("batch", 1), in_channels=row["in_channels"],
+                   out_channels=row["out_channels"], height=row["height"], width=row["width"],
+                   kernel=_pair("kernel", row.get("kernel", 1)), stride=_pair("stride", row.get("stride", 1)),
+                   padding=_padding(row.get("padding", 0)), dilation=_pair("dilation", row.get("dilation", 1)),
+                   groups=row.get("groups", 1), epilogue=tuple(epilogue),
+                   layout=row.get("layout", "NCHW"), dtype=row.get("dtype", "float32"))
+
+    def to_json(self) -> dict[str, Any]:
+        if self.op == "channel_shuffle":
+            return {"op": self.op, "batch": self.batch, "channels": self.in_channels, "height": self.height,
+                    "width": self.width, "groups": self.groups, "layout": self.layout, "dtype": self.dtype}
+        t, l, b, r = self.padding
+        return {"op": self.op, "batch": self.batch, "in_channels": self.in_channels,
+                "out_channels": self.out_channels, "height": self.height, "width": self.width,
+                "kernel": list(self.kernel), "stride": list(self.stride),
+                "padding": [t, l] if (t, l) == (b, r) else [t, l, b, r],
+                "dilation": list(self.dilation), "groups": self.groups, "epilogue": list(self.epilogue),
+                "layout": self.layout, "dtype": self.dtype}
+
+    # ---- validation --------------------------------------------------------------------------
+    def _validate(self) -> None:
+        if self.op not in OPS:
+            raise ValueError(f"op must be one of {OPS}, got {self.op!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        for name in ("batch", "in_channels", "out_channels", "height", "width", "groups"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("kernel", "stride", "dilation"):
+            value = getattr(self, name)
+            if len(value) != 2 or any(not isinstance(v, int) or v < 1 for v in value):
+                raise ValueError(f"{name} must be a pair of positive ints, got {value!r}")
+        if len(self.padding) != 4 or any(not isinstance(v, int) or v < 0 for v in self.padding):
+            raise ValueError(f"padding must be non-negative ints, got {self.padding!r}")
+        if self.op == "channel_shuffle":
+            if self.in_channels % self.groups:
+                raise ValueError(f"groups={self.groups} does not divide channels={self.in_channels}")
+            if self.epilogue:
+                raise ValueError(f"epilogue is not supported on channel_shuffle, got {self.epilogue!r}")
+            return
+        if self.in_channels % self.groups:
+            raise ValueError(f"groups={self.groups} does not divide in_channels={self.in_channels}")
+        if self.out_channels % self.groups:
+            raise ValueError(f"groups={self.groups} does not divide out_channels={self.out_channels}")
+        if self.out_height < 1 or self.out_width < 1:
+            raise ValueError(f"output would be {self.out_height}x{self.out_width}: height/width {self.height}x"
+                             f"{self.width} too small for kernel {self.kernel}, padding {self.padding}, "
+                             f"dilation {self.dilation}, stride {self.stride}")
+        seen: set[str] = set()
+        for i, e in enumerate(self.epilogue):
+            if not isinstance(e, str):
+                raise ValueError(f"epilogue entry must be a string, got {e!r}")
+            kind = e.split(":")[0]
+            if kind in seen:
+                raise ValueError(f"epilogue {e!r} given twice in {list(self.epilogue)}")
+            seen.add(kind)
+            if e == "bias" or e in ACTIVATIONS:
+                if e in ACTIVATIONS and seen & set(ACTIVATIONS) - {e}:
+                    raise ValueError(f"epilogue has more than one activation: {list(self.epilogue)}")
+                continue
+            if kind == "shuffle":
+                g = e.split(":")[1] if e.count(":") == 1 else ""
+                if not g.isdigit() or int(g) < 1:
+                    raise ValueError(f"epilogue {e!r}: shuffle needs a positive group count, as 'shuffle:3'")
+                if self.out_channels % int(g):
+                    raise ValueError(f"epilogue {e!r}: shuffle groups {g} do not divide "
+                                     f"out_channels={self.out_channels}")
+                if i != len(self.epilogue) - 1:
+                    raise ValueError(f"epilogue {e!r}: the shuffle must come last in {list(self.epilogue)}")
+                continue
+            raise ValueError(f"unknown epilogue {e!r}; known: bias, {', '.join(ACTIVATIONS)}, shuffle:G")
+
+
+def _reject_unknown(row: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(row) - allowed)
+    if unknown:
+        raise ValueError(f"unknown field(s) {unknown} in spec for op {row.get('op', 'conv2d')!r}")
+
+
+def _require(row: dict[str, Any], names: tuple[str, ...]) -> None:
+    missing = [n for n in names if n not in row]
+    if missing:
+        raise ValueError(f"missing field(s) {missing} in spec for op {row.get('op', 'conv2d')!r}")

@@ -1,0 +1,35 @@
+"""Small helpers the rules share: block lookup, vector width, tile choices."""
+from __future__ import annotations
+
+from tvm import s_tir
+from tvm.target import Target
+from tvm.target import codegen
+
+
+def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
+    """Lanes of one SIMD register for the target's widest vector unit (16 fp32 with AVX-512)."""
+    try:
+        bits = int(codegen.llvm_get_vector_width(target))
+    except Exception:  # noqa: BLE001 - targets LLVM cannot describe get a safe 128-bit guess
+        bits = 128
+    return max(1, max(bits, 128) // dtype_bits)
+
+
+def divisor_at_most(n: int, limit: int, prefer_multiple_of: int = 1) -> int:
+    """Largest divisor of n not above limit, preferring multiples of `prefer_multiple_of`."""
+    divisors = [d for d in range(1, min(n, limit) + 1) if n % d == 0]
+    preferred = [d for d in divisors if d % prefer_multiple_of == 0]
+    return (preferred or divisors)[-1]
+
+
+def has_block(sch: s_tir.Schedule, name: str) -> bool:
+    try:
+        sch.get_sblock(name)
+        return True
+    except Exception:  # noqa: BLE001 - get_sblock raises a plain error for a missing block
+        return False
+
+
+def split_by(sch: s_tir.Schedule, loop, inner: int):
+    """Split `loop` into (outer, inner) with the given inner extent."""
+    return sch.split(loop, factors=[None, inner])

@@ -1,0 +1,88 @@
+import json
+
+import pytest
+
+from gconvgen import suites
+from gconvgen.spec import KernelSpec
+
+PUBLIC = json.loads((suites.SUITES_DIR / "public.json").read_text())["workloads"]
+
+
+@pytest.mark.parametrize("row", PUBLIC, ids=[r["name"] for r in PUBLIC])
+def test_public_rows_parse_and_round_trip(row):
+    spec = KernelSpec.from_json(row)
+    assert spec.layout == "NCHW" and spec.dtype == "float32"
+    again = KernelSpec.from_json(spec.to_json())
+    assert again == spec and again.key == spec.key and hash(again) == hash(spec)
+    meta = {"name", "model", "layout", "dtype"}
+    assert {k: v for k, v in spec.to_json().items() if k not in meta} == {k: v for k, v in row.items() if k not in meta}
+
+
+def test_keys_are_distinct_per_kernel_and_layout():
+    specs = [KernelSpec.from_json(r) for r in PUBLIC]
+    keys = {s.key for s in specs}
+    assert len(keys) == len(specs)
+    assert all(s.with_layout("NHWC").key not in keys for s in specs)
+    assert len({s.func_name for s in specs}) == len(specs)
+
+
+def test_op_classes_of_public_suite():
+    classes = {r["name"]: KernelSpec.from_json(r).op_class for r in PUBLIC}
+    assert classes["mbv2.dw32x112"] == "depthwise"
+    assert classes["shv1g3.gpw240to60x28"] == "pointwise"
+    assert classes["rx50.g32c128x56"] == "grouped"
+    assert classes["shv2.shuffle116x28"] == "shuffle"
+
+
+BASE = {"op": "conv2d", "in_channels": 8, "out_channels": 8, "height": 8, "width": 8, "kernel": [3, 3],
+        "padding": [1, 1], "groups": 2}
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"groups": 3}, "groups"),
+    ({"out_channels": 6, "groups": 4}, "groups"),
+    ({"in_channels": 0}, "in_channels"),
+    ({"height": -1}, "height"),
+    ({"batch": 0}, "batch"),
+    ({"kernel": [0, 3]}, "kernel"),
+    ({"stride": [1, 0]}, "stride"),
+    ({"dilation": [0, 1]}, "dilation"),
+    ({"padding": [-1, 0]}, "padding"),
+    ({"height": 2, "width": 2, "padding": [0, 0]}, "output would be"),
+    ({"epilogue": ["gelu"]}, "unknown epilogue"),
+    ({"epilogue": ["shuffle:3"]}, "shuffle"),
+    ({"epilogue": ["shuffle:x"]}, "shuffle"),
+    ({"epilogue": ["bias", "bias"]}, "bias"),
+    ({"epilogue": ["relu", "relu6"]}, "activation"),
+    ({"epilogue": ["shuffle:2", "relu"]}, "shuffle"),
+    ({"layout": "NCWH"}, "layout"),
+    ({"dtype": "int4"}, "dtype"),
+    ({"op": "conv3d"}, "op"),
+    ({"colour": "red"}, "colour"),
+])
+def test_invalid_specs_name_the_problem(change, field):
+    with pytest.raises(ValueError, match=field):
+        KernelSpec.from_json({**BASE, **change})
+
+
+def test_invalid_shuffle_spec():
+    with pytest.raises(ValueError, match="groups"):
+        KernelSpec.from_json({"op": "channel_shuffle", "channels": 10, "height": 4, "width": 4, "groups": 3})
+    with pytest.raises(ValueError, match="channels"):
+        KernelSpec.from_json({"op": "channel_shuffle", "height": 4, "width": 4, "groups": 3})
+
+
+def test_asymmetric_padding_round_trips():
+    spec = KernelSpec.from_json({**BASE, "padding": [0, 1, 2, 1]})
+    assert spec.padding == (0, 1, 2, 1)
+    assert KernelSpec.from_json(spec.to_json()) == spec
+    assert spec.out_height == 8 and spec.out_width == 8
+
+
+def test_builtin_suites():
+    assert len(suites.load("public")) == 37
+    assert {w.spec.op_class for w in suites.load("mobilenet_v2")} == {"depthwise", "pointwise"}
+    assert all(w.model.startswith("shufflenet") for w in suites.load("shufflenet"))
+    assert all(w.spec.layout == "NHWC" for w in suites.load("convnext", layout="NHWC"))
+    with pytest.raises(ValueError, match="built-in"):
+        suites.load("no-such-suite")
