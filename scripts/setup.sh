@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Creates .venv with everything gconvgen needs; does nothing when it is already up to date.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stamp=.venv/.gconvgen-setup
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+[ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
+py=.venv/bin/python
+"$py" -m pip install -q --upgrade pip
+# The CPU build of torch first, pinned: an unpinned torch would pull a CUDA build of several GB.
+"$py" -m pip install -q "torch==2.13.0"
+# apache-tvm-ffi is pinned to 0.1.14.post1 in pyproject.toml: 0.1.15.x segfaults in save_json.
+"$py" -m pip install -q -e ".[test]"
+# The aarch64 cross compiler builds ARM libraries (and lets the tests check that they are refused here).
+if ! command -v aarch64-linux-gnu-gcc >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-aarch64-linux-gnu >/dev/null) \
+      || echo "setup: could not install gcc-aarch64-linux-gnu; ARM builds will be unavailable" >&2
+  else
+    echo "setup: gcc-aarch64-linux-gnu is not installed; ARM builds will be unavailable" >&2
+  fi
+fi
+echo "$want" > "$stamp"
