@@ -20,7 +20,7 @@ class DepthwiseNCHW(ScheduleRule):
 
     name = "x86.DepthwiseNCHW"
 
-    def __init__(self, rows: int = 4, max_vector: int = 16, unroll_reduction: bool = False) -> None:
+    def __init__(self, rows: int = 8, max_vector: int = 16, unroll_reduction: bool = True) -> None:
         self.rows = rows
         self.max_vector = max_vector
         self.unroll_reduction = unroll_reduction
@@ -59,7 +59,8 @@ class DepthwiseNCHW(ScheduleRule):
             sch.compute_at(pad, nc)
             s = spec.stride[1]
             padded_width = spec.width + spec.padding[1] + spec.padding[3]
-            if s > 1 and padded_width % s == 0:  # deinterleave columns so that strided taps become contiguous loads
+            # (worth it only with a useful vector of outputs: on tiny planes the gather costs more)
+            if s > 1 and padded_width % s == 0 and spec.out_width >= 8:  # deinterleave columns so that strided taps become contiguous loads
                 sch.transform_layout(pad, ("write", 0), lambda n, c, h, w: (n, c, h, w % s, w // s))
                 wo_, phase = sch.split(sch.get_loops(pad)[-1], factors=[None, s])
                 sch.reorder(phase, wo_)
@@ -72,9 +73,10 @@ class DepthwiseNCHW(ScheduleRule):
 class GroupConvNCHW(ScheduleRule):
     """Grouped, pointwise and dense conv in NCHW as a blocked direct convolution: a tile of
     output channels (inside one group, so each input value is loaded once for all of them) x a
-    vector of output pixels accumulates in registers; 1x1 stride-1 convs vectorize over the
-    flattened H*W (a GEMM), others over the output width. The epilogue runs on the tile while it
-    is hot. Does not apply to depthwise (its own rule) or NHWC."""
+    vector of output pixels along a row (several rows when rows are short) accumulates in
+    registers. The epilogue runs on the tile while it is hot; an output shuffle, whose channel
+    remap is no box, runs as one vectorized pass over whole planes. Does not apply to depthwise
+    (its own rule) or NHWC."""
 
     name = "x86.GroupConvNCHW"
 
@@ -92,12 +94,12 @@ class GroupConvNCHW(ScheduleRule):
         cog = spec.out_channels // spec.groups
         oi = divisor_at_most(cog, self.channel_tile)
         n, o, h, w, *red = sch.get_loops(conv)
+        ow, oh = spec.out_width, spec.out_height
+        oo, oi_ = sch.split(o, factors=[None, oi])
         # Tiles are whole boxes of (rows x columns): a tile crossing a row end would make the
         # fused epilogue read accumulators of the next tile.
-        ow, oh = spec.out_width, spec.out_height
         wi = divisor_at_most(ow, lanes * self.vectors, prefer_multiple_of=lanes) if ow > lanes else ow
         hi = divisor_at_most(oh, max(1, lanes * self.vectors // wi))
-        oo, oi_ = sch.split(o, factors=[None, oi])
         ho, hi_ = sch.split(h, factors=[None, hi])
         po, wi_ = sch.split(w, factors=[None, wi])
         sch.reorder(n, oo, ho, po, *red, oi_, hi_, wi_)
@@ -108,8 +110,8 @@ class GroupConvNCHW(ScheduleRule):
         if spec.shuffle_groups == 1:
             sch.reverse_compute_at(out, po)
             sch.vectorize(sch.get_loops(out)[-1])
-        else:
-            _parallel_vectorize(sch, out)
+        else:  # the shuffle's channel remap is no box: a separate pass over whole planes
+            _parallel_vectorize(sch, out, flatten_inner=True)
         if has_block(sch, "pad"):
             _parallel_vectorize(sch, sch.get_sblock("pad"))
         if red:
@@ -137,7 +139,7 @@ class ChannelVectorNHWC(ScheduleRule):
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         lanes = vector_lanes(target)
         n, h, w, o, *red = sch.get_loops(conv)
-        oi = divisor_at_most(spec.out_channels, lanes * self.vectors, prefer_multiple_of=lanes)
+        oi = self._channel_vector(spec, lanes)
         wi = divisor_at_most(spec.out_width, self.pixels)
         oo, oi_ = sch.split(o, factors=[None, oi])
         wo, wi_ = sch.split(w, factors=[None, wi])
@@ -155,6 +157,18 @@ class ChannelVectorNHWC(ScheduleRule):
         if red:
             sch.decompose_reduction(conv, red[0])
         return sch
+
+
+    def _channel_vector(self, spec, lanes: int) -> int:
+        """Output channels per tile: whole registers where the channels allow (odd widths such as
+        24 lanes make LLVM split badly), and inside one group when groups are wide enough, so the
+        input channel is one broadcast for the whole vector rather than a gather."""
+        cog = spec.out_channels // spec.groups
+        span = spec.out_channels if spec.groups == 1 or spec.op_class == "depthwise" else cog
+        for width in (lanes * self.vectors, lanes, lanes // 2, lanes // 4):
+            if width >= 1 and span % width == 0:
+                return width
+        return divisor_at_most(span, lanes)
 
 
 class ChannelShuffle(ScheduleRule):
