@@ -29,7 +29,3 @@ def has_block(sch: s_tir.Schedule, name: str) -> bool:
     except Exception:  # noqa: BLE001 - get_sblock raises a plain error for a missing block
         return False
 
-
-def split_by(sch: s_tir.Schedule, loop, inner: int):
-    """Split `loop` into (outer, inner) with the given inner extent."""
-    return sch.split(loop, factors=[None, inner])
