@@ -59,8 +59,9 @@ class DepthwiseNCHW(ScheduleRule):
             sch.compute_at(pad, nc)
             s = spec.stride[1]
             padded_width = spec.width + spec.padding[1] + spec.padding[3]
-            # (worth it only with a useful vector of outputs: on tiny planes the gather costs more)
-            if s > 1 and padded_width % s == 0 and spec.out_width >= 8:  # deinterleave columns so that strided taps become contiguous loads
+            # Deinterleave columns so that strided taps become contiguous loads; worth it only with
+            # a useful vector of outputs (on tiny planes the gather into the buffer costs more).
+            if s > 1 and padded_width % s == 0 and spec.out_width >= 8:
                 sch.transform_layout(pad, ("write", 0), lambda n, c, h, w: (n, c, h, w % s, w // s))
                 wo_, phase = sch.split(sch.get_loops(pad)[-1], factors=[None, s])
                 sch.reorder(phase, wo_)
@@ -94,12 +95,12 @@ class GroupConvNCHW(ScheduleRule):
         cog = spec.out_channels // spec.groups
         oi = divisor_at_most(cog, self.channel_tile)
         n, o, h, w, *red = sch.get_loops(conv)
-        ow, oh = spec.out_width, spec.out_height
-        oo, oi_ = sch.split(o, factors=[None, oi])
         # Tiles are whole boxes of (rows x columns): a tile crossing a row end would make the
         # fused epilogue read accumulators of the next tile.
+        ow, oh = spec.out_width, spec.out_height
         wi = divisor_at_most(ow, lanes * self.vectors, prefer_multiple_of=lanes) if ow > lanes else ow
         hi = divisor_at_most(oh, max(1, lanes * self.vectors // wi))
+        oo, oi_ = sch.split(o, factors=[None, oi])
         ho, hi_ = sch.split(h, factors=[None, hi])
         po, wi_ = sch.split(w, factors=[None, wi])
         sch.reorder(n, oo, ho, po, *red, oi_, hi_, wi_)
@@ -158,15 +159,14 @@ class ChannelVectorNHWC(ScheduleRule):
             sch.decompose_reduction(conv, red[0])
         return sch
 
-
     def _channel_vector(self, spec, lanes: int) -> int:
         """Output channels per tile: whole registers where the channels allow (odd widths such as
-        24 lanes make LLVM split badly), and inside one group when groups are wide enough, so the
-        input channel is one broadcast for the whole vector rather than a gather."""
+        24 lanes make LLVM split badly), and, for grouped convs, inside one group, so the input
+        channel is one broadcast for the whole vector rather than a gather."""
         cog = spec.out_channels // spec.groups
         span = spec.out_channels if spec.groups == 1 or spec.op_class == "depthwise" else cog
         for width in (lanes * self.vectors, lanes, lanes // 2, lanes // 4):
-            if width >= 1 and span % width == 0:
+            if span % width == 0:
                 return width
         return divisor_at_most(span, lanes)
 
