@@ -3,6 +3,10 @@
 A rule is a small class with one `apply(func, target, tunable)` that returns a scheduled
 `tvm.s_tir.Schedule`, or None when it does not apply. Rules read the kernel's KernelSpec from
 the PrimFunc itself (gconvgen.ops.spec_of), so they decide from facts, not from block shapes.
+
+With `tunable=True` a rule draws its tile sizes with `sample_perfect_tile`, whose default
+decision is the rule's own choice: the schedule is then a MetaSchedule design space
+(gconvgen.tune wraps it in a ScheduleFn) whose first point is exactly the untuned default.
 """
 from __future__ import annotations
 
@@ -16,8 +20,21 @@ class ScheduleRule:
 
     name = "rule"
 
-    def apply(self, func: tvm.tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
+    def applies(self, spec, target: Target) -> bool:
         raise NotImplementedError
+
+    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        """Schedule `sch` (holding the spec's PrimFunc as "main") in place."""
+        raise NotImplementedError
+
+    def apply(self, func: tvm.tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
+        from gconvgen.ops import spec_of
+        spec = spec_of(func)
+        if spec is None or not self.applies(spec, target):
+            return None
+        sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+        self.schedule(sch, spec, target, tunable)
+        return sch
 
 
 def rules_for(family: str) -> list[ScheduleRule]:

@@ -29,3 +29,15 @@ def has_block(sch: s_tir.Schedule, name: str) -> bool:
     except Exception:  # noqa: BLE001 - get_sblock raises a plain error for a missing block
         return False
 
+
+
+def split(sch: s_tir.Schedule, loop, inner: int, tunable: bool, max_inner: int = 64) -> list:
+    """Split `loop` into (outer, inner) with `inner` iterations inside. Tunable: the factors are a
+    sampled perfect tile whose default decision is `inner`, so MetaSchedule's MutateTileSize can
+    move it while the untuned schedule stays exactly the rule's choice."""
+    if not tunable:
+        return sch.split(loop, factors=[None, inner])
+    extent = int(sch.get(loop).extent)
+    factors = sch.sample_perfect_tile(loop, n=2, max_innermost_factor=max(inner, max_inner),
+                                      decision=[extent // inner, inner])
+    return sch.split(loop, factors=factors)

@@ -1,7 +1,6 @@
 """Rules for any target family: the fallback that every kernel can take."""
 from __future__ import annotations
 
-import tvm
 from tvm import s_tir
 from tvm.target import Target
 
@@ -18,10 +17,10 @@ class Fallback(ScheduleRule):
 
     name = "fallback"
 
-    def apply(self, func, target: Target, tunable: bool) -> s_tir.Schedule | None:
-        if target.kind.name != "llvm":
-            return None
-        sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+    def applies(self, spec, target: Target) -> bool:
+        return target.kind.name == "llvm"
+
+    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         reductions = []
         for block in sch.get_child_blocks(sch.get_sblock("root")):
             loops = sch.get_loops(block)
@@ -36,7 +35,6 @@ class Fallback(ScheduleRule):
             sch.vectorize(spatial[-1])
         for block, loop in reductions:
             sch.decompose_reduction(block, loop)
-        return sch
 
 
 RULES: list[ScheduleRule] = [Fallback()]
