@@ -26,6 +26,7 @@ class Row:
     torch_compile_us: float | None
     max_abs_err: float
     schedule: str
+    rule_us: float | None = None   # the same kernel from the rules alone (bench --vs-rules)
 
 
 def _time_rounds(fns: dict[str, Callable[[], object]], rounds: int = 9, min_seconds: float = 0.01) -> dict[str, float]:
@@ -55,7 +56,9 @@ def _time_rounds(fns: dict[str, Callable[[], object]], rounds: int = 9, min_seco
     return {name: statistics.median(v) for name, v in samples.items()}
 
 
-def run_row(workload: Workload, library_folder, compile_torch: bool, seed: int = 0) -> Row:
+def run_row(workload: Workload, library_folder, compile_torch: bool, seed: int = 0, rule_folder=None) -> Row:
+    """Check our kernel against PyTorch, then time it, torch in both layouts, torch.compile and (with
+    rule_folder) the rules-only kernel, all in the same rounds."""
     from .runtime import load
     spec = workload.spec
     kernel = load(library_folder).kernel(spec)
@@ -74,6 +77,9 @@ def run_row(workload: Workload, library_folder, compile_torch: bool, seed: int =
         "torch_nchw": lambda: reference.forward(spec, *nchw),
         "torch_cl": lambda: reference.forward(spec, *cl),
     }
+    if rule_folder is not None:
+        rule_kernel, rule_out = load(rule_folder).kernel(spec), torch.empty_like(out)
+        fns["rule"] = lambda: rule_kernel(*kernel_args, rule_out)
     if compile_torch:
         compiled = torch.compile(lambda *a: reference.forward(spec, *a), dynamic=False)
         with torch.no_grad():
@@ -83,7 +89,7 @@ def run_row(workload: Workload, library_folder, compile_torch: bool, seed: int =
         t = _time_rounds(fns)
     torch_us = t["torch_cl"] if spec.layout == "NHWC" else t["torch_nchw"]
     return Row(workload.name, spec.op_class, spec.layout, t["ours"], torch_us, min(t["torch_nchw"], t["torch_cl"]),
-               t.get("torch_compile"), err, kernel.schedule)
+               t.get("torch_compile"), err, kernel.schedule, t.get("rule"))
 
 
 def geomean(values: list[float]) -> float:
@@ -102,7 +108,8 @@ def format_table(rows: list[Row]) -> str:
         if has_compile:
             c = r.torch_compile_us
             line += f" {c:9.1f} {c / r.ours_us:7.2f}" if c is not None else f" {'-':>9s} {'-':>7s}"
-        lines.append(line + f" {r.max_abs_err:8.1e}  {r.schedule}")
+        rule = f"  (rules {r.ours_us / r.rule_us:4.0%})" if r.rule_us is not None else ""
+        lines.append(line + f" {r.max_abs_err:8.1e}  {r.schedule}{rule}")
     lines.append("")
     lines.append("geomean speedup (x > 1: gconvgen faster)")
     for cls in OP_CLASSES + ("all",):
@@ -114,6 +121,9 @@ def format_table(rows: list[Row]) -> str:
         comp = [r.torch_compile_us / r.ours_us for r in sel if r.torch_compile_us is not None]
         if comp:
             line += f"  vs torch.compile {geomean(comp):5.2f}x"
+        rules = [r.ours_us / r.rule_us for r in sel if r.rule_us is not None]
+        if rules:
+            line += f"  rules alone reach {100 * geomean(rules):3.0f}% of this speed"
         lines.append(line)
     slower = [r for r in rows if r.torch_best_us < r.ours_us]
     if slower:
@@ -136,3 +146,41 @@ def to_json(rows: list[Row], target: str, threads: int) -> dict:
 def write_json(path: str, data: dict) -> None:
     with open(path, "w") as f:
         json.dump(data, f, indent=1)
+
+
+def plot(rows: list[Row], path: str, title: str) -> None:
+    """Per-layer speedup against torch's better layout (and torch.compile, where timed), log scale,
+    grouped by op class, so wins and losses show at a glance."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ordered = [r for cls in OP_CLASSES for r in rows if r.op_class == cls]
+    colors = {"depthwise": "tab:blue", "grouped": "tab:orange", "pointwise": "tab:green",
+              "dense": "tab:gray", "shuffle": "tab:purple"}
+    fig, ax = plt.subplots(figsize=(max(8, 0.32 * len(ordered) + 2), 5))
+    xs = range(len(ordered))
+    ax.bar(xs, [r.torch_best_us / r.ours_us for r in ordered], color=[colors[r.op_class] for r in ordered],
+           label="vs torch's better layout")
+    comp = [(i, r.torch_compile_us / r.ours_us) for i, r in enumerate(ordered) if r.torch_compile_us]
+    if comp:
+        ax.scatter([i for i, _ in comp], [v for _, v in comp], marker="_", s=120, color="black",
+                   label="vs torch.compile", zorder=3)
+    ax.axhline(1.0, color="red", linewidth=1)
+    ax.set_yscale("log")
+    ax.set_ylabel("speedup (>1: gconvgen faster)")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels([r.name for r in ordered], rotation=75, fontsize=7)
+    start = 0
+    for cls in OP_CLASSES:
+        n = sum(r.op_class == cls for r in ordered)
+        if n:
+            ax.text(start + (n - 1) / 2, 1.02, f"{cls} {geomean([r.torch_best_us / r.ours_us for r in ordered if r.op_class == cls]):.2f}x",
+                    transform=ax.get_xaxis_transform(), ha="center", fontsize=8, color=colors[cls])
+            if start:
+                ax.axvline(start - 0.5, color="lightgray", linewidth=1)
+            start += n
+    ax.set_title(title, pad=18)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

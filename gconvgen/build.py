@@ -36,8 +36,10 @@ def code_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
-def build(specs: Iterable[KernelSpec], profile: TargetProfile, out_dir: str | os.PathLike) -> Path:
-    """Compile every spec (duplicates once) into out_dir/gconvgen.so + manifest.json; returns out_dir."""
+def build(specs: Iterable[KernelSpec], profile: TargetProfile, out_dir: str | os.PathLike,
+          use_logs: bool = True) -> Path:
+    """Compile every spec (duplicates once) into out_dir/gconvgen.so + manifest.json; returns out_dir.
+    use_logs=False ignores the tuning logs (rules only)."""
     unique = list({s.key: s for s in specs}.values())
     if not unique:
         raise ValueError("nothing to build: no kernel specs given")
@@ -45,7 +47,7 @@ def build(specs: Iterable[KernelSpec], profile: TargetProfile, out_dir: str | os
     out.mkdir(parents=True, exist_ok=True)
     funcs, entries = {}, []
     for spec in unique:
-        sched = schedule(spec, profile)
+        sched = schedule(spec, profile, use_logs)
         funcs[spec.func_name] = sched.func
         entries.append({"key": spec.key, "function": spec.func_name, "spec": spec.to_json(),
                         "schedule": sched.kind, "rule": sched.source,
@@ -71,17 +73,20 @@ def build(specs: Iterable[KernelSpec], profile: TargetProfile, out_dir: str | os
     return out
 
 
-def cached(spec: KernelSpec, profile: TargetProfile) -> tuple[Path, bool]:
+def cached(spec: KernelSpec, profile: TargetProfile, use_logs: bool = True) -> tuple[Path, bool]:
     """A one-kernel library from the on-disk cache, built on a miss. Returns (folder, was_cached).
-    Keyed by spec key, target and versions (code fingerprint included)."""
-    ident = "\n".join([spec.key, repr(sorted(profile.target.items())), repr(sorted(versions().items()))])
+    Keyed by spec key, target, versions (code fingerprint included) and the state of the target's
+    tuning logs, so a new tuning record is picked up at once."""
+    from .schedule import logs
+    ident = "\n".join([spec.key, repr(sorted(profile.target.items())), repr(sorted(versions().items())),
+                       *(log.fingerprint() for log in logs(profile) if use_logs), f"logs={use_logs}"])
     folder = cache_dir() / "kernels" / hashlib.sha256(ident.encode()).hexdigest()[:24]
     if (folder / manifest.MANIFEST).exists() and (folder / LIBRARY).exists():
         return folder, True
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=folder.parent))
     try:
-        build([spec], profile, tmp)
+        build([spec], profile, tmp, use_logs)
         try:
             tmp.rename(folder)
         except OSError:  # another process finished the same kernel first: theirs is as good

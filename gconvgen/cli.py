@@ -1,4 +1,4 @@
-"""The `gconvgen` command: build, bench, targets, info."""
+"""The `gconvgen` command: tune, build, bench, targets, info."""
 from __future__ import annotations
 
 import argparse
@@ -25,13 +25,42 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from . import build, suites, targets
+    from . import build, targets
     profile = targets.load(args.target)
-    specs = [w.spec for w in suites.load(args.suite, args.layout)]
+    specs = [w.spec for w in _workloads(args)]
     start = time.perf_counter()
     out = build.build(specs, profile, args.output)
     print(f"built {len({s.key for s in specs})} kernels for {profile.name} in {time.perf_counter() - start:.1f} s"
           f" -> {out}/{build.LIBRARY} + manifest.json")
+    return 0
+
+
+def _workloads(args: argparse.Namespace):
+    from . import suites
+    return suites.load(args.model or args.suite, args.layout)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from . import targets
+    from .tune import tune
+    profile = targets.load(args.target)
+    workloads = _workloads(args)
+    names = {}
+    for w in workloads:
+        names.setdefault(w.spec.key, w.name)
+    print(f"tuning {len(names)} kernels for {profile.name} ({profile.target.get('mcpu', profile.target['kind'])}), "
+          f"{args.trials} trials each -> {profile.log_dirs[0]}", file=sys.stderr)
+    try:
+        tasks = tune([w.spec for w in workloads], profile, trials=args.trials, budget_minutes=args.budget_minutes,
+                     workers=args.workers, seed=args.seed)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: every measured record is kept in {profile.log_dirs[0]}; run again to go on",
+              file=sys.stderr)
+        return 130
+    print(f"{'layer':26s} {'rule':14s} {'trials':>6s} {'rule us':>9s} {'best us':>9s} {'gain':>6s}")
+    for t in tasks:
+        print(f"{names[t.spec.key]:26s} {t.rule.split('.')[-1][:14]:14s} {t.trials:6d} {t.first_us:9.1f} "
+              f"{t.best_us:9.1f} {t.first_us / t.best_us:6.2f}")
     return 0
 
 
@@ -48,15 +77,20 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     threads = _threads(args.threads)
-    from . import bench, build, suites, targets
+    from . import bench, build, targets
     profile = targets.load(args.target)
-    workloads = suites.load(args.suite, args.layout)
+    workloads = _workloads(args)
+    if args.convergence:
+        from .convergence import report
+        print(report(workloads, profile))
+        return 0
     rows = []
     for i, w in enumerate(workloads, 1):
         start = time.perf_counter()
-        folder, was_cached = build.cached(w.spec, profile)
+        folder, was_cached = build.cached(w.spec, profile, use_logs=not args.rules_only)
         built = "cached" if was_cached else f"compiled {time.perf_counter() - start:.1f}s"
-        row = bench.run_row(w, folder, args.compile)
+        rule_folder = build.cached(w.spec, profile, use_logs=False)[0] if args.vs_rules else None
+        row = bench.run_row(w, folder, args.compile, rule_folder=rule_folder)
         rows.append(row)
         print(f"[{i}/{len(workloads)}] {w.name}: {built}, ours {row.ours_us:.1f} us, torch best "
               f"{row.torch_best_us:.1f} us, err {row.max_abs_err:.1e}", file=sys.stderr, flush=True)
@@ -64,6 +98,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         bench.write_json(args.json, bench.to_json(rows, profile.name, threads))
         print(f"wrote {args.json}")
+    if args.plot:
+        bench.plot(rows, args.plot, f"gconvgen vs PyTorch on {profile.name}, {threads} threads")
+        print(f"wrote {args.plot}")
     return 0
 
 
@@ -78,12 +115,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default=None, help="override every row's layout")
     p.add_argument("--compile", action="store_true", help="also time torch.compile")
     p.add_argument("--json", default=None, help="write the rows as JSON here")
+    p.add_argument("--plot", default=None, metavar="FILE.png", help="draw the per-layer speedups here")
+    p.add_argument("--convergence", action="store_true",
+                   help="from the tuning log, not timing: trials each layer took to reach 90%% of its best")
+    p.add_argument("--model", default=None, help="the layers of one model (mobilenet_v2, shufflenet, ...)")
+    p.add_argument("--rules-only", action="store_true", help="ignore the tuning logs: the untuned default")
+    p.add_argument("--vs-rules", action="store_true", help="also time the rules-only kernel in the same rounds")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("tune", help="tune kernels with MetaSchedule into tune_logs/<target>/ (resumes)")
+    p.add_argument("--target", default="host", help="target profile (default: host)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--suite", default="public", help="suite file or built-in name (default: public)")
+    g.add_argument("--model", default=None, help="the layers of one model (mobilenet_v2, shufflenet, ...)")
+    p.add_argument("--layout", choices=("NCHW", "NHWC"), default=None, help="override every row's layout")
+    p.add_argument("--trials", type=int, default=16, help="measured candidates per kernel in this run (default 16)")
+    p.add_argument("--budget-minutes", type=float, default=None, help="stop after this long (records are kept)")
+    p.add_argument("--workers", type=int, default=None, help="build processes (default: the target's cores)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("build", help="compile a suite into one library + manifest.json")
     p.add_argument("--suite", default="public")
     p.add_argument("--target", default="host")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default=None)
+    p.add_argument("--model", default=None, help="the layers of one model (mobilenet_v2, shufflenet, ...)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.set_defaults(func=cmd_build)
 

@@ -1,23 +1,52 @@
-"""Pick a kernel's schedule: a hand rule of the target's family if one applies, else the fallback."""
+"""Pick a kernel's schedule, first that works:
+1. its best record in the target's tuning logs (tune_logs/<log>/, MetaSchedule's database);
+2. the best record of the nearest tuned kernel of the same family, replayed on this shape and
+   checked against PyTorch before use (transfer);
+3. a hand rule of the target's family (schedules/<family>.py);
+4. the generic fallback.
+"""
 from __future__ import annotations
 
+import math
+import platform
+import warnings
 from dataclasses import dataclass
 
 import tvm
 
-from .ops import prim_func
+from .ops import prim_func, spec_of
 from .spec import KernelSpec
-from .targets import TargetProfile
+from .targets import TargetProfile, host_features
+from .tunelog import Record, TuneLog, workload_of
+
+TRANSFER_CANDIDATES = 3   # nearest tuned kernels whose trace we try on a new shape
 
 
 @dataclass(frozen=True)
 class Scheduled:
     func: tvm.tirx.PrimFunc   # scheduled, named spec.func_name
-    kind: str                 # "tuned" | "rule" | "fallback"
-    source: str               # which rule (or tuning record) gave the schedule
+    kind: str                 # "tuned" | "transfer" | "rule" | "fallback"
+    source: str               # which record or rule gave the schedule
 
 
-def schedule(spec: KernelSpec, profile: TargetProfile) -> Scheduled:
+_LOGS: dict[str, TuneLog] = {}
+
+
+def logs(profile: TargetProfile) -> list[TuneLog]:
+    """The profile's tuning logs, read once per process (re-read when a file changes)."""
+    return [_LOGS.setdefault(str(d), TuneLog(d)) for d in profile.log_dirs]
+
+
+def schedule(spec: KernelSpec, profile: TargetProfile, use_logs: bool = True) -> Scheduled:
+    mod = tvm.IRModule({"main": prim_func(spec)})
+    if use_logs:
+        found = _tuned(spec, mod, profile) or _transferred(spec, mod, profile)
+        if found is not None:
+            return found
+    return rule_schedule(spec, profile)
+
+
+def rule_schedule(spec: KernelSpec, profile: TargetProfile) -> Scheduled:
     from schedules import rules_for
     func = prim_func(spec)
     target = profile.tvm_target()
@@ -25,7 +54,127 @@ def schedule(spec: KernelSpec, profile: TargetProfile) -> Scheduled:
         sch = rule.apply(func, target, tunable=False)
         if sch is not None:
             kind = "fallback" if rule.name == "fallback" else "rule"
-            scheduled = sch.mod["main"].with_attr("global_symbol", spec.func_name)
-            return Scheduled(scheduled, kind, rule.name)
+            return Scheduled(_named(sch, spec), kind, rule.name)
     raise ValueError(f"no schedule rule applies to {spec.key} on target {profile.name} "
                      f"(family {profile.family})")
+
+
+def _named(sch, spec: KernelSpec) -> tvm.tirx.PrimFunc:
+    return sch.mod["main"].with_attr("global_symbol", spec.func_name)
+
+
+def _replay(mod: tvm.IRModule, record: Record, adapt: bool = False):
+    """The record's trace applied to mod, or None when it does not apply. With `adapt` (a trace
+    from another shape), each sampled tile keeps its inner factor where that still divides the
+    loop, else takes the nearest divisor that does, so the trace's tiling carries over."""
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+    sch = s_tir.Schedule(mod)
+
+    def fit_tiles(inst, inputs, attrs, decision):
+        if inst.kind.name != "SamplePerfectTile" or decision is None:
+            return decision
+        extent, factors = int(sch.get(inputs[0]).extent), [int(d) for d in decision]
+        if math.prod(factors) == extent:
+            return decision
+        max_inner = int(attrs[1]) if int(attrs[1]) > 0 else extent
+        divisors = [d for d in range(1, min(extent, max_inner) + 1) if extent % d == 0]
+        inner = min(divisors, key=lambda d: (abs(math.log(d / factors[-1])), -d))
+        return [extent // inner] + [1] * (len(factors) - 2) + [inner]
+
+    try:
+        trace = ms.database.TuningRecord.from_json(record.as_json(), ms.database.Workload(mod)).trace
+        trace.apply_to_schedule(sch, remove_postproc=False, decision_provider=fit_tiles if adapt else None)
+    except Exception:  # noqa: BLE001 - any schedule error means: this trace does not fit
+        return None
+    return sch
+
+
+def _tuned(spec: KernelSpec, mod: tvm.IRModule, profile: TargetProfile) -> Scheduled | None:
+    workload = workload_of(mod)[0]
+    for log in logs(profile):
+        for record in log.records_for(workload)[:TRANSFER_CANDIDATES]:
+            sch = _replay(mod, record)
+            if sch is not None:
+                return Scheduled(_named(sch, spec), "tuned", f"{log.folder.name} {record.seconds * 1e6:.1f}us")
+            warnings.warn(f"tuning log {log.folder}: a record of {spec.key} no longer applies; skipped")
+    return None
+
+
+_SPECS: dict[str, KernelSpec | None] = {}
+
+
+def _spec_of_workload(workload: list[str]) -> KernelSpec | None:
+    if workload[0] not in _SPECS:
+        from tvm.s_tir import meta_schedule as ms
+        try:
+            _SPECS[workload[0]] = spec_of(ms.database.Workload.from_json(workload).mod["main"])
+        except Exception:  # noqa: BLE001 - a workload that is not one of ours (or unreadable)
+            _SPECS[workload[0]] = None
+    return _SPECS[workload[0]]
+
+
+def distance(a: KernelSpec, b: KernelSpec) -> float | None:
+    """How far apart two kernels are for schedule transfer; None when they are of different
+    families (op class, layout, dtype), whose schedules never carry over."""
+    if (a.op, a.op_class, a.layout, a.dtype) != (b.op, b.op_class, b.layout, b.dtype):
+        return None
+    d = sum(abs(math.log(x / y)) for x, y in [
+        (a.batch, b.batch), (a.in_channels, b.in_channels), (a.out_channels, b.out_channels),
+        (a.height, b.height), (a.width, b.width), (a.groups, b.groups)])
+    d += 2.0 * (a.kernel != b.kernel) + 2.0 * (a.stride != b.stride) + 1.0 * (a.dilation != b.dilation)
+    d += 0.5 * (a.padding != b.padding) + 0.5 * (a.epilogue != b.epilogue)
+    return d
+
+
+def _transferred(spec: KernelSpec, mod: tvm.IRModule, profile: TargetProfile) -> Scheduled | None:
+    """Replay the best records of the nearest tuned kernels; the first that applies and computes
+    the right result is used."""
+    near = []
+    for log in logs(profile):
+        workloads = {w[0]: w for w in log.workloads() if w}
+        best: dict[str, Record] = {}
+        for r in log.records():
+            if r.ok and (r.workload not in best or r.seconds < best[r.workload].seconds):
+                best[r.workload] = r
+        for h, record in best.items():
+            other = _spec_of_workload(workloads[h]) if h in workloads else None
+            d = distance(spec, other) if other is not None and other.key != spec.key else None
+            if d is not None:
+                near.append((d, other, record, log))
+    near.sort(key=lambda x: x[0])
+    for _, other, record, log in near[:TRANSFER_CANDIDATES]:
+        sch = _replay(mod, record, adapt=True)
+        if sch is None:
+            continue
+        func = _named(sch, spec)
+        if _validate(spec, func, profile):
+            return Scheduled(func, "transfer", f"{log.folder.name} from {other.key}")
+    return None
+
+
+def runs_here(profile: TargetProfile) -> bool:
+    return (profile.target.get("kind") == "llvm" and profile.arch == platform.machine()
+            and set(profile.required_features()) <= host_features())
+
+
+def _validate(spec: KernelSpec, func: tvm.tirx.PrimFunc, profile: TargetProfile) -> bool:
+    """Compile the transferred schedule; where this machine can run it, also compare its result
+    with PyTorch's on random data. A schedule replayed on another shape may compile to a wrong
+    kernel (a split that no longer divides), and a wrong kernel must never be served."""
+    import torch
+    from . import reference
+    try:
+        executable = tvm.compile(tvm.IRModule({"main": func}), target=profile.tvm_target())
+    except Exception:  # noqa: BLE001
+        return False
+    if not runs_here(profile):
+        return True
+    args = reference.random_args(spec, seed=1)
+    kernel_args = [reference.to_kernel_layout(spec, n, args[n]).contiguous() for n in spec.arg_names if n != "output"]
+    out = torch.empty(spec.shape("output"), dtype=reference.torch_dtype(spec))
+    executable[spec.func_name](*kernel_args, out)
+    expected = reference.forward(spec, *args.values()).float()
+    got = reference.from_kernel_layout(spec, out).float()
+    err = ((got - expected).abs().max() / expected.abs().max().clamp_min(1e-6)).item()
+    return err < 1e-4

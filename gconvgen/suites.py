@@ -1,4 +1,5 @@
-"""Layer suites: a JSON file of workload rows, or a built-in name (subsets of the public suite)."""
+"""Layer suites: a JSON file of workload rows, or a built-in name: subsets of the public suite, or
+`untuned` (layers of other models, which the shipped tuning log has never seen)."""
 from __future__ import annotations
 
 import json
@@ -32,10 +33,13 @@ def load(suite: str, layout: str | None = None) -> list[Workload]:
     path = Path(suite)
     models = None
     if not path.exists():
-        if suite not in BUILTIN:
+        if (SUITES_DIR / f"{suite}.json").exists():
+            path = SUITES_DIR / f"{suite}.json"
+        elif suite in BUILTIN:
+            path, models = SUITES_DIR / "public.json", BUILTIN[suite]
+        else:
             raise ValueError(f"suite {suite!r} is neither a file nor a built-in suite "
-                             f"({', '.join(BUILTIN)})")
-        path, models = SUITES_DIR / "public.json", BUILTIN[suite]
+                             f"({', '.join([*BUILTIN, 'untuned'])})")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:

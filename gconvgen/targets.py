@@ -26,7 +26,13 @@ class TargetProfile:
     target: dict[str, Any]           # the TVM target dict
     cc: str | None = None            # cross compiler for export_library; None = the host's
     runner: str = "local"            # local | emulated | rpc
+    logs: tuple[str, ...] = ()       # tune_logs/ folders to read, first is where tuning writes
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def log_dirs(self) -> list:
+        from .paths import TUNE_LOGS_DIR
+        return [TUNE_LOGS_DIR / name for name in (self.logs or (self.name,))]
 
     def tvm_target(self):
         import tvm
@@ -77,15 +83,17 @@ def load(name: str) -> TargetProfile:
         raise ValueError(f"target profile {path} needs a [target] table with a kind")
     target = dict(data["target"])
     family = data.get("family", "x86")
+    logs = tuple(data.get("logs", ()))
     if data.get("detect"):
         target, family = _detect_host(target)
+        logs = _host_logs(target)
     if target.get("kind") == "llvm" and "num-cores" not in target:
         target["num-cores"] = os.cpu_count() or 1
     return TargetProfile(name=data.get("name", path.stem), description=data.get("description", ""),
                          family=family, target=target, cc=data.get("build", {}).get("cc"),
-                         runner=data.get("measure", {}).get("runner", "local"),
+                         runner=data.get("measure", {}).get("runner", "local"), logs=logs,
                          extra={k: v for k, v in data.items() if k not in
-                                ("name", "description", "family", "target", "build", "measure", "detect")})
+                                ("name", "description", "family", "target", "build", "measure", "detect", "logs")})
 
 
 def _detect_host(target: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -95,6 +103,15 @@ def _detect_host(target: dict[str, Any]) -> tuple[dict[str, Any], str]:
     target["num-cores"] = os.cpu_count() or 1
     machine = platform.machine()
     return target, ("arm" if machine in ("aarch64", "arm64") else "x86")
+
+
+def _host_logs(target: dict[str, Any]) -> tuple[str, ...]:
+    """This machine's own log first (tuning writes there), then the shipped log of its class, so a
+    fresh user gets tuned kernels: schedules transfer within a class, and the search resumes from them."""
+    own = f"host-{target['mcpu']}-{target['num-cores']}c"
+    features = host_features()
+    cls = "x86-avx512" if "avx512f" in features else "x86-avx2" if "avx2" in features else None
+    return (own, cls) if cls and platform.machine() in ("x86_64", "AMD64") else (own,)
 
 
 def host_features() -> set[str]:
