@@ -1,5 +1,6 @@
 # The two commands of the README: `make bench` (the main job) and `make test`.
 THREADS ?= 2
+TRIALS ?= 0
 VENV := .venv/bin
 
 .PHONY: setup bench test
@@ -7,7 +8,8 @@ setup:
 	@scripts/setup.sh
 
 bench: setup
-	$(VENV)/gconvgen bench --suite public --target host --threads $(THREADS) --json bench.json
+	@if [ "$(TRIALS)" != "0" ]; then $(VENV)/gconvgen tune --suite public --target host --trials $(TRIALS); fi
+	$(VENV)/gconvgen bench --suite public --target host --threads $(THREADS) --compile --json bench.json --plot bench.png
 
 test: setup
 	$(VENV)/python -m pytest -q tests
