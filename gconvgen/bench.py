@@ -29,7 +29,7 @@ class Row:
     rule_us: float | None = None   # the same kernel from the rules alone (bench --vs-rules)
 
 
-def _time_rounds(fns: dict[str, Callable[[], object]], rounds: int = 9, min_seconds: float = 0.01) -> dict[str, float]:
+def _time_rounds(fns: dict[str, Callable[[], object]], rounds: int = 11, min_seconds: float = 0.01) -> dict[str, float]:
     """Median µs per call of each function. The functions take turns round by round, so a noisy
     neighbour or a spinning thread pool hurts them alike."""
     loops = {}
