@@ -1,0 +1,125 @@
+"""`gconvgen.convert(model)`: swap a model's grouped, depthwise and pointwise convs and its channel
+shuffles for gconvgen's, folding BatchNorm and the following activation into the conv in eval mode.
+
+- `nn.Conv2d` with groups > 1 or a 1x1 kernel -> `gconvgen.nn.Conv2d` (same parameters).
+- In an `nn.Sequential`, conv -> BatchNorm2d (eval mode) -> ReLU/ReLU6/Hardswish becomes one fused
+  `ConvBNAct`; the BatchNorm and the activation become `nn.Identity`.
+- `nn.ChannelShuffle` -> `gconvgen.nn.ChannelShuffle`.
+- Where the model traces with torch.fx, the view -> transpose(1, 2) -> view shuffle that ShuffleNets
+  write by hand becomes `torch.ops.gconvgen.channel_shuffle` (the result is a GraphModule). Where it
+  does not trace, the module swaps above still apply.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from torch import nn
+
+from .nn import ChannelShuffle, Conv2d, ConvBNAct
+
+_ACTIVATIONS = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish"}
+
+
+def eligible(conv: nn.Module) -> bool:
+    """A conv gconvgen serves: grouped/depthwise, or pointwise (1x1), zero padding, 2D."""
+    return (type(conv) is nn.Conv2d and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+            and (conv.groups > 1 or tuple(conv.kernel_size) == (1, 1)))
+
+
+def convert(model: nn.Module, inplace: bool = False, trace: bool = True) -> nn.Module:
+    """The model with gconvgen's kernels; outputs match the original's (within float rounding)."""
+    if not inplace:
+        model = copy.deepcopy(model)
+    _swap(model)
+    if trace:
+        model = _trace_shuffles(model)
+    return model
+
+
+def _swap(module: nn.Module) -> None:
+    if isinstance(module, nn.Sequential):
+        _fuse_sequence(module)
+    for name, child in module.named_children():
+        if eligible(child):
+            setattr(module, name, Conv2d.from_conv(child))
+        elif type(child) is nn.ChannelShuffle:
+            setattr(module, name, ChannelShuffle(child.groups))
+        else:
+            _swap(child)
+
+
+def _fuse_sequence(seq: nn.Sequential) -> None:
+    """conv -> [bn] -> [activation] runs inside one kernel."""
+    names = list(seq._modules)
+    for i, name in enumerate(names):
+        conv = seq._modules[name]
+        if not eligible(conv):
+            continue
+        nxt = [seq._modules[n] for n in names[i + 1:i + 3]]
+        bn = nxt[0] if nxt and type(nxt[0]) is nn.BatchNorm2d and not nxt[0].training else None
+        after = nxt[1 if bn is not None else 0] if len(nxt) > (1 if bn is not None else 0) else None
+        act = _ACTIVATIONS.get(type(after)) if after is not None else None
+        if bn is None and act is None:
+            continue
+        if bn is not None:
+            fused = ConvBNAct.fuse(conv, bn, act or "none")
+            seq._modules[names[i + 1]] = nn.Identity()
+        else:
+            fused = Conv2d.from_conv(conv, activation=act)
+        if act is not None:
+            seq._modules[names[i + (2 if bn is not None else 1)]] = nn.Identity()
+        seq._modules[name] = fused
+
+
+def _trace_shuffles(model: nn.Module) -> nn.Module:
+    try:
+        graph = _Tracer().trace(model)
+        gm = torch.fx.GraphModule(model, graph, type(model).__name__)
+    except Exception as e:  # noqa: BLE001 - a model fx cannot trace keeps its module swaps
+        warnings.warn(f"gconvgen.convert: torch.fx cannot trace {type(model).__name__} ({type(e).__name__}: "
+                      f"{str(e)[:120]}); hand-written channel shuffles stay as they are", stacklevel=3)
+        return model
+    if not _replace_shuffles(gm.graph):
+        return model
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return gm
+
+
+class _Tracer(torch.fx.Tracer):
+    """Keeps gconvgen's modules whole, so their eager fast path survives tracing."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, (Conv2d, ChannelShuffle)) or super().is_leaf_module(m, qualname)
+
+
+def _is_method(node, *names) -> bool:
+    return node.op == "call_method" and node.target in names
+
+
+def _replace_shuffles(graph: torch.fx.Graph) -> int:
+    """view(n, g, c/g, h, w) -> transpose(1, 2) [-> contiguous] -> view/reshape(n, c, h, w)."""
+    count = 0
+    for node in list(graph.nodes):
+        if not (_is_method(node, "view", "reshape") and len(node.args) == 5):
+            continue
+        src = node.args[0]
+        if _is_method(src, "contiguous") and len(src.users) == 1:
+            src = src.args[0]
+        is_transpose = (_is_method(src, "transpose") or (src.op == "call_function" and src.target is torch.transpose))
+        if not (is_transpose and tuple(src.args[1:3]) in ((1, 2), (2, 1)) and len(src.users) == 1):
+            continue
+        split = src.args[0]
+        if not (_is_method(split, "view", "reshape") and len(split.args) == 6 and isinstance(split.args[2], int)
+                and len(split.users) == 1):
+            continue
+        with graph.inserting_before(node):
+            new = graph.call_function(torch.ops.gconvgen.channel_shuffle.default, (split.args[0], split.args[2]))
+        node.replace_all_uses_with(new)
+        count += 1
+    return count
+
+
+__all__ = ["convert", "eligible"]

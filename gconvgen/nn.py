@@ -1,0 +1,91 @@
+"""Drop-in modules: nn.Conv2d's and nn.ChannelShuffle's constructors and state_dicts, our kernels.
+
+`Conv2d` adds two keyword arguments, `activation` ('none', 'relu', 'relu6', 'hardswish') and
+`shuffle` (output channel shuffle groups), which run fused in the kernel's store.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import torch_ops  # noqa: F401 - registers torch.ops.gconvgen
+
+
+class Conv2d(nn.Conv2d):
+    def __init__(self, *args, activation: str = "none", shuffle: int = 0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if activation not in torch_ops.ACTIVATIONS:
+            raise ValueError(f"activation must be one of {torch_ops.ACTIVATIONS}, got {activation!r}")
+        self.activation = activation
+        self.shuffle = shuffle
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padding = self.padding
+        if self.padding_mode != "zeros" or isinstance(padding, str):
+            # reflect/replicate/circular padding and padding='same': torch's conv, then our epilogue
+            y = super().forward(x)
+            return torch_ops._aten_conv_epilogue(y, self.activation, self.shuffle)
+        args = (x, self.weight, self.bias, list(self.stride), list(padding), list(self.dilation), self.groups,
+                self.activation, self.shuffle)
+        if _direct(x, self.weight):
+            return torch_ops.conv2d_eager(*args)
+        return torch.ops.gconvgen.conv2d(*args)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        if self.activation != "none":
+            s += f", activation={self.activation}"
+        if self.shuffle > 1:
+            s += f", shuffle={self.shuffle}"
+        return s
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, activation: str = "none", shuffle: int = 0) -> "Conv2d":
+        """The same conv (same parameters, shared) as a gconvgen module."""
+        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                  conv.groups, conv.bias is not None, conv.padding_mode, activation=activation, shuffle=shuffle,
+                  device="meta")
+        new.weight = conv.weight
+        new.bias = conv.bias
+        return new
+
+
+class ChannelShuffle(nn.ChannelShuffle):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _direct(x):
+            return torch_ops.channel_shuffle_eager(x, self.groups)
+        return torch.ops.gconvgen.channel_shuffle(x, self.groups)
+
+
+def _direct(*tensors: torch.Tensor) -> bool:
+    """Eager inference may skip the dispatcher (10-20 µs a call): nothing records the op there.
+    Under torch.compile/export, or when autograd is recording, the registered op runs."""
+    if torch.compiler.is_compiling() or any(isinstance(t, torch.fx.Proxy) for t in tensors):
+        return False
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
+def fold_batch_norm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of conv followed by bn in eval mode, as one conv."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1 / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    weight = conv.weight * scale.reshape(-1, 1, 1, 1)
+    return weight.detach(), ((bias - bn.running_mean) * scale + shift).detach()
+
+
+class ConvBNAct(Conv2d):
+    """Conv2d + BatchNorm2d (folded, inference) + activation, as one fused kernel."""
+
+    @classmethod
+    def fuse(cls, conv: nn.Conv2d, bn: nn.BatchNorm2d, activation: str = "none") -> "ConvBNAct":
+        if bn.training:
+            raise ValueError("ConvBNAct.fuse folds BatchNorm's running statistics: call model.eval() first")
+        weight, bias = fold_batch_norm(conv, bn)
+        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                  conv.groups, True, conv.padding_mode, activation=activation, device=weight.device,
+                  dtype=weight.dtype)
+        with torch.no_grad():
+            new.weight.copy_(weight)
+            new.bias.copy_(bias)
+        return new

@@ -1,0 +1,259 @@
+"""torch.library ops: torch.ops.gconvgen.conv2d and torch.ops.gconvgen.channel_shuffle.
+
+Each call becomes a KernelSpec; its compiled kernel comes from a library registered with
+`use_library`, else from the on-disk cache, else it is compiled on first use (tuned record, transfer
+or rule) and cached. Calls are zero-copy through DLPack; a channels_last input runs the NHWC kernel
+on its NHWC view and returns a channels_last tensor, as torch does.
+
+What our kernels do not cover (other dtypes or devices, invalid shapes) goes to aten, so results and
+error messages are torch's own. Without a compiler (a runtime-only install) a spec missing from the
+registered libraries also goes to aten, with one warning, or raises when strict mode is on
+(`set_strict(True)` or GCONVGEN_STRICT=1).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from .spec import KernelSpec
+
+ACTIVATIONS = ("none", "relu", "relu6", "hardswish")
+
+_kernels: dict[str, object] = {}
+_libraries: list = []
+_strict = os.environ.get("GCONVGEN_STRICT", "") not in ("", "0")
+_warned = False
+_profile = None
+
+
+def set_strict(strict: bool) -> None:
+    """Strict: a kernel that cannot be had raises instead of falling back to aten."""
+    global _strict
+    _strict = strict
+
+
+def use_library(folder: str | os.PathLike) -> None:
+    """Serve the kernels of a built library (gconvgen build) before looking at the cache."""
+    from .runtime import load
+    _libraries.append(load(folder))
+
+
+def _kernel(spec: KernelSpec):
+    """The compiled kernel for spec, or None where only aten can serve it."""
+    global _warned, _profile
+    k = _kernels.get(spec.key)
+    if k is not None:
+        return k
+    for lib in _libraries:
+        if spec in lib:
+            k = _kernels[spec.key] = lib.kernel(spec)
+            return k
+    try:
+        from . import build, targets
+        from .runtime import load
+    except ImportError as e:  # runtime-only install: no TVM compiler
+        if _strict:
+            raise RuntimeError(f"gconvgen: no compiled kernel for {spec.key} and no compiler to build it "
+                               f"({e}); build a library for it with `gconvgen build`") from e
+        if not _warned:
+            warnings.warn(f"gconvgen: no compiler installed ({e}); kernels missing from the loaded libraries "
+                          f"run on aten instead", stacklevel=4)
+            _warned = True
+        return None
+    if _profile is None:
+        _profile = targets.load("host")
+    folder, _ = build.cached(spec, _profile)
+    k = _kernels[spec.key] = load(folder).kernel(spec)
+    return k
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if _channels_last(x) else torch.contiguous_format
+
+
+def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def _conv_spec(x, weight, bias, stride, padding, dilation, groups, activation, shuffle) -> KernelSpec | None:
+    """The spec of a call our kernels serve, or None (aten serves it, and raises torch's errors)."""
+    if (x.device.type != "cpu" or weight.device.type != "cpu" or x.dtype != torch.float32
+            or weight.dtype != torch.float32 or x.dim() != 4 or weight.dim() != 4
+            or (bias is not None and (bias.dtype != torch.float32 or bias.device.type != "cpu"))):
+        return None
+    n, c, h, w = x.shape
+    o, cg, kh, kw = weight.shape
+    if groups < 1 or c != cg * groups or o % groups or (bias is not None and tuple(bias.shape) != (o,)):
+        return None
+    if activation not in ACTIVATIONS:
+        return None
+    epilogue = (("bias",) if bias is not None else ()) + ((activation,) if activation != "none" else ()) \
+        + ((f"shuffle:{shuffle}",) if shuffle > 1 else ())
+    try:
+        return KernelSpec(op="conv2d", batch=n, in_channels=c, out_channels=o, height=h, width=w, kernel=(kh, kw),
+                          stride=tuple(stride), padding=(padding[0], padding[1], padding[0], padding[1]),
+                          dilation=tuple(dilation), groups=groups, epilogue=epilogue,
+                          layout="NHWC" if _channels_last(x) else "NCHW", dtype="float32")
+    except ValueError:
+        return None
+
+
+def _aten_conv(x, weight, bias, stride, padding, dilation, groups, activation, shuffle) -> torch.Tensor:
+    y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    return _aten_conv_epilogue(y, activation, shuffle).contiguous(memory_format=_memory_format(x))
+
+
+def _aten_conv_epilogue(y: torch.Tensor, activation: str, shuffle: int) -> torch.Tensor:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"gconvgen.conv2d: unknown activation {activation!r}; expected one of {ACTIVATIONS}")
+    if activation == "relu":
+        y = F.relu(y)
+    elif activation == "relu6":
+        y = F.relu6(y)
+    elif activation == "hardswish":
+        y = F.hardswish(y)
+    if shuffle > 1:
+        y = _aten_shuffle(y, shuffle)
+    return y
+
+
+def _aten_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    if x.dim() != 4:
+        return F.channel_shuffle(x, groups)
+    n, c, h, w = x.shape
+    if groups < 1 or c % groups:
+        return F.channel_shuffle(x, groups)  # torch's error
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w).contiguous(
+        memory_format=_memory_format(x))
+
+
+def _run(kernel, spec: KernelSpec, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+    fn = kernel.function   # the tvm-ffi function itself: the Kernel wrapper's checks were done once
+    if spec.layout == "NHWC":
+        out = torch.empty(spec.batch, spec.out_height, spec.out_width, spec.out_channels, dtype=x.dtype)
+        fn(x.permute(0, 2, 3, 1), *params, out)
+        return out.permute(0, 3, 1, 2)     # a channels_last NCHW view, as torch returns
+    out = torch.empty(spec.batch, spec.out_channels, spec.out_height, spec.out_width, dtype=x.dtype)
+    fn(x.contiguous(), *params, out)
+    return out
+
+
+# Call signature -> (spec, kernel): a model calls the same few shapes over and over, and building
+# and validating a KernelSpec costs more than a small kernel runs.
+_calls: dict[tuple, tuple[KernelSpec | None, object]] = {}
+_hwio: dict[tuple, torch.Tensor] = {}
+
+
+def _hwio_weight(weight: torch.Tensor) -> torch.Tensor:
+    """The HWIO copy NHWC kernels take, made once per weight tensor version."""
+    key = (weight.data_ptr(), weight._version, tuple(weight.shape))
+    w = _hwio.get(key)
+    if w is None:
+        if len(_hwio) > 512:
+            _hwio.clear()
+        w = _hwio[key] = weight.permute(2, 3, 1, 0).contiguous()
+    return w
+
+
+@torch.library.custom_op("gconvgen::conv2d", mutates_args=())
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int],
+           padding: list[int], dilation: list[int], groups: int, activation: str, shuffle: int) -> torch.Tensor:
+    """Group conv2d + bias + activation ('none', 'relu', 'relu6', 'hardswish') + output channel shuffle
+    (0 or 1: none), torch's result for NCHW or channels_last input."""
+    call = (tuple(x.shape), x.dtype, x.device, _channels_last(x), tuple(weight.shape), weight.dtype, weight.device,
+            None if bias is None else (tuple(bias.shape), bias.dtype, bias.device),
+            tuple(stride), tuple(padding), tuple(dilation), groups, activation, shuffle)
+    hit = _calls.get(call)
+    if hit is None:
+        spec = _conv_spec(x, weight, bias, stride, padding, dilation, groups, activation, shuffle)
+        hit = _calls[call] = (spec, _kernel(spec) if spec is not None else None)
+    spec, kernel = hit
+    if kernel is None:
+        return _aten_conv(x, weight, bias, stride, padding, dilation, groups, activation, shuffle)
+    w = _hwio_weight(weight) if spec.layout == "NHWC" else weight.contiguous()
+    if bias is None:
+        return _run(kernel, spec, x, w)
+    return _run(kernel, spec, x, w, bias.contiguous())
+
+
+@conv2d.register_fake
+def _(x, weight, bias, stride, padding, dilation, groups, activation, shuffle):
+    n, _, h, w = x.shape
+    kh, kw = weight.shape[2:]
+    oh = _out_size(h, kh, stride[0], padding[0], dilation[0])
+    ow = _out_size(w, kw, stride[1], padding[1], dilation[1])
+    return torch.empty((n, weight.shape[0], oh, ow), dtype=x.dtype, device=x.device,
+                       memory_format=_memory_format(x))
+
+
+def _conv_setup(ctx, inputs, output) -> None:
+    x, weight, bias, stride, padding, dilation, groups, activation, shuffle = inputs
+    ctx.save_for_backward(x, weight, bias)
+    ctx.args = (stride, padding, dilation, groups, activation, shuffle)
+
+
+def _conv_backward(ctx, grad):
+    # Recompute the forward with aten under autograd: exact gradients for every epilogue.
+    x, weight, bias = ctx.saved_tensors
+    with torch.enable_grad():
+        inputs = [t.detach().requires_grad_(need) for t, need in zip((x, weight, bias), ctx.needs_input_grad[:3])
+                  if t is not None]
+        xs, ws = inputs[0], inputs[1]
+        bs = inputs[2] if bias is not None else None
+        y = _aten_conv(xs, ws, bs, *ctx.args)
+        wanted = [t for t in inputs if t.requires_grad]
+        grads = iter(torch.autograd.grad(y, wanted, grad)) if wanted else iter(())
+    out = [next(grads) if t.requires_grad else None for t in inputs]
+    if bias is None:
+        out.append(None)
+    return (*out, None, None, None, None, None, None)
+
+
+conv2d.register_autograd(_conv_backward, setup_context=_conv_setup)
+
+
+@torch.library.custom_op("gconvgen::channel_shuffle", mutates_args=())
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's channel shuffle (nn.ChannelShuffle's result) for NCHW or channels_last input."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or groups < 1 or x.shape[1] % groups:
+        return _aten_shuffle(x, groups).clone()
+    call = ("shuffle", tuple(x.shape), _channels_last(x), groups)
+    hit = _calls.get(call)
+    if hit is None:
+        n, c, h, w = x.shape
+        spec = KernelSpec(op="channel_shuffle", batch=n, in_channels=c, out_channels=c, height=h, width=w,
+                          groups=groups, layout="NHWC" if _channels_last(x) else "NCHW")
+        hit = _calls[call] = (spec, _kernel(spec))
+    spec, kernel = hit
+    if kernel is None:
+        return _aten_shuffle(x, groups).clone()
+    return _run(kernel, spec, x)
+
+
+@channel_shuffle.register_fake
+def _(x, groups):
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
+
+
+def _shuffle_setup(ctx, inputs, output) -> None:
+    ctx.groups = inputs[1]
+
+
+def _shuffle_backward(ctx, grad):
+    c = grad.shape[1]
+    return _aten_shuffle(grad, c // ctx.groups), None   # the inverse permutation is a shuffle by C/g
+
+
+channel_shuffle.register_autograd(_shuffle_backward, setup_context=_shuffle_setup)
+
+
+# The ops' own implementations, for eager inference that need not pass the dispatcher (gconvgen.nn).
+conv2d_eager = conv2d._init_fn
+channel_shuffle_eager = channel_shuffle._init_fn

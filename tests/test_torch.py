@@ -1,0 +1,140 @@
+"""The PyTorch face: custom ops, torch.compile/export, autograd, nn modules, convert."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import gconvgen.torch_ops  # noqa: F401 - registers torch.ops.gconvgen
+from gconvgen import convert, models
+from gconvgen import nn as gnn
+
+CONV_CASES = [  # (N, C, H, W, O, k, stride, pad, dilation, groups, bias, activation, shuffle)
+    (1, 16, 10, 10, 16, 3, 1, 1, 1, 16, True, "relu6", 0),      # depthwise
+    (2, 12, 9, 11, 12, 3, 2, 1, 1, 12, False, "none", 0),      # depthwise, stride 2, odd sizes
+    (1, 16, 8, 8, 32, 1, 1, 0, 1, 1, True, "relu", 0),         # pointwise
+    (1, 12, 8, 8, 24, 1, 1, 0, 1, 3, True, "relu", 3),         # grouped 1x1 + shuffle (ShuffleNet v1)
+    (1, 16, 9, 9, 16, 3, 1, 2, 2, 4, True, "hardswish", 0),    # grouped, dilated
+]
+
+
+def _args(case, channels_last=False, seed=0):
+    n, c, h, w, o, k, s, p, d, g, bias, act, shuffle = case
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=gen)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    weight = torch.randn(o, c // g, k, k, generator=gen) / (c // g * k * k) ** 0.5
+    b = torch.randn(o, generator=gen) if bias else None
+    return x, weight, b, [s, s], [p, p], [d, d], g, act, shuffle
+
+
+def _reference(x, weight, b, stride, padding, dilation, groups, act, shuffle):
+    y = F.conv2d(x, weight, b, stride, padding, dilation, groups)
+    y = {"none": y, "relu": F.relu(y), "relu6": F.relu6(y), "hardswish": F.hardswish(y)}[act]
+    return F.channel_shuffle(y, shuffle) if shuffle > 1 else y
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv2d_op_matches_torch(case, channels_last):
+    args = _args(case, channels_last)
+    out = torch.ops.gconvgen.conv2d(*args)
+    torch.testing.assert_close(out, _reference(*args), rtol=1e-4, atol=1e-4)
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("case", CONV_CASES[:4])
+def test_opcheck_conv2d(case):
+    torch.library.opcheck(torch.ops.gconvgen.conv2d.default, _args(case))
+    x, w, b, *rest = _args(case)
+    torch.library.opcheck(torch.ops.gconvgen.conv2d.default,
+                          (x.requires_grad_(), w.requires_grad_(), b.requires_grad_() if b is not None else None, *rest))
+
+
+def test_opcheck_channel_shuffle():
+    x = torch.randn(1, 12, 5, 6)
+    torch.library.opcheck(torch.ops.gconvgen.channel_shuffle.default, (x, 3))
+    torch.library.opcheck(torch.ops.gconvgen.channel_shuffle.default, (x.requires_grad_(), 4))
+    torch.testing.assert_close(torch.ops.gconvgen.channel_shuffle(x, 3), F.channel_shuffle(x, 3))
+
+
+def test_gradcheck_float64():
+    # float64 runs on aten inside the op; the autograd formula is what is checked here.
+    x, w, b, *rest = _args((1, 4, 5, 5, 8, 3, 1, 1, 1, 2, True, "relu", 2))
+    inputs = (x.double().requires_grad_(), w.double().requires_grad_(), b.double().requires_grad_())
+    assert torch.autograd.gradcheck(lambda x, w, b: torch.ops.gconvgen.conv2d(x, w, b, *rest), inputs)
+    s = torch.randn(1, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: torch.ops.gconvgen.channel_shuffle(t, 3), (s,))
+
+
+def test_gradients_match_torch_float32():
+    x, w, b, *rest = _args(CONV_CASES[0])
+    ours = [t.clone().requires_grad_() for t in (x, w, b)]
+    theirs = [t.clone().requires_grad_() for t in (x, w, b)]
+    torch.ops.gconvgen.conv2d(*ours, *rest).square().sum().backward()
+    _reference(*theirs, *rest).square().sum().backward()
+    for a, e in zip(ours, theirs):
+        torch.testing.assert_close(a.grad, e.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_compile_fullgraph_and_export():
+    x, w, b, *rest = _args(CONV_CASES[0])
+
+    def f(x):
+        return torch.ops.gconvgen.channel_shuffle(torch.ops.gconvgen.conv2d(x, w, b, *rest) * 2, 2)
+
+    compiled = torch.compile(f, fullgraph=True)
+    torch.testing.assert_close(compiled(x), f(x))
+    module = gnn.Conv2d(16, 16, 3, padding=1, groups=16, activation="relu6").eval()
+    exported = torch.export.export(module, (x,))
+    assert any("gconvgen" in str(n.target) for n in exported.graph.nodes)
+    torch.testing.assert_close(exported.module()(x), module(x))
+
+
+def test_conv2d_module_loads_nn_conv2d_state_dict():
+    ref = nn.Conv2d(24, 48, 1, groups=3)
+    ours = gnn.Conv2d(24, 48, 1, groups=3)
+    ours.load_state_dict(ref.state_dict())
+    assert set(ours.state_dict()) == set(ref.state_dict())
+    x = torch.randn(2, 24, 7, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-5)
+    y = ours(x.requires_grad_())          # with autograd recording: through the registered op
+    y.sum().backward()
+    assert x.grad is not None and ours.weight.grad is not None
+
+
+def test_channel_shuffle_module():
+    x = torch.randn(1, 12, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(gnn.ChannelShuffle(3)(x), nn.ChannelShuffle(3)(x))
+
+
+def test_errors_are_torchs():
+    x, w, b, *rest = _args(CONV_CASES[0])
+    for bad_w in (torch.randn(16, 1, 15, 15), torch.randn(16, 2, 3, 3)):   # kernel larger than input; channels
+        with pytest.raises(RuntimeError) as theirs:
+            F.conv2d(x, bad_w, b, *rest[:4])
+        with pytest.raises(RuntimeError) as ours:
+            torch.ops.gconvgen.conv2d(x, bad_w, b, *rest)
+        assert str(ours.value) == str(theirs.value)
+    with pytest.raises(RuntimeError):
+        torch.ops.gconvgen.channel_shuffle(torch.randn(1, 10, 2, 2), 3)
+    out64 = torch.ops.gconvgen.conv2d(x.double(), w.double(), b.double(), *rest)   # other dtypes: torch's result
+    torch.testing.assert_close(out64, _reference(x.double(), w.double(), b.double(), *rest))
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "shufflenet_v1", "shufflenet_v2", "resnext50"])
+def test_convert_reference_model_matches_eager(name):
+    model = models.create(name)
+    converted = convert.convert(model)
+    x = torch.randn(1, 3, 224 if name != "resnext50" else 96, 224 if name != "resnext50" else 96)
+    with torch.no_grad():
+        expected, got = model(x), converted(x)
+    assert ((got - expected).abs().max() / expected.abs().max()).item() < 1e-4
+    swapped = [m for m in converted.modules() if isinstance(m, (gnn.Conv2d, gnn.ChannelShuffle))]
+    assert swapped, "nothing was converted"
+    if name == "shufflenet_v2":   # its shuffles are hand-written view/transpose/view: replaced through fx
+        assert "gconvgen.channel_shuffle" in converted.code
+    bns = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in converted.modules()) < bns   # folded into the convs
