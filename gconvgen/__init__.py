@@ -5,4 +5,13 @@ __version__ = "0.1.0"
 
 from .spec import KernelSpec  # noqa: E402
 
-__all__ = ["KernelSpec", "__version__"]
+
+
+def convert(model, inplace: bool = False, trace: bool = True):
+    """`model` with gconvgen's kernels for its grouped/depthwise/pointwise convs and channel shuffles
+    (BatchNorm and activations folded in eval mode); see gconvgen.conversion."""
+    from .conversion import convert as _convert
+    return _convert(model, inplace=inplace, trace=trace)
+
+
+__all__ = ["KernelSpec", "convert", "__version__"]

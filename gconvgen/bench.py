@@ -184,3 +184,45 @@ def plot(rows: list[Row], path: str, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+@dataclass
+class ModelRow:
+    model: str
+    ours_ms: float              # gconvgen.convert(model), eager
+    eager_ms: float             # torch eager, NCHW
+    eager_best_ms: float        # the better of torch eager NCHW and channels_last
+    compile_ms: float | None    # torch.compile(model)
+    max_rel_err: float
+
+
+def run_model(name: str, compile_torch: bool, size: int = 224) -> ModelRow:
+    """A reference model at batch 1: converted vs torch eager (both layouts) vs torch.compile."""
+    from . import convert, models
+    model = models.create(name)
+    ours = convert(model)
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    cl_model = models.create(name).to(memory_format=torch.channels_last)
+    x_cl = x.to(memory_format=torch.channels_last)
+    fns = {"ours": lambda: ours(x), "eager": lambda: model(x), "eager_cl": lambda: cl_model(x_cl)}
+    with torch.no_grad():
+        expected, got = model(x), ours(x)
+        err = ((got - expected).abs().max() / expected.abs().max()).item()
+        if compile_torch:
+            compiled = torch.compile(model)
+            compiled(x)
+            fns["compile"] = lambda: compiled(x)
+        t = _time_rounds(fns, rounds=7)
+    return ModelRow(name, t["ours"] / 1e3, t["eager"] / 1e3, min(t["eager"], t["eager_cl"]) / 1e3,
+                    t["compile"] / 1e3 if "compile" in t else None, err)
+
+
+def format_models(rows: list[ModelRow]) -> str:
+    lines = [f"{'model':14s} {'ours ms':>8s} {'eager ms':>9s} {'x eager':>8s} {'best eager':>10s} {'x best':>7s} "
+             f"{'compile ms':>10s} {'x comp':>7s} {'max rel err':>11s}"]
+    for r in rows:
+        comp = (f"{r.compile_ms:10.2f} {r.compile_ms / r.ours_ms:7.2f}" if r.compile_ms is not None
+                else f"{'-':>10s} {'-':>7s}")
+        lines.append(f"{r.model:14s} {r.ours_ms:8.2f} {r.eager_ms:9.2f} {r.eager_ms / r.ours_ms:8.2f} "
+                     f"{r.eager_best_ms:10.2f} {r.eager_best_ms / r.ours_ms:7.2f} {comp} {r.max_rel_err:11.1e}")
+    return "\n".join(lines)

@@ -36,8 +36,13 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def _workloads(args: argparse.Namespace):
+    """The suite's rows, or with --model the layers of that reference model as the converted model runs them."""
     from . import suites
-    return suites.load(args.model or args.suite, args.layout)
+    if getattr(args, "model", None):
+        from .models import layer_specs
+        specs = layer_specs(args.model, channels_last=args.layout == "NHWC")
+        return [suites.Workload(f"{args.model}.{i}", args.model, s) for i, s in enumerate(specs)]
+    return suites.load(args.suite, args.layout)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -79,6 +84,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     threads = _threads(args.threads)
     from . import bench, build, targets
     profile = targets.load(args.target)
+    if args.model:
+        names = args.model.split(",")
+        rows = []
+        for name in names:
+            print(f"[{len(rows) + 1}/{len(names)}] {name}: converting, compiling, timing", file=sys.stderr, flush=True)
+            rows.append(bench.run_model(name, args.compile))
+        print(bench.format_models(rows))
+        return 0
     workloads = _workloads(args)
     if args.convergence:
         from .convergence import report
@@ -118,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", default=None, metavar="FILE.png", help="draw the per-layer speedups here")
     p.add_argument("--convergence", action="store_true",
                    help="from the tuning log, not timing: trials each layer took to reach 90%% of its best")
-    p.add_argument("--model", default=None, help="the layers of one model (mobilenet_v2, shufflenet, ...)")
+    p.add_argument("--model", default=None, help="time whole models at batch 1 instead: converted vs eager vs "
+                   "torch.compile (mobilenet_v2,shufflenet_v1,shufflenet_v2,resnext50; comma-separated)")
     p.add_argument("--rules-only", action="store_true", help="ignore the tuning logs: the untuned default")
     p.add_argument("--vs-rules", action="store_true", help="also time the rules-only kernel in the same rounds")
     p.set_defaults(func=cmd_bench)
@@ -127,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", default="host", help="target profile (default: host)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--suite", default="public", help="suite file or built-in name (default: public)")
-    g.add_argument("--model", default=None, help="the layers of one model (mobilenet_v2, shufflenet, ...)")
+    g.add_argument("--model", default=None, help="the layers of a reference model (mobilenet_v2, shufflenet_v1, "
+                   "shufflenet_v2, resnext50) as gconvgen.convert runs them")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default=None, help="override every row's layout")
     p.add_argument("--trials", type=int, default=16, help="measured candidates per kernel in this run (default 16)")
     p.add_argument("--budget-minutes", type=float, default=None, help="stop after this long (records are kept)")
@@ -139,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suite", default="public")
     p.add_argument("--target", default="host")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default=None)
-    p.add_argument("--model", default=None, help="the layers of one model (mobilenet_v2, shufflenet, ...)")
+    p.add_argument("--model", default=None, help="the layers of a reference model as gconvgen.convert runs them")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.set_defaults(func=cmd_build)
 

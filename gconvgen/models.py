@@ -186,3 +186,16 @@ def create(name: str, seed: int = 0) -> nn.Module:
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.1, 0.1)
     return model.eval()
+
+
+def layer_specs(name: str, size: int = 224, channels_last: bool = False) -> list:
+    """The KernelSpec of every layer gconvgen runs in the converted model at batch 1 (repeats
+    included, so a tuner can weight them), found by running it once on aten."""
+    from . import convert, torch_ops
+    model = convert(create(name))
+    x = torch.randn(1, 3, size, size)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    with torch.no_grad(), torch_ops.recording() as specs:
+        model(x)
+    return specs

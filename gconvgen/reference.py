@@ -20,6 +20,17 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
+def activate(y: torch.Tensor, activation: str | None) -> torch.Tensor:
+    """An epilogue activation as torch computes it (None or 'none': identity)."""
+    if activation == "relu":
+        return F.relu(y)
+    if activation == "relu6":
+        return F.relu6(y)
+    if activation == "hardswish":
+        return F.hardswish(y)
+    return y
+
+
 def forward(spec: KernelSpec, x: torch.Tensor, weight: torch.Tensor | None = None,
             bias: torch.Tensor | None = None) -> torch.Tensor:
     """What the kernel must compute, the way a PyTorch model computes it (separate ops)."""
@@ -31,13 +42,7 @@ def forward(spec: KernelSpec, x: torch.Tensor, weight: torch.Tensor | None = Non
     else:
         y = F.conv2d(F.pad(x, (left, right, top, bottom)), weight, bias if spec.has_bias else None,
                      spec.stride, 0, spec.dilation, spec.groups)
-    act = spec.activation
-    if act == "relu":
-        y = F.relu(y)
-    elif act == "relu6":
-        y = F.relu6(y)
-    elif act == "hardswish":
-        y = F.hardswish(y)
+    y = activate(y, spec.activation)
     if spec.shuffle_groups > 1:
         y = channel_shuffle(y, spec.shuffle_groups)
     return y

@@ -18,6 +18,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from .reference import activate
 from .spec import KernelSpec
 
 ACTIVATIONS = ("none", "relu", "relu6", "hardswish")
@@ -27,6 +28,23 @@ _libraries: list = []
 _strict = os.environ.get("GCONVGEN_STRICT", "") not in ("", "0")
 _warned = False
 _profile = None
+
+
+_recording: list[KernelSpec] | None = None
+
+
+class recording:
+    """Within `with recording() as specs:`, the ops run on aten and list the KernelSpec of every call
+    (repeats included): the layers a model would run, without compiling them."""
+
+    def __enter__(self) -> list[KernelSpec]:
+        global _recording
+        _recording = []
+        return _recording
+
+    def __exit__(self, *exc) -> None:
+        global _recording
+        _recording = None
 
 
 def set_strict(strict: bool) -> None:
@@ -113,12 +131,7 @@ def _aten_conv(x, weight, bias, stride, padding, dilation, groups, activation, s
 def _aten_conv_epilogue(y: torch.Tensor, activation: str, shuffle: int) -> torch.Tensor:
     if activation not in ACTIVATIONS:
         raise ValueError(f"gconvgen.conv2d: unknown activation {activation!r}; expected one of {ACTIVATIONS}")
-    if activation == "relu":
-        y = F.relu(y)
-    elif activation == "relu6":
-        y = F.relu6(y)
-    elif activation == "hardswish":
-        y = F.hardswish(y)
+    y = activate(y, activation)
     if shuffle > 1:
         y = _aten_shuffle(y, shuffle)
     return y
@@ -167,6 +180,10 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
            padding: list[int], dilation: list[int], groups: int, activation: str, shuffle: int) -> torch.Tensor:
     """Group conv2d + bias + activation ('none', 'relu', 'relu6', 'hardswish') + output channel shuffle
     (0 or 1: none), torch's result for NCHW or channels_last input."""
+    if _recording is not None:
+        spec = _conv_spec(x, weight, bias, stride, padding, dilation, groups, activation, shuffle)
+        _recording.extend([spec] if spec is not None else [])
+        return _aten_conv(x, weight, bias, stride, padding, dilation, groups, activation, shuffle)
     call = (tuple(x.shape), x.dtype, x.device, _channels_last(x), tuple(weight.shape), weight.dtype, weight.device,
             None if bias is None else (tuple(bias.shape), bias.dtype, bias.device),
             tuple(stride), tuple(padding), tuple(dilation), groups, activation, shuffle)
@@ -223,6 +240,11 @@ conv2d.register_autograd(_conv_backward, setup_context=_conv_setup)
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """ShuffleNet's channel shuffle (nn.ChannelShuffle's result) for NCHW or channels_last input."""
     if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or groups < 1 or x.shape[1] % groups:
+        return _aten_shuffle(x, groups).clone()
+    if _recording is not None:
+        n, c, h, w = x.shape
+        _recording.append(KernelSpec(op="channel_shuffle", batch=n, in_channels=c, out_channels=c, height=h, width=w,
+                                     groups=groups, layout="NHWC" if _channels_last(x) else "NCHW"))
         return _aten_shuffle(x, groups).clone()
     call = ("shuffle", tuple(x.shape), _channels_last(x), groups)
     hit = _calls.get(call)

@@ -4,8 +4,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import gconvgen
 import gconvgen.torch_ops  # noqa: F401 - registers torch.ops.gconvgen
-from gconvgen import convert, models
+from gconvgen import models
 from gconvgen import nn as gnn
 
 CONV_CASES = [  # (N, C, H, W, O, k, stride, pad, dilation, groups, bias, activation, shuffle)
@@ -127,7 +128,7 @@ def test_errors_are_torchs():
 @pytest.mark.parametrize("name", ["mobilenet_v2", "shufflenet_v1", "shufflenet_v2", "resnext50"])
 def test_convert_reference_model_matches_eager(name):
     model = models.create(name)
-    converted = convert.convert(model)
+    converted = gconvgen.convert(model)
     x = torch.randn(1, 3, 224 if name != "resnext50" else 96, 224 if name != "resnext50" else 96)
     with torch.no_grad():
         expected, got = model(x), converted(x)
@@ -138,3 +139,14 @@ def test_convert_reference_model_matches_eager(name):
         assert "gconvgen.channel_shuffle" in converted.code
     bns = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert sum(isinstance(m, nn.BatchNorm2d) for m in converted.modules()) < bns   # folded into the convs
+
+
+def test_layer_specs_and_bench_model(capsys):
+    from gconvgen import cli
+    specs = models.layer_specs("shufflenet_v2")
+    classes = {s.op_class for s in specs}
+    assert classes == {"pointwise", "depthwise", "shuffle"} and len(specs) > len({s.key for s in specs})
+    assert cli.main(["bench", "--model", "shufflenet_v2"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("shufflenet_v2"))
+    assert float(row.split()[-1]) < 1e-4      # converted output matches eager
