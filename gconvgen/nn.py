@@ -25,11 +25,32 @@ class Conv2d(nn.Conv2d):
             # reflect/replicate/circular padding and padding='same': torch's conv, then our epilogue
             y = super().forward(x)
             return torch_ops._aten_conv_epilogue(y, self.activation, self.shuffle)
-        args = (x, self.weight, self.bias, list(self.stride), list(padding), list(self.dilation), self.groups,
-                self.activation, self.shuffle)
         if _direct(x, self.weight):
-            return torch_ops.conv2d_eager(*args)
-        return torch.ops.gconvgen.conv2d(*args)
+            # The last call's kernel, when the input looks the same: skips even the op's own lookup.
+            key = (x.shape, x.stride(), x.dtype, x.device, self.weight.shape, self.weight.dtype, self.bias is None)
+            hit = self.__dict__.get("_last")
+            if hit is not None and hit[0] == key:
+                spec, kernel = hit[1], hit[2]
+                if spec.layout == "NCHW":   # the common case, inline: a few µs matter on small layers
+                    out = torch.empty(hit[3])
+                    if self.bias is None:
+                        kernel.function(x, self.weight, out)
+                    else:
+                        kernel.function(x, self.weight, self.bias, out)
+                    return out
+                w = torch_ops._hwio_weight(self.weight)
+                return torch_ops._run(kernel, spec, x, w) if self.bias is None else \
+                    torch_ops._run(kernel, spec, x, w, self.bias)
+            y = torch_ops.conv2d_eager(x, self.weight, self.bias, list(self.stride), list(padding),
+                                       list(self.dilation), self.groups, self.activation, self.shuffle)
+            found = torch_ops.last_call()
+            if found is not None and found[1] is not None and x.is_contiguous(
+                    memory_format=torch.channels_last if found[0].layout == "NHWC" else torch.contiguous_format):
+                spec = found[0]
+                self.__dict__["_last"] = (key, *found, (spec.batch, spec.out_channels, spec.out_height, spec.out_width))
+            return y
+        return torch.ops.gconvgen.conv2d(x, self.weight, self.bias, list(self.stride), list(padding),
+                                         list(self.dilation), self.groups, self.activation, self.shuffle)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()

@@ -164,6 +164,14 @@ _calls: dict[tuple, tuple[KernelSpec | None, object]] = {}
 _hwio: dict[tuple, torch.Tensor] = {}
 
 
+_last: tuple[KernelSpec | None, object] | None = None
+
+
+def last_call() -> tuple[KernelSpec | None, object] | None:
+    """(spec, kernel) of the latest conv2d call, for gconvgen.nn's per-module fast path."""
+    return _last
+
+
 def _hwio_weight(weight: torch.Tensor) -> torch.Tensor:
     """The HWIO copy NHWC kernels take, made once per weight tensor version."""
     key = (weight.data_ptr(), weight._version, tuple(weight.shape))
@@ -191,6 +199,8 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
     if hit is None:
         spec = _conv_spec(x, weight, bias, stride, padding, dilation, groups, activation, shuffle)
         hit = _calls[call] = (spec, _kernel(spec) if spec is not None else None)
+    global _last
+    _last = hit
     spec, kernel = hit
     if kernel is None:
         return _aten_conv(x, weight, bias, stride, padding, dilation, groups, activation, shuffle)
