@@ -161,7 +161,7 @@ def _run(kernel, spec: KernelSpec, x: torch.Tensor, *params: torch.Tensor) -> to
 # Call signature -> (spec, kernel): a model calls the same few shapes over and over, and building
 # and validating a KernelSpec costs more than a small kernel runs.
 _calls: dict[tuple, tuple[KernelSpec | None, object]] = {}
-_hwio: dict[tuple, torch.Tensor] = {}
+_hwio: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}
 
 
 _last: tuple[KernelSpec | None, object] | None = None
@@ -173,13 +173,15 @@ def last_call() -> tuple[KernelSpec | None, object] | None:
 
 
 def _hwio_weight(weight: torch.Tensor) -> torch.Tensor:
-    """The HWIO copy NHWC kernels take, made once per weight tensor version."""
-    key = (weight.data_ptr(), weight._version, tuple(weight.shape))
-    w = _hwio.get(key)
-    if w is None:
-        if len(_hwio) > 512:
-            _hwio.clear()
-        w = _hwio[key] = weight.permute(2, 3, 1, 0).contiguous()
+    """The HWIO copy NHWC kernels take, made once per weight tensor and version. The entry holds the
+    weight itself, so its id (and memory) cannot be reused by another tensor while cached."""
+    entry = _hwio.get(id(weight))
+    if entry is not None and entry[0] is weight and entry[1] == weight._version:
+        return entry[2]
+    if len(_hwio) > 512:
+        _hwio.clear()
+    w = weight.detach().permute(2, 3, 1, 0).contiguous()
+    _hwio[id(weight)] = (weight, weight._version, w)
     return w
 
 

@@ -150,3 +150,16 @@ def test_layer_specs_and_bench_model(capsys):
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("shufflenet_v2"))
     assert float(row.split()[-1]) < 1e-4      # converted output matches eager
+
+
+def test_nhwc_weight_copies_never_go_stale():
+    # NHWC kernels take an HWIO copy of the weight, cached per tensor: a new tensor at a reused
+    # address, or the same tensor changed in place, must not see an old copy.
+    x = torch.randn(1, 8, 6, 6).to(memory_format=torch.channels_last)
+    for _ in range(10):
+        w = torch.randn(8, 1, 3, 3)
+        torch.testing.assert_close(torch.ops.gconvgen.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 8, "none", 0),
+                                   F.conv2d(x, w, None, 1, 1, 1, 8), rtol=1e-4, atol=1e-5)
+        w.mul_(-2)
+        torch.testing.assert_close(torch.ops.gconvgen.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 8, "none", 0),
+                                   F.conv2d(x, w, None, 1, 1, 1, 8), rtol=1e-4, atol=1e-5)
