@@ -6,8 +6,9 @@ shuffles for gconvgen's, folding BatchNorm and the following activation into the
   `ConvBNAct`; the BatchNorm and the activation become `nn.Identity`.
 - `nn.ChannelShuffle` -> `gconvgen.nn.ChannelShuffle`.
 - Where the model traces with torch.fx, the view -> transpose(1, 2) -> view shuffle that ShuffleNets
-  write by hand becomes `torch.ops.gconvgen.channel_shuffle` (the result is a GraphModule). Where it
-  does not trace, the module swaps above still apply.
+  write by hand becomes `torch.ops.gconvgen.channel_shuffle`, and a shuffle right after a conv (through
+  Identity modules only) becomes that conv's output order, fused into its store (the result is a
+  GraphModule). Where the model does not trace, the module swaps above still apply.
 """
 from __future__ import annotations
 
@@ -81,7 +82,9 @@ def _trace_shuffles(model: nn.Module) -> nn.Module:
         warnings.warn(f"gconvgen.convert: torch.fx cannot trace {type(model).__name__} ({type(e).__name__}: "
                       f"{str(e)[:120]}); hand-written channel shuffles stay as they are", stacklevel=3)
         return model
-    if not _replace_shuffles(gm.graph):
+    replaced = _replace_shuffles(gm.graph)
+    fused = _fuse_shuffles_into_convs(gm)
+    if not (replaced or fused):
         return model
     gm.graph.eliminate_dead_code()
     gm.recompile()
@@ -93,6 +96,42 @@ class _Tracer(torch.fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, (Conv2d, ChannelShuffle)) or super().is_leaf_module(m, qualname)
+
+
+def _shuffle_groups(gm: torch.fx.GraphModule, node) -> int | None:
+    if node.op == "call_module" and isinstance(gm.get_submodule(node.target), ChannelShuffle):
+        return gm.get_submodule(node.target).groups
+    if node.op == "call_function" and node.target is torch.ops.gconvgen.channel_shuffle.default:
+        return node.args[1] if isinstance(node.args[1], int) else None
+    return None
+
+
+def _fuse_shuffles_into_convs(gm: torch.fx.GraphModule) -> int:
+    """conv -> (Identity)* -> shuffle, where nothing else reads the conv's output and the conv module
+    runs once: the shuffle becomes the conv's store order (ShuffleNet v1), one pass less."""
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    count = 0
+    for node in list(gm.graph.nodes):
+        groups = _shuffle_groups(gm, node)
+        if not groups or groups < 2:
+            continue
+        src = node.args[0]
+        while (src.op == "call_module" and isinstance(gm.get_submodule(src.target), nn.Identity)
+               and len(src.users) == 1):
+            src = src.args[0]
+        if not (src.op == "call_module" and len(src.users) == 1 and calls.get(src.target) == 1):
+            continue
+        conv = gm.get_submodule(src.target)
+        if not isinstance(conv, Conv2d) or conv.shuffle > 1 or conv.out_channels % groups:
+            continue
+        conv.shuffle = groups
+        node.replace_all_uses_with(node.args[0])
+        gm.graph.erase_node(node)
+        count += 1
+    return count
 
 
 def _is_method(node, *names) -> bool:

@@ -137,6 +137,8 @@ def test_convert_reference_model_matches_eager(name):
     assert swapped, "nothing was converted"
     if name == "shufflenet_v2":   # its shuffles are hand-written view/transpose/view: replaced through fx
         assert "gconvgen.channel_shuffle" in converted.code
+    if name == "shufflenet_v1":   # a shuffle right after a grouped 1x1 conv runs in that conv's store
+        assert sum(isinstance(m, gnn.Conv2d) and m.shuffle > 1 for m in converted.modules()) == 15
     bns = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert sum(isinstance(m, nn.BatchNorm2d) for m in converted.modules()) < bns   # folded into the convs
 
