@@ -228,21 +228,44 @@ def _conv_setup(ctx, inputs, output) -> None:
     ctx.args = (stride, padding, dilation, groups, activation, shuffle)
 
 
+def _activation_grad(z: torch.Tensor, activation: str) -> torch.Tensor | None:
+    """d activation / dz at the pre-activation z (None: identity)."""
+    if activation == "relu":
+        return (z > 0).to(z.dtype)
+    if activation == "relu6":
+        return ((z > 0) & (z < 6)).to(z.dtype)
+    if activation == "hardswish":   # x/6 * relu6(x + 3): 0 below -3, 1 above 3, (2x + 3)/6 between
+        return torch.where(z < -3, 0.0, torch.where(z > 3, 1.0, (2 * z + 3) / 6)).to(z.dtype)
+    return None
+
+
 def _conv_backward(ctx, grad):
-    # Recompute the forward with aten under autograd: exact gradients for every epilogue.
+    """Gradients through the epilogue by hand, then the conv's: the input gradient of a stride-1 conv
+    is itself a group conv (of the output gradient with each group's weights transposed and flipped),
+    so it runs on our kernels; strided input gradients and the weight gradient use aten."""
     x, weight, bias = ctx.saved_tensors
-    with torch.enable_grad():
-        inputs = [t.detach().requires_grad_(need) for t, need in zip((x, weight, bias), ctx.needs_input_grad[:3])
-                  if t is not None]
-        xs, ws = inputs[0], inputs[1]
-        bs = inputs[2] if bias is not None else None
-        y = _aten_conv(xs, ws, bs, *ctx.args)
-        wanted = [t for t in inputs if t.requires_grad]
-        grads = iter(torch.autograd.grad(y, wanted, grad)) if wanted else iter(())
-    out = [next(grads) if t.requires_grad else None for t in inputs]
-    if bias is None:
-        out.append(None)
-    return (*out, None, None, None, None, None, None)
+    stride, padding, dilation, groups, activation, shuffle = ctx.args
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    g = grad.contiguous(memory_format=_memory_format(grad)) if grad.dim() == 4 else grad
+    if shuffle > 1:
+        g = _aten_shuffle(g, g.shape[1] // shuffle)       # undo the output shuffle
+    if activation != "none":
+        z = conv2d(x, weight, bias, stride, padding, dilation, groups, "none", 0)   # pre-activation, our kernel
+        g = g * _activation_grad(z, activation)
+    grad_b = g.sum((0, 2, 3)) if bias is not None and need_b else None
+    grad_w = torch.nn.grad.conv2d_weight(x, weight.shape, g, stride, padding, dilation, groups) if need_w else None
+    grad_x = None
+    if need_x:
+        kh, kw = weight.shape[2:]
+        back_pad = [dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1]]
+        if list(stride) == [1, 1] and min(back_pad) >= 0:
+            o, cg = weight.shape[:2]
+            w_t = weight.reshape(groups, o // groups, cg, kh, kw).transpose(1, 2).flip(-1, -2)
+            w_t = w_t.reshape(groups * cg, o // groups, kh, kw)
+            grad_x = conv2d(g, w_t, None, [1, 1], back_pad, list(dilation), groups, "none", 0)
+        else:
+            grad_x = torch.nn.grad.conv2d_input(x.shape, weight, g, stride, padding, dilation, groups)
+    return grad_x, grad_w, grad_b, None, None, None, None, None, None
 
 
 conv2d.register_autograd(_conv_backward, setup_context=_conv_setup)

@@ -59,23 +59,34 @@ def test_opcheck_channel_shuffle():
     torch.testing.assert_close(torch.ops.gconvgen.channel_shuffle(x, 3), F.channel_shuffle(x, 3))
 
 
-def test_gradcheck_float64():
-    # float64 runs on aten inside the op; the autograd formula is what is checked here.
-    x, w, b, *rest = _args((1, 4, 5, 5, 8, 3, 1, 1, 1, 2, True, "relu", 2))
-    inputs = (x.double().requires_grad_(), w.double().requires_grad_(), b.double().requires_grad_())
+@pytest.mark.parametrize("case", [(1, 4, 5, 5, 8, 3, 1, 1, 1, 2, True, "relu", 2),
+                                  (1, 4, 6, 6, 4, 3, 1, 2, 2, 4, True, "hardswish", 0),
+                                  (1, 4, 7, 7, 6, 3, 2, 1, 1, 2, False, "relu6", 0)])
+def test_gradcheck_float64(case):
+    # float64 runs on aten inside the op; the backward formula (epilogue by hand, input gradient as
+    # a transposed group conv) is what is checked here.
+    x, w, b, *rest = _args(case)
+    inputs = (x.double().requires_grad_(), w.double().requires_grad_(),
+              b.double().requires_grad_() if b is not None else None)
     assert torch.autograd.gradcheck(lambda x, w, b: torch.ops.gconvgen.conv2d(x, w, b, *rest), inputs)
+
+
+def test_gradcheck_channel_shuffle_float64():
     s = torch.randn(1, 6, 3, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: torch.ops.gconvgen.channel_shuffle(t, 3), (s,))
 
 
-def test_gradients_match_torch_float32():
-    x, w, b, *rest = _args(CONV_CASES[0])
-    ours = [t.clone().requires_grad_() for t in (x, w, b)]
-    theirs = [t.clone().requires_grad_() for t in (x, w, b)]
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_gradients_match_torch_float32(case, channels_last):
+    x, w, b, *rest = _args(case, channels_last)
+    ours = [t.clone().requires_grad_() if t is not None else None for t in (x, w, b)]
+    theirs = [t.clone().requires_grad_() if t is not None else None for t in (x, w, b)]
     torch.ops.gconvgen.conv2d(*ours, *rest).square().sum().backward()
     _reference(*theirs, *rest).square().sum().backward()
     for a, e in zip(ours, theirs):
-        torch.testing.assert_close(a.grad, e.grad, rtol=1e-4, atol=1e-4)
+        if a is not None:
+            torch.testing.assert_close(a.grad, e.grad, rtol=1e-4, atol=1e-4)
 
 
 def test_compile_fullgraph_and_export():
