@@ -27,6 +27,11 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.view(n, c, h, w)
 
 
+def pool_classify(features: torch.Tensor, fc: nn.Linear) -> torch.Tensor:
+    """Every model's head: global average pool, then the linear classifier."""
+    return fc(torch.flatten(nn.functional.adaptive_avg_pool2d(features, 1), 1))
+
+
 # --- MobileNetV2 -------------------------------------------------------------------------------
 class InvertedResidual(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
@@ -56,7 +61,7 @@ class MobileNetV2(nn.Module):
         self.classifier = nn.Linear(1280, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
+        return pool_classify(self.features(x), self.classifier)
 
 
 # --- ShuffleNetV1 (g = 3) ------------------------------------------------------------------------
@@ -92,8 +97,7 @@ class ShuffleNetV1(nn.Module):
         self.fc = nn.Linear(cin, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.max_pool2d(self.stem(x), 3, 2, 1)
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.stages(x), 1), 1))
+        return pool_classify(self.stages(nn.functional.max_pool2d(self.stem(x), 3, 2, 1)), self.fc)
 
 
 # --- ShuffleNetV2 1.0x ---------------------------------------------------------------------------
@@ -133,8 +137,7 @@ class ShuffleNetV2(nn.Module):
         self.fc = nn.Linear(1024, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.head(self.stages(nn.functional.max_pool2d(self.stem(x), 3, 2, 1)))
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+        return pool_classify(self.head(self.stages(nn.functional.max_pool2d(self.stem(x), 3, 2, 1))), self.fc)
 
 
 # --- ResNeXt-50 32x4d ---------------------------------------------------------------------------
@@ -163,8 +166,7 @@ class ResNeXt50(nn.Module):
         self.fc = nn.Linear(cin, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.max_pool2d(self.stem(x), 3, 2, 1)
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.stages(x), 1), 1))
+        return pool_classify(self.stages(nn.functional.max_pool2d(self.stem(x), 3, 2, 1)), self.fc)
 
 
 MODELS = {"mobilenet_v2": MobileNetV2, "shufflenet_v1": ShuffleNetV1, "shufflenet_v2": ShuffleNetV2,

@@ -46,17 +46,22 @@ def schedule(spec: KernelSpec, profile: TargetProfile, use_logs: bool = True) ->
     return rule_schedule(spec, profile)
 
 
-def rule_schedule(spec: KernelSpec, profile: TargetProfile) -> Scheduled:
+def rule_for(spec: KernelSpec, profile: TargetProfile):
+    """The first rule of the profile's family that applies to spec (the fallback last)."""
     from schedules import rules_for
-    func = prim_func(spec)
     target = profile.tvm_target()
     for rule in rules_for(profile.family):
-        sch = rule.apply(func, target, tunable=False)
-        if sch is not None:
-            kind = "fallback" if rule.name == "fallback" else "rule"
-            return Scheduled(_named(sch, spec), kind, rule.name)
+        if rule.applies(spec, target):
+            return rule
     raise ValueError(f"no schedule rule applies to {spec.key} on target {profile.name} "
                      f"(family {profile.family})")
+
+
+def rule_schedule(spec: KernelSpec, profile: TargetProfile) -> Scheduled:
+    rule = rule_for(spec, profile)
+    sch = rule.apply(prim_func(spec), profile.tvm_target(), tunable=False)
+    kind = "fallback" if rule.name == "fallback" else "rule"
+    return Scheduled(_named(sch, spec), kind, rule.name)
 
 
 def _named(sch, spec: KernelSpec) -> tvm.tirx.PrimFunc:

@@ -12,6 +12,7 @@ How it differs from a plain `ms.tune_tir`:
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -24,6 +25,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from .ops import prim_func
 from .paths import cache_dir
+from .schedule import rule_for
 from .spec import KernelSpec
 from .targets import TargetProfile
 from .tunelog import FAILED, TuneLog, record_json, trace_json, workload_of
@@ -48,14 +50,6 @@ class Task:
     best_us: float = float("inf")
     first_us: float = float("inf")           # the rule's own schedule, as first measured
     history: list[float] = field(default_factory=list)   # per measured trial, in order
-
-
-def _rule_space(spec: KernelSpec, target, family: str):
-    from schedules import rules_for
-    for rule in rules_for(family):
-        if rule.applies(spec, target):
-            return rule
-    raise ValueError(f"no schedule rule applies to {spec.key}")
 
 
 def _context(task: Task, target, rule, seed: int) -> ms.TuneContext:
@@ -188,7 +182,7 @@ def tune(specs: list[KernelSpec], profile: TargetProfile, trials: int = 16, budg
     for spec in unique:
         mod = tvm.IRModule({"main": prim_func(spec)})
         tasks.append(Task(spec, counts[spec.key], mod, workload_of(mod)))
-    rules = [_rule_space(t.spec, target, profile.family) for t in tasks]
+    rules = [rule_for(t.spec, profile) for t in tasks]
     for t, rule in zip(tasks, rules):
         t.rule = rule.name
 
@@ -226,8 +220,10 @@ def _seed(log: TuneLog, tasks: list[Task], rules, target, builder, runner, datab
         if known:
             task.best_us = known[0].seconds * 1e6
         default = rule.apply(task.mod["main"], target, tunable=True)
-        if trace_json(default.trace) in [r.trace for r in known]:
-            task.first_us = next(r.seconds for r in known if r.trace == trace_json(default.trace)) * 1e6
+        default_trace = trace_json(default.trace)
+        measured = next((r for r in known if r.trace == default_trace), None)
+        if measured is not None:
+            task.first_us = measured.seconds * 1e6
         else:
             fresh.append((task, default))
     if not fresh:
@@ -248,7 +244,6 @@ def _seed(log: TuneLog, tasks: list[Task], rules, target, builder, runner, datab
             database.commit_tuning_record(rec)
         task.first_us = task.history[-1]
         if b.artifact_path:
-            import shutil
             shutil.rmtree(os.path.dirname(b.artifact_path), ignore_errors=True)
         if r.error_msg:
             raise RuntimeError(f"the rule {task.rule} schedule of {task.spec.key} failed to build or run: "
