@@ -6,12 +6,11 @@ __version__ = "0.1.0"
 from .spec import KernelSpec  # noqa: E402
 
 
-
-def convert(model, inplace: bool = False, trace: bool = True):
+def convert(model, inplace: bool = False, trace: bool = True, torch_threads: int | None = 1):
     """`model` with gconvgen's kernels for its grouped/depthwise/pointwise convs and channel shuffles
     (BatchNorm and activations folded in eval mode); see gconvgen.conversion."""
     from .conversion import convert as _convert
-    return _convert(model, inplace=inplace, trace=trace)
+    return _convert(model, inplace=inplace, trace=trace, torch_threads=torch_threads)
 
 
 __all__ = ["KernelSpec", "convert", "__version__"]

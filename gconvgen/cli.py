@@ -84,6 +84,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     threads = _threads(args.threads)
     from . import bench, build, targets
     profile = targets.load(args.target)
+    if args.overhead:
+        print("op-call overhead: 1x32x28x28 depthwise 3x3 + relu6, batch 1")
+        print(bench.format_overhead(bench.run_overhead()))
+        return 0
     if args.model:
         names = args.model.split(",")
         rows = []
@@ -133,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="from the tuning log, not timing: trials each layer took to reach 90%% of its best")
     p.add_argument("--model", default=None, help="time whole models at batch 1 instead: converted vs eager vs "
                    "torch.compile (mobilenet_v2,shufflenet_v1,shufflenet_v2,resnext50; comma-separated)")
+    p.add_argument("--overhead", action="store_true", help="time the call overhead on a tiny layer instead: "
+                   "kernel alone vs gconvgen.nn.Conv2d vs the registered op vs torch")
     p.add_argument("--rules-only", action="store_true", help="ignore the tuning logs: the untuned default")
     p.add_argument("--vs-rules", action="store_true", help="also time the rules-only kernel in the same rounds")
     p.set_defaults(func=cmd_bench)

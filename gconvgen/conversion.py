@@ -29,14 +29,41 @@ def eligible(conv: nn.Module) -> bool:
             and (conv.groups > 1 or tuple(conv.kernel_size) == (1, 1)))
 
 
-def convert(model: nn.Module, inplace: bool = False, trace: bool = True) -> nn.Module:
-    """The model with gconvgen's kernels; outputs match the original's (within float rounding)."""
+def convert(model: nn.Module, inplace: bool = False, trace: bool = True, torch_threads: int | None = 1) -> nn.Module:
+    """The model with gconvgen's kernels; outputs match the original's (within float rounding).
+
+    torch_threads: the threads torch's own ops (the layers gconvgen does not serve: dense convs,
+    adds, pooling, the classifier) use while the converted model runs eagerly; None leaves torch's
+    setting alone. One is the default because torch's OpenMP workers spin after each op and TVM's
+    pool spins after each kernel: when the two alternate on few cores each steals the other's cores,
+    which cost up to 3x on whole models on 2 cores (see README, "Threads").
+    """
     if not inplace:
         model = copy.deepcopy(model)
     _swap(model)
     if trace:
         model = _trace_shuffles(model)
+    if torch_threads is not None:
+        _limit_torch_threads(model, torch_threads)
     return model
+
+
+def _limit_torch_threads(model: nn.Module, threads: int) -> None:
+    """The whole forward, stem included: after a parallel region libgomp's workers spin for about
+    300k pause instructions (milliseconds), so two threads for the stem slow every kernel after it."""
+    saved: list[int] = []
+
+    def limit(module, args):
+        if not torch.compiler.is_compiling():
+            saved.append(torch.get_num_threads())
+            torch.set_num_threads(min(threads, saved[-1]))
+
+    def restore(module, args, output):
+        if saved and not torch.compiler.is_compiling():
+            torch.set_num_threads(saved.pop())
+
+    model.register_forward_pre_hook(limit)
+    model.register_forward_hook(restore, always_call=True)
 
 
 def _swap(module: nn.Module) -> None:
@@ -82,7 +109,7 @@ def _trace_shuffles(model: nn.Module) -> nn.Module:
         warnings.warn(f"gconvgen.convert: torch.fx cannot trace {type(model).__name__} ({type(e).__name__}: "
                       f"{str(e)[:120]}); hand-written channel shuffles stay as they are", stacklevel=3)
         return model
-    replaced = _replace_shuffles(gm.graph)
+    replaced = _replace_shuffles(gm)
     fused = _fuse_shuffles_into_convs(gm)
     if not (replaced or fused):
         return model
@@ -138,9 +165,10 @@ def _is_method(node, *names) -> bool:
     return node.op == "call_method" and node.target in names
 
 
-def _replace_shuffles(graph: torch.fx.Graph) -> int:
-    """view(n, g, c/g, h, w) -> transpose(1, 2) [-> contiguous] -> view/reshape(n, c, h, w)."""
-    count = 0
+def _replace_shuffles(gm: torch.fx.GraphModule) -> int:
+    """view(n, g, c/g, h, w) -> transpose(1, 2) [-> contiguous] -> view/reshape(n, c, h, w) becomes a
+    ChannelShuffle module: a module keeps the eager fast path, where the op pays the dispatcher."""
+    graph, count = gm.graph, 0
     for node in list(graph.nodes):
         if not (_is_method(node, "view", "reshape") and len(node.args) == 5):
             continue
@@ -154,8 +182,10 @@ def _replace_shuffles(graph: torch.fx.Graph) -> int:
         if not (_is_method(split, "view", "reshape") and len(split.args) == 6 and isinstance(split.args[2], int)
                 and len(split.users) == 1):
             continue
+        name = f"gconvgen_shuffle_{count}"
+        gm.add_submodule(name, ChannelShuffle(split.args[2]))
         with graph.inserting_before(node):
-            new = graph.call_function(torch.ops.gconvgen.channel_shuffle.default, (split.args[0], split.args[2]))
+            new = graph.call_module(name, (split.args[0],))
         node.replace_all_uses_with(new)
         count += 1
     return count

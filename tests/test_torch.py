@@ -147,11 +147,32 @@ def test_convert_reference_model_matches_eager(name):
     swapped = [m for m in converted.modules() if isinstance(m, (gnn.Conv2d, gnn.ChannelShuffle))]
     assert swapped, "nothing was converted"
     if name == "shufflenet_v2":   # its shuffles are hand-written view/transpose/view: replaced through fx
-        assert "gconvgen.channel_shuffle" in converted.code
+        assert "gconvgen_shuffle_" in converted.code and ".transpose(" not in converted.code
     if name == "shufflenet_v1":   # a shuffle right after a grouped 1x1 conv runs in that conv's store
         assert sum(isinstance(m, gnn.Conv2d) and m.shuffle > 1 for m in converted.modules()) == 15
     bns = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert sum(isinstance(m, nn.BatchNorm2d) for m in converted.modules()) < bns   # folded into the convs
+
+
+def test_convert_runs_torch_on_one_thread_and_restores_it():
+    model = gconvgen.convert(models.create("shufflenet_v2"))
+    seen = []
+    model.fc.register_forward_hook(lambda m, a, o: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            model(torch.randn(1, 3, 64, 64))
+            with pytest.raises(RuntimeError):
+                model(torch.randn(1, 5, 64, 64))        # a failing forward restores the threads too
+        assert seen == [1] and torch.get_num_threads() == 2
+        untouched = gconvgen.convert(models.create("shufflenet_v2"), torch_threads=None)
+        untouched.fc.register_forward_hook(lambda m, a, o: seen.append(torch.get_num_threads()))
+        with torch.no_grad():
+            untouched(torch.randn(1, 3, 64, 64))
+        assert seen == [1, 2]
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_layer_specs_and_bench_model(capsys):
@@ -176,3 +197,27 @@ def test_nhwc_weight_copies_never_go_stale():
         w.mul_(-2)
         torch.testing.assert_close(torch.ops.gconvgen.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 8, "none", 0),
                                    F.conv2d(x, w, None, 1, 1, 1, 8), rtol=1e-4, atol=1e-5)
+
+
+def test_module_fast_path_follows_attribute_changes():
+    # The module keeps its last kernel; changing what selects the kernel must not reuse it.
+    conv = gnn.Conv2d(8, 8, 3, padding=1, groups=8)
+    x = torch.randn(1, 8, 10, 10)
+    with torch.no_grad():
+        conv(x)
+        conv(x)
+        conv.activation = "relu"
+        torch.testing.assert_close(conv(x), F.relu(F.conv2d(x, conv.weight, conv.bias, 1, 1, 1, 8)))
+        conv.stride = (2, 2)
+        torch.testing.assert_close(conv(x), F.relu(F.conv2d(x, conv.weight, conv.bias, 2, 1, 1, 8)))
+        conv.weight.mul_(3)   # in place: the same kernel, the new values
+        torch.testing.assert_close(conv(x), F.relu(F.conv2d(x, conv.weight, conv.bias, 2, 1, 1, 8)))
+        x64 = x.double()       # another dtype: aten, not the float32 kernel
+        torch.testing.assert_close(conv.double()(x64), F.relu(F.conv2d(x64, conv.weight, conv.bias, 2, 1, 1, 8)))
+
+
+def test_bench_overhead(capsys):
+    from gconvgen import cli
+    assert cli.main(["bench", "--overhead"]) == 0
+    rows = {line.split()[0]: float(line.split()[1]) for line in capsys.readouterr().out.splitlines()[2:]}
+    assert set(rows) == {"kernel", "module", "op", "torch"} and all(v > 0 for v in rows.values())
