@@ -25,13 +25,14 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from . import build, targets
+    from . import bundle, targets
     profile = targets.load(args.target)
     specs = [w.spec for w in _workloads(args)]
     start = time.perf_counter()
-    out = build.build(specs, profile, args.output)
+    out = bundle.make(specs, profile, args.output, vectors=args.vectors)
     print(f"built {len({s.key for s in specs})} kernels for {profile.name} in {time.perf_counter() - start:.1f} s"
-          f" -> {out}/{build.LIBRARY} + manifest.json")
+          f" -> {out}/ (gconvgen.so, manifest.json, lib/, loader/{', vectors/' if args.vectors else ''}; "
+          f"see {out}/README.md)")
     return 0
 
 
@@ -97,6 +98,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(bench.format_models(rows))
         return 0
     workloads = _workloads(args)
+    if profile.runner == "emulated":
+        return _bench_emulated(workloads, profile)
     if args.convergence:
         from .convergence import report
         print(report(workloads, profile))
@@ -119,6 +122,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bench.plot(rows, args.plot, f"gconvgen vs PyTorch on {profile.name}, {threads} threads")
         print(f"wrote {args.plot}")
     return 0
+
+
+def _bench_emulated(workloads, profile) -> int:
+    """A target this machine can only emulate: build a bundle with test vectors, run every kernel
+    through the bundle's C loader under qemu-user, check it against PyTorch. Nothing is timed."""
+    import tempfile
+    from pathlib import Path
+    from . import bundle
+    with tempfile.TemporaryDirectory(prefix="gconvgen-emulated-") as tmp:
+        specs = [w.spec for w in workloads]
+        start = time.perf_counter()
+        out = bundle.make(specs, profile, Path(tmp) / "bundle", vectors=True)
+        print(f"built {len({s.key for s in specs})} kernels for {profile.name} in {time.perf_counter() - start:.1f} s; "
+              f"running them under qemu-{profile.arch} through the C loader", file=sys.stderr, flush=True)
+        status, report = bundle.run_emulated(out, profile)
+    print(report)
+    print(f"{profile.name}: EMULATED under qemu-{profile.arch}: results checked against PyTorch, no times "
+          f"(emulation says nothing about speed; time on the board, or tune over --rpc)")
+    return 0 if status == 0 else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,12 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("build", help="compile a suite into one library + manifest.json")
+    p = sub.add_parser("build", help="compile a suite into a bundle: one library + manifest.json, the TVM "
+                       "runtime libraries for the target and a Python and a C loader")
     p.add_argument("--suite", default="public")
     p.add_argument("--target", default="host")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default=None)
     p.add_argument("--model", default=None, help="the layers of a reference model as gconvgen.convert runs them")
     p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--vectors", action="store_true", help="also store random inputs and PyTorch's outputs, "
+                   "so the board can check every kernel (loader --verify, gconvgen_run)")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("info", help="show a built library's manifest")

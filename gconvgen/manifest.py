@@ -1,39 +1,15 @@
 """manifest.json: what a library holds (kernels by key), what it was built for, and its checksum.
-Plain data and hashing only, so that the runtime loader can read it without the compiler."""
+Reading and hashing live in the bundle's loader (gconvgen/loader/gconvgen_loader.py), which boards run
+without gconvgen; writing lives here."""
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-FORMAT = 1
-MANIFEST = "manifest.json"
+from .loader.gconvgen_loader import FORMAT, MANIFEST, read_manifest as read, sha256
 
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def read(directory: Path) -> dict[str, Any]:
-    path = Path(directory) / MANIFEST
-    if not path.exists():
-        raise FileNotFoundError(f"no {MANIFEST} in {directory}: not a gconvgen library folder")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); rebuild the library") from e
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path}: unsupported manifest format {data.get('format') if isinstance(data, dict) else data!r}"
-                         f" (this gconvgen reads format {FORMAT})")
-    for field in ("library", "sha256", "target", "kernels"):
-        if field not in data:
-            raise ValueError(f"{path}: manifest lacks {field!r}")
-    return data
+__all__ = ["FORMAT", "MANIFEST", "read", "sha256", "write"]
 
 
 def write(directory: Path, data: dict[str, Any]) -> Path:

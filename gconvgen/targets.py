@@ -9,13 +9,7 @@ from typing import Any
 
 from .paths import TARGETS_DIR
 
-# ISA features a library needs from the CPU that runs it, as LLVM names them -> /proc/cpuinfo names.
-_CHECKED_FEATURES = {
-    "sse4.2": "sse4_2", "avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c",
-    "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512dq": "avx512dq", "avx512vl": "avx512vl",
-    "avx512cd": "avx512cd", "avx512vnni": "avx512_vnni", "avx512bf16": "avx512_bf16",
-    "neon": "asimd", "fullfp16": "fphp", "dotprod": "asimddp", "sve": "sve",
-}
+from .loader.gconvgen_loader import CHECKED_FEATURES as _CHECKED_FEATURES, host_features  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -112,16 +106,3 @@ def _host_logs(target: dict[str, Any]) -> tuple[str, ...]:
     features = host_features()
     cls = "x86-avx512" if "avx512f" in features else "x86-avx2" if "avx2" in features else None
     return (own, cls) if cls and platform.machine() in ("x86_64", "AMD64") else (own,)
-
-
-def host_features() -> set[str]:
-    """The checked ISA features this CPU has (LLVM names), read from /proc/cpuinfo."""
-    try:
-        text = open("/proc/cpuinfo").read()
-    except OSError:
-        return set()
-    flags: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            flags.update(line.split(":", 1)[1].split())
-    return {llvm for llvm, cpuinfo in _CHECKED_FEATURES.items() if cpuinfo in flags}

@@ -147,14 +147,27 @@ def _aten_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
         memory_format=_memory_format(x))
 
 
+ALIGNMENT = 64   # bytes: TVM's kernels assume their arguments start on it (aligned vector loads)
+
+
+def _aligned(t: torch.Tensor) -> torch.Tensor:
+    """t, or an aligned copy when t is a view starting mid-allocation (a channel slice from chunk or
+    narrow): the kernels' aligned vector loads would fault on it."""
+    if t.data_ptr() % ALIGNMENT == 0:
+        return t
+    return t.clone()   # preserve_format: the same dense strides, in a fresh (aligned) allocation
+
+
 def _run(kernel, spec: KernelSpec, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
     fn = kernel.function   # the tvm-ffi function itself: the Kernel wrapper's checks were done once
+    x = _aligned(x.contiguous(memory_format=torch.channels_last if spec.layout == "NHWC" else torch.contiguous_format))
+    params = tuple(_aligned(p) for p in params)
     if spec.layout == "NHWC":
         out = torch.empty(spec.batch, spec.out_height, spec.out_width, spec.out_channels, dtype=x.dtype)
         fn(x.permute(0, 2, 3, 1), *params, out)
         return out.permute(0, 3, 1, 2)     # a channels_last NCHW view, as torch returns
     out = torch.empty(spec.batch, spec.out_channels, spec.out_height, spec.out_width, dtype=x.dtype)
-    fn(x.contiguous(), *params, out)
+    fn(x, *params, out)
     return out
 
 

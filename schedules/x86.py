@@ -28,11 +28,7 @@ class DepthwiseNCHW(ScheduleRule):
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         lanes = min(vector_lanes(target), self.max_vector)
-        oh, ow = spec.out_height, spec.out_width
-        # Whole 8-lane halves where the row allows (56 -> 8); else the widest divisor (28 -> 14,
-        # which beats 4-lane vectors by a quarter here).
-        wi = divisor_at_most(ow, lanes, prefer_multiple_of=8) if ow > lanes else ow
-        hi = divisor_at_most(oh, self.rows)
+        hi, wi = self.tile(spec, lanes)
         n, c, h, w = sch.get_loops(out)
         ho, hi_ = split(sch, h, hi, tunable, max_inner=16)
         wo, wi_ = split(sch, w, wi, tunable, max_inner=2 * lanes)
@@ -70,6 +66,13 @@ class DepthwiseNCHW(ScheduleRule):
                 sch.vectorize(sch.get_loops(pad)[-1])
         if red:
             sch.decompose_reduction(conv, red[0])
+
+    def tile(self, spec, lanes: int) -> tuple[int, int]:
+        """Output rows x columns of one register tile. Whole 8-lane halves where the row allows
+        (56 -> 8); else the widest divisor (28 -> 14, which beats 4-lane vectors by a quarter here)."""
+        ow = spec.out_width
+        wi = divisor_at_most(ow, lanes, prefer_multiple_of=8) if ow > lanes else ow
+        return divisor_at_most(spec.out_height, self.rows), wi
 
 
 class PointwiseNCHW(ScheduleRule):

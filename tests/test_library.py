@@ -118,3 +118,15 @@ def test_runtime_loads_without_the_compiler(library):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert float(result.stdout.strip()) < 1e-4
+
+
+def test_runtime_kernel_refuses_a_misaligned_tensor(library):
+    lib = runtime.load(library)
+    spec = KernelSpec.from_json(lib.manifest["kernels"][0]["spec"])
+    args = {n: reference.to_kernel_layout(spec, n, t) for n, t in reference.random_args(spec).items()}
+    n = args["input"].numel()
+    shifted = torch.empty(n + 1)[1:].view(args["input"].shape)
+    shifted.copy_(args["input"])
+    rest = [args[name] for name in spec.arg_names[1:-1]]
+    with pytest.raises(ValueError, match="64-byte boundary"):
+        lib.kernel(spec)(shifted, *rest, torch.empty(spec.shape("output")))

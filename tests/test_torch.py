@@ -221,3 +221,24 @@ def test_bench_overhead(capsys):
     assert cli.main(["bench", "--overhead"]) == 0
     rows = {line.split()[0]: float(line.split()[1]) for line in capsys.readouterr().out.splitlines()[2:]}
     assert set(rows) == {"kernel", "module", "op", "torch"} and all(v > 0 for v in rows.values())
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_views_off_the_alignment_boundary(channels_last):
+    # chunk/narrow give views that start mid-allocation; the kernels' aligned vector loads would
+    # fault on them, so they run on an aligned copy.
+    x = torch.randn(24 * 64 + 1)[1:].view(1, 24, 8, 8)        # one float in: 4 bytes off
+    if channels_last:
+        x = torch.randn(1, 8, 8, 24 * 64 + 1).view(-1)[1:1 + 24 * 64].view(1, 8, 8, 24).permute(0, 3, 1, 2)
+    assert x.data_ptr() % 64
+    w, b = torch.randn(48, 8, 1, 1), torch.randn(48)
+    conv = gnn.Conv2d(24, 48, 1, groups=3, activation="relu", shuffle=3)
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        conv.bias.copy_(b)
+        expected = F.channel_shuffle(F.relu(F.conv2d(x, w, b, groups=3)), 3)
+        for _ in range(2):   # the second call takes the module's fast path
+            torch.testing.assert_close(conv(x), expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(torch.ops.gconvgen.conv2d(x, w, b, [1, 1], [0, 0], [1, 1], 3, "relu", 3), expected,
+                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(torch.ops.gconvgen.channel_shuffle(x, 4), F.channel_shuffle(x, 4))
