@@ -48,7 +48,7 @@ def _workloads(args: argparse.Namespace):
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from . import targets
-    from .tune import tune
+    from .tune import Remote, tune
     profile = targets.load(args.target)
     workloads = _workloads(args)
     names = {}
@@ -56,9 +56,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
         names.setdefault(w.spec.key, w.name)
     print(f"tuning {len(names)} kernels for {profile.name} ({profile.target.get('mcpu', profile.target['kind'])}), "
           f"{args.trials} trials each -> {profile.log_dirs[0]}", file=sys.stderr)
+    remote = Remote.parse(args.rpc, args.key) if args.rpc else None
+    if remote:
+        print(f"measuring on the boards with key {remote.key!r} at the tracker {remote.host}:{remote.port}",
+              file=sys.stderr)
     try:
         tasks = tune([w.spec for w in workloads], profile, trials=args.trials, budget_minutes=args.budget_minutes,
-                     workers=args.workers, seed=args.seed)
+                     workers=args.workers, seed=args.seed, remote=remote)
     except KeyboardInterrupt:
         print(f"\ninterrupted: every measured record is kept in {profile.log_dirs[0]}; run again to go on",
               file=sys.stderr)
@@ -176,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-minutes", type=float, default=None, help="stop after this long (records are kept)")
     p.add_argument("--workers", type=int, default=None, help="build processes (default: the target's cores)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rpc", default=None, metavar="HOST:PORT", help="measure on boards through this TVM RPC "
+                   "tracker (candidates are built here, with the target's cross compiler)")
+    p.add_argument("--key", default=None, help="with --rpc: the key the boards' RPC servers registered with")
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("build", help="compile a suite into a bundle: one library + manifest.json, the TVM "

@@ -11,6 +11,7 @@ How it differs from a plain `ms.tune_tir`:
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -29,6 +30,51 @@ from .schedule import rule_for
 from .spec import KernelSpec
 from .targets import TargetProfile
 from .tunelog import FAILED, TuneLog, record_json, trace_json, workload_of
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A TVM RPC tracker and the key its boards registered under: candidates are built here and
+    measured on whichever board of that key the tracker hands out (many boards: parallel measuring)."""
+    host: str
+    port: int
+    key: str
+
+    @classmethod
+    def parse(cls, address: str, key: str) -> "Remote":
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"--rpc takes the tracker as HOST:PORT, got {address!r}")
+        if not key:
+            raise ValueError("--rpc needs --key: the key the boards registered with the tracker")
+        return cls(host, int(port), key)
+
+    def check(self) -> int:
+        """The number of servers of our key; a clear error when the tracker is unreachable or no
+        server of the key is registered (else MetaSchedule would wait for one forever)."""
+        import socket
+        from tvm import rpc
+        try:   # TVM's own connect retries for a minute: fail fast on a wrong address
+            socket.create_connection((self.host, self.port), timeout=5).close()
+            summary = rpc.connect_tracker(self.host, self.port).summary()
+        except Exception as e:  # noqa: BLE001 - TVM raises plain errors for refused connections
+            raise RuntimeError(f"cannot reach the RPC tracker at {self.host}:{self.port}: {e}") from e
+        servers = [s for s in summary.get("server_info", []) if str(s.get("key", "")).split(":")[-1] == self.key]
+        if not servers:
+            keys = sorted({str(s.get("key", "")).split(":")[-1] for s in summary.get("server_info", [])})
+            raise RuntimeError(f"no RPC server with key {self.key!r} at the tracker {self.host}:{self.port} "
+                               f"(keys there: {keys or 'none'}); start one on the board: python -m "
+                               f"tvm.exec.rpc_server --tracker {self.host}:{self.port} --key {self.key}")
+        return len(servers)
+
+
+def export_shared(mod, cc: str | None = None) -> str:
+    """A candidate as a shared library, linked here (with the target's cross compiler): boards load
+    it without a compiler (MetaSchedule's default .tar would need one on the board)."""
+    from tvm.support import cc as _cc
+    path = os.path.join(tempfile.mkdtemp(prefix="gconvgen-cand-"), "candidate.so")
+    mod.export_library(path, fcompile=_cc.cross_compiler(cc) if cc else None)
+    return path
 
 
 def lean_build(mod, target, _params):
@@ -161,12 +207,13 @@ def _record(log: TuneLog, task: Task, target, candidates, builds, runs) -> list:
 
 
 def tune(specs: list[KernelSpec], profile: TargetProfile, trials: int = 16, budget_minutes: float | None = None,
-         workers: int | None = None, seed: int = 0, progress: bool = True) -> list[Task]:
+         workers: int | None = None, seed: int = 0, progress: bool = True, remote: Remote | None = None) -> list[Task]:
     """Tune every distinct spec for `trials` more measured candidates each (0: only measure the rule
-    defaults not yet in the log). Duplicates in `specs` weight a layer in the task scheduler."""
-    if profile.runner != "local":
-        raise ValueError(f"target {profile.name} is measured by {profile.runner!r}; this machine can only "
-                         f"tune targets it runs itself (runner = \"local\")")
+    defaults not yet in the log). Duplicates in `specs` weight a layer in the task scheduler.
+    With `remote`, candidates are measured on the tracker's boards instead of this machine."""
+    if profile.runner != "local" and remote is None:
+        raise ValueError(f"target {profile.name} cannot be measured on this machine ({profile.runner}): tune it on "
+                         f"its boards with --rpc TRACKER_HOST:PORT --key KEY")
     if not specs:
         raise ValueError("nothing to tune: no kernel specs given")
     target = profile.tvm_target()
@@ -175,9 +222,16 @@ def tune(specs: list[KernelSpec], profile: TargetProfile, trials: int = 16, budg
     log = TuneLog(profile.log_dirs[0])
     threads = int(target.attrs.get("num-cores", 1))
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))
-    builder = ms.builder.LocalBuilder(max_workers=workers or threads, f_build=lean_build, timeout_sec=120)
-    runner = ms.runner.LocalRunner(timeout_sec=60, evaluator_config=ms.runner.EvaluatorConfig(
-        number=1, repeat=5, min_repeat_ms=30, enable_cpu_cache_flush=False))
+    evaluator = ms.runner.EvaluatorConfig(number=1, repeat=5, min_repeat_ms=30, enable_cpu_cache_flush=False)
+    if remote is None:
+        builder = ms.builder.LocalBuilder(max_workers=workers or threads, f_build=lean_build, timeout_sec=120)
+        runner = ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator)
+    else:
+        boards = remote.check()
+        builder = ms.builder.LocalBuilder(max_workers=workers or os.cpu_count() or 1, f_build=lean_build,
+                                          f_export=functools.partial(export_shared, cc=profile.cc), timeout_sec=120)
+        runner = ms.runner.RPCRunner(ms.runner.RPCConfig(remote.host, remote.port, remote.key, session_timeout_sec=120),
+                                     evaluator_config=evaluator, max_workers=boards)
     tasks = []
     for spec in unique:
         mod = tvm.IRModule({"main": prim_func(spec)})
