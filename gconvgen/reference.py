@@ -37,6 +37,11 @@ def forward(spec: KernelSpec, x: torch.Tensor, weight: torch.Tensor | None = Non
     if spec.op == "channel_shuffle":
         return channel_shuffle(x, spec.groups)
     top, left, bottom, right = spec.padding
+    if spec.op == "conv2d_wgrad":   # weight = the output's gradient here
+        x = x if (top, left) == (bottom, right) else F.pad(x, (left, right, top, bottom))
+        pad = (top, left) if (top, left) == (bottom, right) else (0, 0)
+        return torch.nn.grad.conv2d_weight(x, spec.shape("output"), weight, spec.stride, pad, spec.dilation,
+                                           spec.groups)
     if (top, left) == (bottom, right):
         y = F.conv2d(x, weight, bias if spec.has_bias else None, spec.stride, (top, left), spec.dilation, spec.groups)
     else:
@@ -49,10 +54,13 @@ def forward(spec: KernelSpec, x: torch.Tensor, weight: torch.Tensor | None = Non
 
 
 def random_args(spec: KernelSpec, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random torch-layout arguments (NCHW input, OIHW weight, bias) for a spec."""
+    """Random torch-layout arguments (NCHW input, OIHW weight, bias; grad_output for a weight
+    gradient) for a spec."""
     g = torch.Generator().manual_seed(seed)
     dt = torch_dtype(spec)
     args = {"input": torch.randn(spec.batch, spec.in_channels, spec.height, spec.width, generator=g).to(dt)}
+    if spec.op == "conv2d_wgrad":
+        args["grad_output"] = torch.randn(spec.shape("grad_output"), generator=g).to(dt)
     if spec.op == "conv2d":
         kh, kw = spec.kernel
         fan_in = spec.in_channels // spec.groups * kh * kw

@@ -6,11 +6,11 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-OPS = ("conv2d", "channel_shuffle")
+OPS = ("conv2d", "channel_shuffle", "conv2d_wgrad")
 LAYOUTS = ("NCHW", "NHWC")
 DTYPES = ("float32", "float16")
 ACTIVATIONS = ("relu", "relu6", "hardswish")
-OP_CLASSES = ("depthwise", "grouped", "pointwise", "dense", "shuffle")
+OP_CLASSES = ("depthwise", "grouped", "pointwise", "dense", "shuffle", "wgrad")
 # Suite rows carry these as labels; they do not change the kernel.
 _METADATA_FIELDS = ("name", "model")
 
@@ -33,8 +33,10 @@ def _padding(value: Any) -> tuple[int, int, int, int]:
 
 @dataclass(frozen=True)
 class KernelSpec:
-    """One kernel: a grouped conv2d (depthwise and pointwise included) with a fused epilogue,
-    or a channel shuffle. Sizes are torch's: weight is (out_channels, in_channels // groups, kh, kw)."""
+    """One kernel: a grouped conv2d (depthwise and pointwise included) with a fused epilogue, a
+    channel shuffle, or the weight gradient of a grouped conv2d (`conv2d_wgrad`: the conv's fields,
+    from its input and output gradient). Sizes are torch's: weight is (out_channels,
+    in_channels // groups, kh, kw)."""
 
     op: str
     batch: int
@@ -62,7 +64,7 @@ class KernelSpec:
                     f"_g{self.groups}_{self.layout}_{self.dtype}")
         kh, kw = self.kernel
         epi = "-".join(e.replace(":", "") for e in self.epilogue) or "none"
-        return (f"conv2d_n{self.batch}_i{self.in_channels}_o{self.out_channels}_h{self.height}_w{self.width}"
+        return (f"{self.op}_n{self.batch}_i{self.in_channels}_o{self.out_channels}_h{self.height}_w{self.width}"
                 f"_k{kh}x{kw}_s{self.stride[0]}x{self.stride[1]}_p{'x'.join(map(str, self.padding))}"
                 f"_d{self.dilation[0]}x{self.dilation[1]}_g{self.groups}_e{epi}_{self.layout}_{self.dtype}")
 
@@ -100,6 +102,8 @@ class KernelSpec:
     def op_class(self) -> str:
         if self.op == "channel_shuffle":
             return "shuffle"
+        if self.op == "conv2d_wgrad":
+            return "wgrad"
         if self.groups == self.in_channels and self.groups > 1:
             return "depthwise"
         if self.kernel == (1, 1):
@@ -111,6 +115,9 @@ class KernelSpec:
         n, h, w = self.batch, self.height, self.width
         if which == "input":
             return (n, self.in_channels, h, w) if self.layout == "NCHW" else (n, h, w, self.in_channels)
+        if self.op == "conv2d_wgrad" and which in ("grad_output", "output"):   # output: the weight's gradient
+            which = {"grad_output": "output", "output": "weight"}[which]
+            return replace(self, op="conv2d").shape(which)
         if which == "output":
             c, oh, ow = self.out_channels, self.out_height, self.out_width
             if self.op == "channel_shuffle":
@@ -128,6 +135,8 @@ class KernelSpec:
     def arg_names(self) -> tuple[str, ...]:
         if self.op == "channel_shuffle":
             return ("input", "output")
+        if self.op == "conv2d_wgrad":
+            return ("input", "grad_output", "output")
         return ("input", "weight") + (("bias",) if self.has_bias else ()) + ("output",)
 
     def with_layout(self, layout: str) -> "KernelSpec":
@@ -150,7 +159,7 @@ class KernelSpec:
             return cls(op=op, batch=row.get("batch", 1), in_channels=c, out_channels=c,
                        height=row["height"], width=row["width"], groups=row["groups"],
                        layout=row.get("layout", "NCHW"), dtype=row.get("dtype", "float32"))
-        if op != "conv2d":
+        if op not in ("conv2d", "conv2d_wgrad"):
             raise ValueError(f"op must be one of {OPS}, got {op!r}")
         allowed = {"op", "batch", "in_channels", "out_channels", "height", "width", "kernel", "stride",
                    "padding", "dilation", "groups", "epilogue", "layout", "dtype"}
@@ -202,6 +211,9 @@ class KernelSpec:
             if self.epilogue:
                 raise ValueError(f"epilogue is not supported on channel_shuffle, got {self.epilogue!r}")
             return
+        if self.op == "conv2d_wgrad" and (self.epilogue or self.layout != "NCHW"):
+            raise ValueError(f"conv2d_wgrad is NCHW without an epilogue, got layout {self.layout} and epilogue "
+                             f"{list(self.epilogue)}")
         if self.in_channels % self.groups:
             raise ValueError(f"groups={self.groups} does not divide in_channels={self.in_channels}")
         if self.out_channels % self.groups:

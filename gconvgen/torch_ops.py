@@ -252,10 +252,49 @@ def _activation_grad(z: torch.Tensor, activation: str) -> torch.Tensor | None:
     return None
 
 
+@torch.library.custom_op("gconvgen::conv2d_weight_grad", mutates_args=())
+def conv2d_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight_shape: list[int], stride: list[int],
+                       padding: list[int], dilation: list[int], groups: int) -> torch.Tensor:
+    """The weight gradient of conv2d (torch.nn.grad.conv2d_weight's result) on our conv2d_wgrad
+    kernel for float32 CPU tensors, else aten's. An op of its own so that backward graphs traced by
+    torch.compile and AOT autograd keep it."""
+    call = ("wgrad", tuple(x.shape), x.dtype, x.device, tuple(weight_shape), grad.dtype, grad.device,
+            tuple(stride), tuple(padding), tuple(dilation), groups)
+    hit = _calls.get(call)
+    if hit is None:
+        spec = None
+        if (x.dtype == grad.dtype == torch.float32 and x.device.type == grad.device.type == "cpu" and x.dim() == 4
+                and len(weight_shape) == 4):
+            n, c, h, w = x.shape
+            o, _, kh, kw = weight_shape
+            try:
+                spec = KernelSpec(op="conv2d_wgrad", batch=n, in_channels=c, out_channels=o, height=h, width=w,
+                                  kernel=(kh, kw), stride=tuple(stride), dilation=tuple(dilation), groups=groups,
+                                  padding=(padding[0], padding[1], padding[0], padding[1]))
+            except ValueError:
+                spec = None
+            if spec is not None and (tuple(grad.shape) != spec.shape("grad_output")
+                                     or tuple(weight_shape) != spec.shape("output")):
+                spec = None
+        hit = _calls[call] = (spec, _kernel(spec) if spec is not None else None)
+    spec, kernel = hit
+    if kernel is None:
+        return torch.nn.grad.conv2d_weight(x, weight_shape, grad, stride, padding, dilation, groups)
+    out = torch.empty(spec.shape("output"))
+    kernel.function(_aligned(x.contiguous()), _aligned(grad.contiguous()), out)
+    return out
+
+
+@conv2d_weight_grad.register_fake
+def _(x, grad, weight_shape, stride, padding, dilation, groups):
+    return x.new_empty(weight_shape)
+
+
 def _conv_backward(ctx, grad):
     """Gradients through the epilogue by hand, then the conv's: the input gradient of a stride-1 conv
     is itself a group conv (of the output gradient with each group's weights transposed and flipped),
-    so it runs on our kernels; strided input gradients and the weight gradient use aten."""
+    and the weight gradient is our conv2d_wgrad kernel, so both run on our kernels; strided input
+    gradients use aten."""
     x, weight, bias = ctx.saved_tensors
     stride, padding, dilation, groups, activation, shuffle = ctx.args
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
@@ -266,7 +305,7 @@ def _conv_backward(ctx, grad):
         z = conv2d(x, weight, bias, stride, padding, dilation, groups, "none", 0)   # pre-activation, our kernel
         g = g * _activation_grad(z, activation)
     grad_b = g.sum((0, 2, 3)) if bias is not None and need_b else None
-    grad_w = torch.nn.grad.conv2d_weight(x, weight.shape, g, stride, padding, dilation, groups) if need_w else None
+    grad_w = conv2d_weight_grad(x, g, list(weight.shape), stride, padding, dilation, groups) if need_w else None
     grad_x = None
     if need_x:
         kh, kw = weight.shape[2:]

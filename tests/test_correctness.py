@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 
 from gconvgen import suites
+from gconvgen.spec import KernelSpec
 
 from helpers import relative_error
 
@@ -28,3 +29,29 @@ def test_public_layer_from_rules_alone_matches_torch(workload, rules_only):
     from gconvgen.schedule import schedule
     assert schedule(workload.spec, rules_only).kind in ("rule", "fallback")
     assert relative_error(workload.spec, rules_only) < 1e-4
+
+
+def _wgrad(spec):
+    return dataclasses.replace(spec, op="conv2d_wgrad", epilogue=(), layout="NCHW")
+
+
+CONVS = [w for w in WORKLOADS if w.spec.op == "conv2d"]
+ODD_WGRADS = [KernelSpec.from_json(row) for row in (
+    {"op": "conv2d_wgrad", "batch": 2, "in_channels": 8, "out_channels": 12, "height": 9, "width": 7, "kernel": 3,
+     "padding": [1, 2], "stride": [2, 1], "dilation": [1, 2], "groups": 4},
+    {"op": "conv2d_wgrad", "batch": 3, "in_channels": 6, "out_channels": 6, "height": 5, "width": 11, "kernel": [1, 3],
+     "padding": [0, 0, 1, 2], "groups": 6},
+    {"op": "conv2d_wgrad", "batch": 2, "in_channels": 12, "out_channels": 8, "height": 6, "width": 6, "groups": 2})]
+
+
+@pytest.mark.parametrize("workload", CONVS, ids=[w.name for w in CONVS])
+def test_public_layer_weight_gradient_matches_torch(workload, host):
+    spec = _wgrad(workload.spec)
+    from gconvgen.schedule import schedule
+    assert schedule(spec, host).source == "x86.WeightGradNCHW"
+    assert relative_error(spec, host) < 1e-4
+
+
+@pytest.mark.parametrize("spec", ODD_WGRADS, ids=lambda s: s.key)
+def test_odd_weight_gradients_match_torch(spec, host):
+    assert relative_error(spec, host) < 1e-4

@@ -86,3 +86,17 @@ def test_builtin_suites():
     assert all(w.spec.layout == "NHWC" for w in suites.load("convnext", layout="NHWC"))
     with pytest.raises(ValueError, match="built-in"):
         suites.load("no-such-suite")
+
+
+def test_weight_gradient_spec():
+    row = {"op": "conv2d_wgrad", "batch": 2, "in_channels": 8, "out_channels": 12, "height": 9, "width": 7,
+           "kernel": 3, "padding": 1, "groups": 4}
+    spec = KernelSpec.from_json(row)
+    assert spec.key.startswith("conv2d_wgrad_n2_i8_o12") and spec.op_class == "wgrad"
+    assert spec.arg_names == ("input", "grad_output", "output")
+    assert spec.shape("grad_output") == (2, 12, 9, 7) and spec.shape("output") == (12, 2, 3, 3)
+    assert KernelSpec.from_json(spec.to_json()) == spec
+    with pytest.raises(ValueError, match="without an epilogue"):
+        KernelSpec.from_json({**row, "epilogue": ["relu"]})
+    with pytest.raises(ValueError, match="NCHW"):
+        KernelSpec.from_json({**row, "layout": "NHWC"})

@@ -87,6 +87,9 @@ def test_gradients_match_torch_float32(case, channels_last):
     for a, e in zip(ours, theirs):
         if a is not None:
             torch.testing.assert_close(a.grad, e.grad, rtol=1e-4, atol=1e-4)
+    from gconvgen import torch_ops   # the weight gradient ran on our conv2d_wgrad kernel
+    wgrads = [hit for call, hit in torch_ops._calls.items() if call[0] == "wgrad" and call[1] == tuple(x.shape)]
+    assert wgrads and all(kernel is not None for _, kernel in wgrads)
 
 
 def test_compile_fullgraph_and_export():
@@ -242,3 +245,12 @@ def test_views_off_the_alignment_boundary(channels_last):
         torch.testing.assert_close(torch.ops.gconvgen.conv2d(x, w, b, [1, 1], [0, 0], [1, 1], 3, "relu", 3), expected,
                                    rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(torch.ops.gconvgen.channel_shuffle(x, 4), F.channel_shuffle(x, 4))
+
+
+def test_opcheck_conv2d_weight_grad():
+    x, g = torch.randn(2, 6, 9, 7), torch.randn(2, 9, 5, 7)
+    args = (x, g, [9, 2, 3, 3], [2, 1], [1, 1], [1, 1], 3)
+    torch.library.opcheck(torch.ops.gconvgen.conv2d_weight_grad.default, args)
+    torch.testing.assert_close(torch.ops.gconvgen.conv2d_weight_grad(*args),
+                               torch.nn.grad.conv2d_weight(x, [9, 2, 3, 3], g, [2, 1], [1, 1], [1, 1], 3),
+                               rtol=1e-4, atol=1e-4)

@@ -9,6 +9,9 @@ from tvm import te
 from ..spec import KernelSpec
 from .conv import group_conv2d
 from .shuffle import channel_shuffle
+from .wgrad import conv2d_weight_grad
+
+_COMPUTES = {"conv2d": group_conv2d, "channel_shuffle": channel_shuffle, "conv2d_wgrad": conv2d_weight_grad}
 
 SPEC_ATTR = "gconvgen.spec"
 
@@ -16,7 +19,7 @@ SPEC_ATTR = "gconvgen.spec"
 def prim_func(spec: KernelSpec) -> tvm.tirx.PrimFunc:
     """The kernel's PrimFunc; its arguments follow `spec.arg_names` and it carries the spec
     (as JSON in the `gconvgen.spec` attribute) so schedule rules can read what they schedule."""
-    tensors = channel_shuffle(spec) if spec.op == "channel_shuffle" else group_conv2d(spec)
+    tensors = _COMPUTES[spec.op](spec)
     func = te.create_prim_func(tensors)
     return func.with_attr("global_symbol", spec.func_name).with_attr(SPEC_ATTR, json.dumps(spec.to_json()))
 
@@ -28,4 +31,4 @@ def spec_of(func: tvm.tirx.PrimFunc) -> KernelSpec | None:
     return KernelSpec.from_json(str(func.attrs[SPEC_ATTR]))
 
 
-__all__ = ["prim_func", "spec_of", "group_conv2d", "channel_shuffle", "SPEC_ATTR"]
+__all__ = ["prim_func", "spec_of", "group_conv2d", "channel_shuffle", "conv2d_weight_grad", "SPEC_ATTR"]
