@@ -29,9 +29,12 @@ class Row:
     rule_us: float | None = None   # the same kernel from the rules alone (bench --vs-rules)
 
 
-def _time_rounds(fns: dict[str, Callable[[], object]], rounds: int = 11, min_seconds: float = 0.01) -> dict[str, float]:
+def _time_rounds(fns: dict[str, Callable[[], object]], rounds: int = 11, min_seconds: float = 0.01,
+                 settle: bool = False) -> dict[str, float]:
     """Median µs per call of each function. The functions take turns round by round, so a noisy
-    neighbour or a spinning thread pool hurts them alike."""
+    neighbour hurts them alike. settle: one untimed call opens each turn, so that a function is not
+    timed while the previous one's thread pool still spins (torch's OpenMP workers spin for
+    milliseconds after an op: whole models would be timed against each other's leftovers)."""
     loops = {}
     for name, fn in fns.items():
         for _ in range(3):
@@ -49,6 +52,8 @@ def _time_rounds(fns: dict[str, Callable[[], object]], rounds: int = 11, min_sec
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            if settle:
+                fn()
             start = time.perf_counter()
             for _ in range(loops[name]):
                 fn()
@@ -212,7 +217,7 @@ def run_model(name: str, compile_torch: bool, size: int = 224) -> ModelRow:
             compiled = torch.compile(model)
             compiled(x)
             fns["compile"] = lambda: compiled(x)
-        t = _time_rounds(fns, rounds=7)
+        t = _time_rounds(fns, rounds=7, min_seconds=0.05, settle=True)
     return ModelRow(name, t["ours"] / 1e3, t["eager"] / 1e3, min(t["eager"], t["eager_cl"]) / 1e3,
                     t["compile"] / 1e3 if "compile" in t else None, err)
 
