@@ -42,6 +42,11 @@ def forward(spec: KernelSpec, x: torch.Tensor, weight: torch.Tensor | None = Non
         pad = (top, left) if (top, left) == (bottom, right) else (0, 0)
         return torch.nn.grad.conv2d_weight(x, spec.shape("output"), weight, spec.stride, pad, spec.dilation,
                                            spec.groups)
+    if spec.op == "conv2d_dgrad":   # x = the output's gradient here
+        if (top, left) != (bottom, right):
+            raise ValueError("the reference input gradient takes symmetric padding only")
+        return torch.nn.grad.conv2d_input(spec.shape("output"), weight, x, spec.stride, (top, left), spec.dilation,
+                                          spec.groups)
     if (top, left) == (bottom, right):
         y = F.conv2d(x, weight, bias if spec.has_bias else None, spec.stride, (top, left), spec.dilation, spec.groups)
     else:
@@ -54,14 +59,17 @@ def forward(spec: KernelSpec, x: torch.Tensor, weight: torch.Tensor | None = Non
 
 
 def random_args(spec: KernelSpec, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random torch-layout arguments (NCHW input, OIHW weight, bias; grad_output for a weight
-    gradient) for a spec."""
+    """Random torch-layout arguments (NCHW input, OIHW weight, bias; grad_output for a gradient,
+    which takes it in place of the input or of the weight) for a spec."""
     g = torch.Generator().manual_seed(seed)
     dt = torch_dtype(spec)
-    args = {"input": torch.randn(spec.batch, spec.in_channels, spec.height, spec.width, generator=g).to(dt)}
+    if spec.op == "conv2d_dgrad":
+        args = {"grad_output": torch.randn(spec.shape("grad_output"), generator=g).to(dt)}
+    else:
+        args = {"input": torch.randn(spec.batch, spec.in_channels, spec.height, spec.width, generator=g).to(dt)}
     if spec.op == "conv2d_wgrad":
         args["grad_output"] = torch.randn(spec.shape("grad_output"), generator=g).to(dt)
-    if spec.op == "conv2d":
+    if spec.op in ("conv2d", "conv2d_dgrad"):
         kh, kw = spec.kernel
         fan_in = spec.in_channels // spec.groups * kh * kw
         args["weight"] = (torch.randn(spec.out_channels, spec.in_channels // spec.groups, kh, kw, generator=g)

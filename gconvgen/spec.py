@@ -6,11 +6,12 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-OPS = ("conv2d", "channel_shuffle", "conv2d_wgrad")
+OPS = ("conv2d", "channel_shuffle", "conv2d_wgrad", "conv2d_dgrad")
+GRADIENTS = ("conv2d_wgrad", "conv2d_dgrad")
 LAYOUTS = ("NCHW", "NHWC")
 DTYPES = ("float32", "float16")
 ACTIVATIONS = ("relu", "relu6", "hardswish")
-OP_CLASSES = ("depthwise", "grouped", "pointwise", "dense", "shuffle", "wgrad")
+OP_CLASSES = ("depthwise", "grouped", "pointwise", "dense", "shuffle", "wgrad", "dgrad")
 # Suite rows carry these as labels; they do not change the kernel.
 _METADATA_FIELDS = ("name", "model")
 
@@ -34,8 +35,9 @@ def _padding(value: Any) -> tuple[int, int, int, int]:
 @dataclass(frozen=True)
 class KernelSpec:
     """One kernel: a grouped conv2d (depthwise and pointwise included) with a fused epilogue, a
-    channel shuffle, or the weight gradient of a grouped conv2d (`conv2d_wgrad`: the conv's fields,
-    from its input and output gradient). Sizes are torch's: weight is (out_channels,
+    channel shuffle, or a gradient of a grouped conv2d, described by the conv's own fields: its
+    weight gradient (`conv2d_wgrad`, from input and output gradient) or its input gradient
+    (`conv2d_dgrad`, from output gradient and weight). Sizes are torch's: weight is (out_channels,
     in_channels // groups, kh, kw)."""
 
     op: str
@@ -102,8 +104,8 @@ class KernelSpec:
     def op_class(self) -> str:
         if self.op == "channel_shuffle":
             return "shuffle"
-        if self.op == "conv2d_wgrad":
-            return "wgrad"
+        if self.op in GRADIENTS:
+            return self.op.split("_")[1]
         if self.groups == self.in_channels and self.groups > 1:
             return "depthwise"
         if self.kernel == (1, 1):
@@ -115,8 +117,8 @@ class KernelSpec:
         n, h, w = self.batch, self.height, self.width
         if which == "input":
             return (n, self.in_channels, h, w) if self.layout == "NCHW" else (n, h, w, self.in_channels)
-        if self.op == "conv2d_wgrad" and which in ("grad_output", "output"):   # output: the weight's gradient
-            which = {"grad_output": "output", "output": "weight"}[which]
+        if self.op in GRADIENTS and which in ("grad_output", "output"):   # output: the gradient computed
+            which = {"grad_output": "output", "output": "weight" if self.op == "conv2d_wgrad" else "input"}[which]
             return replace(self, op="conv2d").shape(which)
         if which == "output":
             c, oh, ow = self.out_channels, self.out_height, self.out_width
@@ -137,6 +139,8 @@ class KernelSpec:
             return ("input", "output")
         if self.op == "conv2d_wgrad":
             return ("input", "grad_output", "output")
+        if self.op == "conv2d_dgrad":
+            return ("grad_output", "weight", "output")
         return ("input", "weight") + (("bias",) if self.has_bias else ()) + ("output",)
 
     def with_layout(self, layout: str) -> "KernelSpec":
@@ -159,7 +163,7 @@ class KernelSpec:
             return cls(op=op, batch=row.get("batch", 1), in_channels=c, out_channels=c,
                        height=row["height"], width=row["width"], groups=row["groups"],
                        layout=row.get("layout", "NCHW"), dtype=row.get("dtype", "float32"))
-        if op not in ("conv2d", "conv2d_wgrad"):
+        if op not in ("conv2d",) + GRADIENTS:
             raise ValueError(f"op must be one of {OPS}, got {op!r}")
         allowed = {"op", "batch", "in_channels", "out_channels", "height", "width", "kernel", "stride",
                    "padding", "dilation", "groups", "epilogue", "layout", "dtype"}
@@ -211,8 +215,8 @@ class KernelSpec:
             if self.epilogue:
                 raise ValueError(f"epilogue is not supported on channel_shuffle, got {self.epilogue!r}")
             return
-        if self.op == "conv2d_wgrad" and (self.epilogue or self.layout != "NCHW"):
-            raise ValueError(f"conv2d_wgrad is NCHW without an epilogue, got layout {self.layout} and epilogue "
+        if self.op in GRADIENTS and (self.epilogue or self.layout != "NCHW"):
+            raise ValueError(f"{self.op} is NCHW without an epilogue, got layout {self.layout} and epilogue "
                              f"{list(self.epilogue)}")
         if self.in_channels % self.groups:
             raise ValueError(f"groups={self.groups} does not divide in_channels={self.in_channels}")

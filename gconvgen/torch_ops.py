@@ -252,37 +252,50 @@ def _activation_grad(z: torch.Tensor, activation: str) -> torch.Tensor | None:
     return None
 
 
+def _gradient_kernel(op: str, a: torch.Tensor, b: torch.Tensor, shape: list[int], x_shape, w_shape, stride,
+                     padding, dilation, groups: int):
+    """(spec, kernel) of a conv gradient (op conv2d_wgrad or conv2d_dgrad) for float32 CPU operands
+    a, b producing `shape`, or (None, None) where aten serves it."""
+    call = (op, tuple(a.shape), a.dtype, a.device, tuple(b.shape), b.dtype, b.device, tuple(shape),
+            tuple(stride), tuple(padding), tuple(dilation), groups)
+    hit = _calls.get(call)
+    if hit is None:
+        spec = None
+        if (a.dtype == b.dtype == torch.float32 and a.device.type == b.device.type == "cpu"
+                and len(x_shape) == len(w_shape) == 4):
+            n, c, h, w = x_shape
+            o, _, kh, kw = w_shape
+            try:
+                spec = KernelSpec(op=op, batch=n, in_channels=c, out_channels=o, height=h, width=w, kernel=(kh, kw),
+                                  stride=tuple(stride), dilation=tuple(dilation), groups=groups,
+                                  padding=(padding[0], padding[1], padding[0], padding[1]))
+            except ValueError:
+                spec = None
+            names = spec.arg_names if spec is not None else ()
+            if spec is not None and (tuple(a.shape) != spec.shape(names[0]) or tuple(b.shape) != spec.shape(names[1])
+                                     or tuple(shape) != spec.shape("output")):
+                spec = None
+        hit = _calls[call] = (spec, _kernel(spec) if spec is not None else None)
+    return hit
+
+
+def _run_gradient(kernel, spec: KernelSpec, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    out = torch.empty(spec.shape("output"))
+    kernel.function(_aligned(a.contiguous()), _aligned(b.contiguous()), out)
+    return out
+
+
 @torch.library.custom_op("gconvgen::conv2d_weight_grad", mutates_args=())
 def conv2d_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight_shape: list[int], stride: list[int],
                        padding: list[int], dilation: list[int], groups: int) -> torch.Tensor:
     """The weight gradient of conv2d (torch.nn.grad.conv2d_weight's result) on our conv2d_wgrad
     kernel for float32 CPU tensors, else aten's. An op of its own so that backward graphs traced by
     torch.compile and AOT autograd keep it."""
-    call = ("wgrad", tuple(x.shape), x.dtype, x.device, tuple(weight_shape), grad.dtype, grad.device,
-            tuple(stride), tuple(padding), tuple(dilation), groups)
-    hit = _calls.get(call)
-    if hit is None:
-        spec = None
-        if (x.dtype == grad.dtype == torch.float32 and x.device.type == grad.device.type == "cpu" and x.dim() == 4
-                and len(weight_shape) == 4):
-            n, c, h, w = x.shape
-            o, _, kh, kw = weight_shape
-            try:
-                spec = KernelSpec(op="conv2d_wgrad", batch=n, in_channels=c, out_channels=o, height=h, width=w,
-                                  kernel=(kh, kw), stride=tuple(stride), dilation=tuple(dilation), groups=groups,
-                                  padding=(padding[0], padding[1], padding[0], padding[1]))
-            except ValueError:
-                spec = None
-            if spec is not None and (tuple(grad.shape) != spec.shape("grad_output")
-                                     or tuple(weight_shape) != spec.shape("output")):
-                spec = None
-        hit = _calls[call] = (spec, _kernel(spec) if spec is not None else None)
-    spec, kernel = hit
+    spec, kernel = _gradient_kernel("conv2d_wgrad", x, grad, weight_shape, x.shape, weight_shape, stride, padding,
+                                    dilation, groups)
     if kernel is None:
         return torch.nn.grad.conv2d_weight(x, weight_shape, grad, stride, padding, dilation, groups)
-    out = torch.empty(spec.shape("output"))
-    kernel.function(_aligned(x.contiguous()), _aligned(grad.contiguous()), out)
-    return out
+    return _run_gradient(kernel, spec, x, grad)
 
 
 @conv2d_weight_grad.register_fake
@@ -290,11 +303,27 @@ def _(x, grad, weight_shape, stride, padding, dilation, groups):
     return x.new_empty(weight_shape)
 
 
+@torch.library.custom_op("gconvgen::conv2d_input_grad", mutates_args=())
+def conv2d_input_grad(grad: torch.Tensor, weight: torch.Tensor, input_shape: list[int], stride: list[int],
+                      padding: list[int], dilation: list[int], groups: int) -> torch.Tensor:
+    """The input gradient of a strided conv2d (torch.nn.grad.conv2d_input's result) on our
+    conv2d_dgrad kernel for float32 CPU tensors, else aten's."""
+    spec, kernel = _gradient_kernel("conv2d_dgrad", grad, weight, input_shape, input_shape, weight.shape, stride,
+                                    padding, dilation, groups)
+    if kernel is None:
+        return torch.nn.grad.conv2d_input(input_shape, weight, grad, stride, padding, dilation, groups)
+    return _run_gradient(kernel, spec, grad, weight)
+
+
+@conv2d_input_grad.register_fake
+def _(grad, weight, input_shape, stride, padding, dilation, groups):
+    return grad.new_empty(input_shape)
+
+
 def _conv_backward(ctx, grad):
     """Gradients through the epilogue by hand, then the conv's: the input gradient of a stride-1 conv
-    is itself a group conv (of the output gradient with each group's weights transposed and flipped),
-    and the weight gradient is our conv2d_wgrad kernel, so both run on our kernels; strided input
-    gradients use aten."""
+    is itself a group conv (of the output gradient with each group's weights transposed and flipped);
+    strided ones run on our conv2d_dgrad kernel, the weight gradient on conv2d_wgrad."""
     x, weight, bias = ctx.saved_tensors
     stride, padding, dilation, groups, activation, shuffle = ctx.args
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
@@ -316,7 +345,8 @@ def _conv_backward(ctx, grad):
             w_t = w_t.reshape(groups * cg, o // groups, kh, kw)
             grad_x = conv2d(g, w_t, None, [1, 1], back_pad, list(dilation), groups, "none", 0)
         else:
-            grad_x = torch.nn.grad.conv2d_input(x.shape, weight, g, stride, padding, dilation, groups)
+            grad_x = conv2d_input_grad(g, weight, list(x.shape), stride, padding, dilation, groups)
+            grad_x = grad_x.contiguous(memory_format=_memory_format(x))
     return grad_x, grad_w, grad_b, None, None, None, None, None, None
 
 

@@ -304,6 +304,52 @@ class WeightGradNCHW(ScheduleRule):
             _parallel_vectorize(sch, sch.get_sblock("pad"))
 
 
+class InputGradNCHW(ScheduleRule):
+    """The input gradient of a strided conv (conv2d_dgrad), a transposed conv, split by phase:
+    the pixels with the same (h mod stride, w mod stride) take the same taps, so with phases and
+    taps unrolled the tap conditions fold away and no multiply is spent on an inserted zero. Each
+    phase is a small stride-1 conv over a quarter (stride 2) of the plane, written to a phase-major
+    buffer with register tiles of rows x a vector; a last pass interleaves the phases (a scalar
+    loop LLVM's vectorizer turns into shuffles). One channel plane per task.
+
+    Does not apply when the stride does not divide the input height and width (the fallback
+    serves those)."""
+
+    name = "x86.InputGradNCHW"
+
+    def __init__(self, rows: int = 4) -> None:
+        self.rows = rows
+
+    def applies(self, spec, target: Target) -> bool:
+        return (spec.op == "conv2d_dgrad" and spec.height % spec.stride[0] == 0
+                and spec.width % spec.stride[1] == 0)
+
+    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+        lanes = vector_lanes(target)
+        sh, sw = spec.stride
+        hq_n, wq_n = spec.height // sh, spec.width // sw
+        sch.transform_layout(conv, ("write", 0), lambda n, c, h, w: (n, c, h % sh, w % sw, h // sh, w // sw))
+        n, c, h, w, *red = sch.get_loops(conv)
+        hq, hr = sch.split(h, factors=[None, sh])
+        wq, wr = sch.split(w, factors=[None, sw])
+        wi = divisor_at_most(wq_n, lanes, prefer_multiple_of=8) if wq_n > lanes else wq_n
+        hqo, hqi = split(sch, hq, divisor_at_most(hq_n, self.rows), tunable, max_inner=8)
+        wqo, wqi = split(sch, wq, wi, tunable, max_inner=2 * lanes)
+        sch.reorder(n, c, hr, wr, hqo, wqo, *red, hqi, wqi)
+        nc = sch.fuse(n, c)
+        sch.parallel(nc)
+        for loop in (hr, wr, *red[1:], hqi):   # phases and taps: their conditions fold to constants
+            sch.unroll(loop)
+        sch.vectorize(wqi)
+        sch.decompose_reduction(conv, red[0])
+        sch.reverse_compute_at(out, nc, preserve_unit_loops=True)
+        ow = sch.get_loops(out)[-1]
+        _, phase = sch.split(ow, factors=[None, sw])
+        sch.unroll(phase)
+        _parallel_vectorize(sch, sch.get_sblock("pad"))
+
+
 class ChannelShuffle(ScheduleRule):
     """Channel shuffle as a copy: NCHW moves whole channel planes with vector loads and stores;
     NHWC permutes channels inside each pixel (rows parallel). Applies only to channel_shuffle."""
@@ -341,4 +387,4 @@ def _parallel_vectorize(sch: s_tir.Schedule, block, flatten_inner: bool = False)
 
 
 RULES: list[ScheduleRule] = [DepthwiseNCHW(), PointwiseNCHW(), GroupConvNCHW(), ChannelVectorNHWC(), ChannelShuffle(),
-                             WeightGradNCHW()]
+                             WeightGradNCHW(), InputGradNCHW()]

@@ -100,3 +100,11 @@ def test_weight_gradient_spec():
         KernelSpec.from_json({**row, "epilogue": ["relu"]})
     with pytest.raises(ValueError, match="NCHW"):
         KernelSpec.from_json({**row, "layout": "NHWC"})
+
+
+def test_input_gradient_spec():
+    spec = KernelSpec.from_json({"op": "conv2d_dgrad", "batch": 2, "in_channels": 8, "out_channels": 12,
+                                 "height": 10, "width": 9, "kernel": 3, "stride": 2, "padding": 1, "groups": 4})
+    assert spec.op_class == "dgrad" and spec.arg_names == ("grad_output", "weight", "output")
+    assert spec.shape("grad_output") == (2, 12, 5, 5) and spec.shape("output") == (2, 8, 10, 9)
+    assert KernelSpec.from_json(spec.to_json()) == spec

@@ -15,6 +15,7 @@ CONV_CASES = [  # (N, C, H, W, O, k, stride, pad, dilation, groups, bias, activa
     (1, 16, 8, 8, 32, 1, 1, 0, 1, 1, True, "relu", 0),         # pointwise
     (1, 12, 8, 8, 24, 1, 1, 0, 1, 3, True, "relu", 3),         # grouped 1x1 + shuffle (ShuffleNet v1)
     (1, 16, 9, 9, 16, 3, 1, 2, 2, 4, True, "hardswish", 0),    # grouped, dilated
+    (1, 16, 12, 12, 32, 3, 2, 1, 1, 4, True, "relu", 0),       # grouped, stride 2 (phase-split input grad)
 ]
 
 
@@ -87,9 +88,12 @@ def test_gradients_match_torch_float32(case, channels_last):
     for a, e in zip(ours, theirs):
         if a is not None:
             torch.testing.assert_close(a.grad, e.grad, rtol=1e-4, atol=1e-4)
-    from gconvgen import torch_ops   # the weight gradient ran on our conv2d_wgrad kernel
-    wgrads = [hit for call, hit in torch_ops._calls.items() if call[0] == "wgrad" and call[1] == tuple(x.shape)]
-    assert wgrads and all(kernel is not None for _, kernel in wgrads)
+    from gconvgen import torch_ops   # the gradients ran on our conv2d_wgrad (and conv2d_dgrad) kernels
+    served = [(spec.op, spec.stride) for spec, kernel in torch_ops._calls.values()
+              if kernel is not None and spec.op in ("conv2d_wgrad", "conv2d_dgrad")
+              and spec.shape("output" if spec.op == "conv2d_dgrad" else "input") == tuple(x.shape)]
+    ran = {op for op, stride in served if tuple(stride) == tuple(rest[0])}
+    assert "conv2d_wgrad" in ran and ("conv2d_dgrad" in ran or rest[0] == [1, 1])
 
 
 def test_compile_fullgraph_and_export():
@@ -245,6 +249,15 @@ def test_views_off_the_alignment_boundary(channels_last):
         torch.testing.assert_close(torch.ops.gconvgen.conv2d(x, w, b, [1, 1], [0, 0], [1, 1], 3, "relu", 3), expected,
                                    rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(torch.ops.gconvgen.channel_shuffle(x, 4), F.channel_shuffle(x, 4))
+
+
+def test_opcheck_conv2d_input_grad():
+    g, w = torch.randn(2, 12, 4, 4), torch.randn(12, 2, 3, 3)
+    args = (g, w, [2, 8, 10, 9], [2, 3], [1, 2], [2, 1], 4)
+    torch.library.opcheck(torch.ops.gconvgen.conv2d_input_grad.default, args)
+    torch.testing.assert_close(torch.ops.gconvgen.conv2d_input_grad(*args),
+                               torch.nn.grad.conv2d_input([2, 8, 10, 9], w, g, [2, 3], [1, 2], [2, 1], 4),
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_opcheck_conv2d_weight_grad():

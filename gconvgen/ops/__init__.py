@@ -9,9 +9,11 @@ from tvm import te
 from ..spec import KernelSpec
 from .conv import group_conv2d
 from .shuffle import channel_shuffle
+from .dgrad import conv2d_input_grad
 from .wgrad import conv2d_weight_grad
 
-_COMPUTES = {"conv2d": group_conv2d, "channel_shuffle": channel_shuffle, "conv2d_wgrad": conv2d_weight_grad}
+_COMPUTES = {"conv2d": group_conv2d, "channel_shuffle": channel_shuffle, "conv2d_wgrad": conv2d_weight_grad,
+             "conv2d_dgrad": conv2d_input_grad}
 
 SPEC_ATTR = "gconvgen.spec"
 
@@ -31,4 +33,5 @@ def spec_of(func: tvm.tirx.PrimFunc) -> KernelSpec | None:
     return KernelSpec.from_json(str(func.attrs[SPEC_ATTR]))
 
 
-__all__ = ["prim_func", "spec_of", "group_conv2d", "channel_shuffle", "conv2d_weight_grad", "SPEC_ATTR"]
+__all__ = ["prim_func", "spec_of", "group_conv2d", "channel_shuffle", "conv2d_weight_grad", "conv2d_input_grad",
+           "SPEC_ATTR"]
