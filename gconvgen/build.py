@@ -53,6 +53,9 @@ def build(specs: Iterable[KernelSpec], profile: TargetProfile, out_dir: str | os
                         "schedule": sched.kind, "rule": sched.source,
                         "args": [{"name": n, "shape": list(spec.shape(n)), "dtype": spec.dtype}
                                  for n in spec.arg_names]})
+    if profile.target.get("kind") == "cuda":
+        from .cuda import prepare
+        prepare()   # nvcc-built fatbins in the library, also on a machine without a GPU
     target = profile.tvm_target()
     with target:  # the CUDA compile callback reads the arch from the current target
         executable = tvm.compile(tvm.IRModule(funcs), target=target)

@@ -28,18 +28,25 @@ from .paths import PACKAGE_DIR
 from .spec import KernelSpec
 from .targets import TargetProfile
 
-LOADER_FILES = ("gconvgen_loader.py", "gconvgen_run.c", "Makefile")
+LOADER_FILES = ("gconvgen_loader.py", "gconvgen_run.c", "Makefile", "gpu_check.py")
 HEADERS = ("tvm/ffi/c_api.h", "dlpack/dlpack.h")
-RUNTIME_LIBS = {"libtvm_runtime.so": "tvm/lib/", "libtvm_ffi.so": "tvm_ffi/lib/"}
+RUNTIME_LIBS = {"libtvm_runtime.so": "tvm/lib/", "libtvm_ffi.so": "tvm_ffi/lib/",
+                "libtvm_runtime_cuda.so": "tvm/lib/"}   # the last only in CUDA bundles
 
 
 def make(specs: Iterable[KernelSpec], profile: TargetProfile, out_dir: str | Path, vectors: bool = False,
-         use_logs: bool = True) -> Path:
+         use_logs: bool = True, wheel_python: str | None = None) -> Path:
+    """The bundle; wheel_python ('3.12') also stores the apache-tvm-ffi wheel for that Python and the
+    target's arch in wheels/, for hosts that cannot reach PyPI."""
     specs = list({s.key: s for s in specs}.values())
     out = build.build(specs, profile, out_dir, use_logs)
     (out / "lib").mkdir(exist_ok=True)
+    cuda = profile.target.get("kind") == "cuda"
     for name, path in runtime_libraries(profile.arch).items():
-        shutil.copy2(path, out / "lib" / name)
+        if cuda or name != "libtvm_runtime_cuda.so":
+            shutil.copy2(path, out / "lib" / name)
+    if wheel_python:
+        _ffi_wheel(out / "wheels", profile.arch, wheel_python)
     loader = out / "loader"
     loader.mkdir(exist_ok=True)
     for name in LOADER_FILES:
@@ -137,6 +144,18 @@ def run_emulated(out: Path, profile: TargetProfile) -> tuple[int, str]:
     return done.returncode, (done.stdout + done.stderr).strip()
 
 
+def _ffi_wheel(folder: Path, arch: str, python: str) -> Path:
+    import tvm_ffi
+    folder.mkdir(exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(folder),
+           "--platform", f"manylinux_2_28_{arch}", "--python-version", python, f"apache-tvm-ffi=={tvm_ffi.__version__}"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"could not download the apache-tvm-ffi wheel for Python {python} on {arch}: "
+                           f"{done.stderr.strip()[-300:]}")
+    return folder
+
+
 def _tvm_ffi_include() -> Path:
     pkg = importlib.util.find_spec("tvm_ffi")
     return Path(pkg.origin).parent / "include"
@@ -174,7 +193,20 @@ pointers; build it on the board with `cd loader && make`, or cross-compile on a 
 `cd loader && {cross}`. `./gconvgen_run ..` checks every kernel on vectors/.
 Under emulation on a PC: `qemu-{arch} -L /usr/{arch}-linux-gnu loader/gconvgen_run .`
 (this is what `gconvgen bench --target {profile.name}` does).
-""".replace("__FFI__", _ffi_version())
+{_gpu_section(profile)}""".replace("__FFI__", _ffi_version())
+
+
+def _gpu_section(profile: TargetProfile) -> str:
+    if profile.target.get("kind") != "cuda":
+        return ""
+    return f"""
+## GPU ({profile.target.get('arch')})
+The kernels are fatbins for {profile.target.get('arch')}; `lib/libtvm_runtime_cuda.so` loads them (it needs the
+driver's libcuda and CUDA 13's libcudart). On the GPU host, with PyTorch installed:
+
+    pip install apache-tvm-ffi==__FFI__        # or: pip install wheels/*.whl (built with --wheel-python)
+    python loader/gpu_check.py .               # every kernel vs torch, CUDA-event times, % of copy bandwidth
+"""
 
 
 def _ffi_version() -> str:

@@ -28,8 +28,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     from . import bundle, targets
     profile = targets.load(args.target)
     specs = [w.spec for w in _workloads(args)]
+    if args.batches or args.dtypes:
+        import dataclasses
+        batches = [int(b) for b in args.batches.split(",")] if args.batches else [None]
+        dtypes = args.dtypes.split(",") if args.dtypes else [None]
+        specs = [dataclasses.replace(s, **({"batch": b} if b else {}), **({"dtype": d} if d else {}))
+                 for s in specs for b in batches for d in dtypes]
     start = time.perf_counter()
-    out = bundle.make(specs, profile, args.output, vectors=args.vectors)
+    out = bundle.make(specs, profile, args.output, vectors=args.vectors, wheel_python=args.wheel_python)
     print(f"built {len({s.key for s in specs})} kernels for {profile.name} in {time.perf_counter() - start:.1f} s"
           f" -> {out}/ (gconvgen.so, manifest.json, lib/, loader/{', vectors/' if args.vectors else ''}; "
           f"see {out}/README.md)")
@@ -192,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default=None)
     p.add_argument("--model", default=None, help="the layers of a reference model as gconvgen.convert runs them")
     p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--batches", default=None, help="build every row at these batch sizes (e.g. 1,64)")
+    p.add_argument("--dtypes", default=None, help="build every row in these dtypes (e.g. float32,float16)")
+    p.add_argument("--wheel-python", default=None, metavar="3.12", help="also store the apache-tvm-ffi wheel for "
+                   "this Python and the target's arch in wheels/ (for hosts without PyPI)")
     p.add_argument("--vectors", action="store_true", help="also store random inputs and PyTorch's outputs, "
                    "so the board can check every kernel (loader --verify, gconvgen_run)")
     p.set_defaults(func=cmd_build)

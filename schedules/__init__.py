@@ -39,5 +39,5 @@ class ScheduleRule:
 
 def rules_for(family: str) -> list[ScheduleRule]:
     """The rules of a target family ('x86', 'arm', 'cuda'), most specific first, then the fallback."""
-    from . import arm, generic, x86
-    return {"x86": x86.RULES, "arm": arm.RULES}.get(family, []) + generic.RULES
+    from . import arm, cuda, generic, x86
+    return {"x86": x86.RULES, "arm": arm.RULES, "cuda": cuda.RULES}.get(family, []) + generic.RULES

@@ -122,8 +122,22 @@ def load_runtime(bundle: Path | None = None) -> Path:
             raise RuntimeError("libtvm_runtime.so not found: install apache-tvm, or set GCONVGEN_TVM_RUNTIME "
                                "to its path (a bundle ships it in lib/)")
         ctypes.CDLL(str(path), ctypes.RTLD_GLOBAL)
+        cuda = path.parent / "libtvm_runtime_cuda.so"
+        if bundle is not None and (Path(bundle) / "lib" / "libtvm_runtime_cuda.so").exists():
+            cuda = Path(bundle) / "lib" / "libtvm_runtime_cuda.so"
+        if cuda.exists() and _cuda_driver():
+            # loads CUDA modules (fatbins) from libraries; needs the driver's libcuda and libcudart
+            ctypes.CDLL(str(cuda), ctypes.RTLD_GLOBAL)
         _runtime_loaded = path
     return _runtime_loaded
+
+
+def _cuda_driver() -> bool:
+    try:
+        ctypes.CDLL("libcuda.so.1", ctypes.RTLD_GLOBAL)
+        return True
+    except OSError:
+        return False
 
 
 class Library:

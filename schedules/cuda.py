@@ -1,0 +1,157 @@
+"""CUDA rules (sm_80 / sm_87 / sm_90). Built here with nvcc; checked and timed on a GPU host
+(scripts/gpu_check.py), so each rule keeps to the plain, well-trodden GPU shapes.
+
+Every rule inlines the padding into the loads (out-of-range taps read zero), keeps the float32
+accumulators of a thread in registers (`local` scope) and runs the epilogue on them before the one
+store, so a layer is one kernel with one read of its input and one write of its output.
+"""
+from __future__ import annotations
+
+from tvm import s_tir
+from tvm.target import Target
+
+from . import ScheduleRule
+from .common import divisor_at_most, has_block
+
+_SPATIAL = 0  # IterVar.DataPar
+
+
+def _inline_pad(sch: s_tir.Schedule) -> None:
+    if has_block(sch, "pad"):
+        sch.compute_inline(sch.get_sblock("pad"))
+
+
+class DepthwiseNCHW(ScheduleRule):
+    """Depthwise conv in NCHW: a thread block per (image, channel, band of output rows); the band's
+    input rows plus the halo are staged in shared memory by all threads together (coalesced along
+    rows); each thread computes several adjacent outputs of a row from it, taps unrolled. Does not
+    apply to NHWC or with an output shuffle."""
+
+    name = "cuda.DepthwiseNCHW"
+
+    def __init__(self, rows: int = 8, per_thread: int = 4) -> None:
+        self.rows = rows
+        self.per_thread = per_thread
+
+    def applies(self, spec, target: Target) -> bool:
+        return (target.kind.name == "cuda" and spec.op_class == "depthwise" and spec.layout == "NCHW"
+                and spec.shuffle_groups == 1)
+
+    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+        oh, ow = spec.out_height, spec.out_width
+        wi = divisor_at_most(ow, self.per_thread)
+        hi = divisor_at_most(oh, self.rows)
+        n, c, h, w = sch.get_loops(out)
+        ho, hi_ = sch.split(h, factors=[None, hi])
+        wo, wi_ = sch.split(w, factors=[None, wi])
+        sch.reorder(n, c, ho, hi_, wo, wi_)
+        block = sch.fuse(n, c, ho)
+        thread = sch.fuse(hi_, wo)
+        sch.bind(block, "blockIdx.x")
+        sch.bind(thread, "threadIdx.x")
+        sch.unroll(wi_)
+        sch.compute_at(conv, thread, preserve_unit_loops=True)
+        sch.set_scope(conv, 0, "local")
+        loops = sch.get_loops(conv)[2:]
+        for loop in loops:
+            sch.unroll(loop)
+        if has_block(sch, "pad"):
+            pad = sch.get_sblock("pad")
+            sch.compute_at(pad, block, preserve_unit_loops=True)
+            sch.set_scope(pad, 0, "shared")
+            pad_loops = sch.get_loops(pad)[1:]
+            fused = sch.fuse(*pad_loops)
+            _, tx = sch.split(fused, factors=[None, hi * (ow // wi)])
+            sch.bind(tx, "threadIdx.x")
+        if sch.get(conv).reads and any(int(iv.iter_type) != _SPATIAL for iv in sch.get(conv).iter_vars):
+            sch.decompose_reduction(conv, sch.get_loops(conv)[2])
+
+
+class GroupConvNCHW(ScheduleRule):
+    """Grouped, pointwise and dense conv in NCHW: a thread per output pixel (threads of a block run
+    along a row, so input and output accesses coalesce) computing a few output channels of one
+    group in registers, so each input value it loads serves all of them. Does not apply to
+    depthwise (its own rule) or NHWC."""
+
+    name = "cuda.GroupConvNCHW"
+
+    def __init__(self, channels: int = 4, threads: int = 128) -> None:
+        self.channels = channels
+        self.threads = threads
+
+    def applies(self, spec, target: Target) -> bool:
+        return (target.kind.name == "cuda" and spec.op == "conv2d" and spec.op_class != "depthwise"
+                and spec.layout == "NCHW")
+
+    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        _inline_pad(sch)
+        conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+        cog = spec.out_channels // spec.groups
+        oi = divisor_at_most(cog, self.channels)
+        if spec.shuffle_groups > 1:   # the remap is no box: the accumulation gets its own kernel
+            _thread_per_element(sch, out, self.threads)
+            n, o, h, w, *red = sch.get_loops(conv)
+            oo, oi_ = sch.split(o, factors=[None, oi])
+            p = sch.fuse(h, w)
+            bp, tp = sch.split(p, factors=[None, self.threads])
+            sch.reorder(n, oo, bp, tp, *red, oi_)
+            sch.bind(sch.fuse(n, oo, bp), "blockIdx.x")
+            sch.bind(tp, "threadIdx.x")
+            sch.unroll(oi_)
+            if red:
+                sch.decompose_reduction(conv, red[0])
+            return
+        n, o, h, w = sch.get_loops(out)
+        oo, oi_ = sch.split(o, factors=[None, oi])
+        p = sch.fuse(h, w)
+        bp, tp = sch.split(p, factors=[None, self.threads])
+        sch.reorder(n, oo, bp, tp, oi_)
+        sch.bind(sch.fuse(n, oo, bp), "blockIdx.x")
+        sch.bind(tp, "threadIdx.x")
+        sch.compute_at(conv, tp, preserve_unit_loops=True)
+        sch.set_scope(conv, 0, "local")
+        loops = sch.get_loops(conv)
+        spatial = [l for l, iv in zip(loops[-len(sch.get(conv).iter_vars):], sch.get(conv).iter_vars)
+                   if int(iv.iter_type) == _SPATIAL]
+        red = [l for l, iv in zip(loops[-len(sch.get(conv).iter_vars):], sch.get(conv).iter_vars)
+               if int(iv.iter_type) != _SPATIAL]
+        if red:
+            sch.reorder(*red, *spatial)
+            for loop in spatial:
+                sch.unroll(loop)
+            sch.decompose_reduction(conv, red[0])
+
+
+class Fallback(ScheduleRule):
+    """Anything else on a GPU (NHWC convs, shuffles, gradients): every block a kernel of one thread
+    per output element, reductions serial in the thread. Correct everywhere; fast nowhere in
+    particular."""
+
+    name = "cuda.Fallback"
+
+    def applies(self, spec, target: Target) -> bool:
+        return target.kind.name == "cuda"
+
+    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        _inline_pad(sch)
+        for block in sch.get_child_blocks(sch.get_sblock("root")):
+            _thread_per_element(sch, block, 256)
+
+
+def _thread_per_element(sch: s_tir.Schedule, block, threads: int) -> None:
+    loops = sch.get_loops(block)
+    kinds = [int(iv.iter_type) for iv in sch.get(block).iter_vars]
+    spatial = [l for l, k in zip(loops, kinds) if k == _SPATIAL]
+    red = [l for l, k in zip(loops, kinds) if k != _SPATIAL]
+    if red:
+        sch.reorder(*spatial, *red)
+    fused = sch.fuse(*spatial)
+    bx, tx = sch.split(fused, factors=[None, threads])
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(tx, "threadIdx.x")
+    if red:
+        sch.decompose_reduction(block, red[0])
+
+
+RULES: list[ScheduleRule] = [DepthwiseNCHW(), GroupConvNCHW(), Fallback()]
