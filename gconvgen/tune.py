@@ -240,6 +240,16 @@ def tune(specs: list[KernelSpec], profile: TargetProfile, trials: int = 16, budg
     for t, rule in zip(tasks, rules):
         t.rule = rule.name
 
+    try:
+        return _search(tasks, rules, log, target, builder, runner, trials, budget_minutes, seed, threads, progress)
+    finally:   # the runners' worker processes (RPC sessions among them) do not end with the objects
+        for pool in (getattr(runner, "pool", None), getattr(builder, "pool", None)):
+            if pool is not None:
+                pool.shutdown(wait=False)
+
+
+def _search(tasks: list[Task], rules, log: TuneLog, target, builder, runner, trials: int,
+            budget_minutes: float | None, seed: int, threads: int, progress: bool) -> list[Task]:
     bar = Progress(tasks, trials) if progress else None
     database = ms.database.MemoryDatabase()
     _seed(log, tasks, rules, target, builder, runner, database, bar)

@@ -1,6 +1,8 @@
 """Tuning over TVM RPC for real, on loopback: a tracker, two RPC servers (this machine standing in for
 two boards), MetaSchedule's RPC runner measuring candidates built here."""
 import dataclasses
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +33,7 @@ def tracker(tmp_path_factory):
     port = _free_port()
     procs = [subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port",
                                str(port), "--port-end", str(port + 1)],
-                              stdout=open(logs / "tracker.log", "w"), stderr=subprocess.STDOUT)]
+                              stdout=open(logs / "tracker.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)]
     servers = []
     try:
         for i in range(2):
@@ -40,7 +42,7 @@ def tracker(tmp_path_factory):
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}", "--key", "loopback",
                  "--host", "127.0.0.1", "--port", str(server_port), "--port-end", str(server_port + 1)],
-                stdout=open(servers[-1], "w"), stderr=subprocess.STDOUT))
+                stdout=open(servers[-1], "w"), stderr=subprocess.STDOUT, start_new_session=True))
         remote = Remote("127.0.0.1", port, "loopback")
         deadline = time.monotonic() + 120
         while True:   # the servers import TVM (seconds) before they register
@@ -53,9 +55,9 @@ def tracker(tmp_path_factory):
                 pytest.fail("the loopback tracker and servers did not come up in 2 minutes")
             time.sleep(1)
         yield remote, servers
-    finally:
+    finally:   # whole process groups: a server runs each session in a worker process of its own
         for p in procs:
-            p.terminate()
+            os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
             p.wait(timeout=30)
 
