@@ -62,14 +62,16 @@ def make(specs: Iterable[KernelSpec], profile: TargetProfile, out_dir: str | Pat
 
 
 def write_vectors(out: Path, specs: list[KernelSpec], seed: int = 0) -> None:
-    """Random inputs and PyTorch's output of every float32 kernel, as raw little-endian files, listed in
-    vectors/index.txt (KEY FUNCTION DTYPE NARGS then FILE NDIM DIMS... per argument, output last)."""
+    """Random inputs and PyTorch's output of every kernel, as raw little-endian files, listed in
+    vectors/index.txt (KEY FUNCTION DTYPE NARGS then FILE NDIM DIMS... per argument, output last).
+    float16 outputs are computed in float32 and rounded once, as the kernels do."""
     folder = out / "vectors"
     folder.mkdir(exist_ok=True)
     lines = []
-    for i, spec in enumerate(s for s in specs if s.dtype == "float32"):
+    for i, spec in enumerate(specs):
         args = reference.random_args(spec, seed)
-        args["output"] = reference.forward(spec, *args.values())
+        wide = [t.float() for t in args.values()]
+        args["output"] = reference.forward(spec, *wide).to(reference.torch_dtype(spec))
         fields = [spec.key, spec.func_name, spec.dtype, str(len(spec.arg_names))]
         for name in spec.arg_names:
             t = reference.to_kernel_layout(spec, name, args[name])

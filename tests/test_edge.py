@@ -1,4 +1,5 @@
 """Edge deployment: bundles, the runtime-only loaders (Python and C), ARM kernels under qemu."""
+import dataclasses
 import json
 import shutil
 import struct
@@ -28,7 +29,8 @@ def _arm_subset() -> list[KernelSpec]:
         s = w.spec
         picked.setdefault((s.op_class, s.stride, s.kernel, s.shuffle_groups > 1), s)
     subset = list(picked.values())
-    return subset + [s.with_layout("NHWC") for s in subset[:3]]
+    return (subset + [s.with_layout("NHWC") for s in subset[:3]]
+            + [dataclasses.replace(s, dtype="float16") for s in subset[:2]])
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@
 #include <tvm/ffi/c_api.h>
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +97,31 @@ static void* read_file(const char* path, size_t bytes) {
   return data;
 }
 
+/* IEEE half -> float, for comparing float16 outputs (no compiler support for _Float16 needed). */
+static float half_to_float(uint16_t h) {
+  uint32_t sign = (uint32_t)(h >> 15) << 31, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff, bits;
+  if (exponent == 0) {
+    if (mantissa == 0) {
+      bits = sign;
+    } else { /* subnormal: normalize */
+      exponent = 127 - 15 + 1;
+      while (!(mantissa & 0x400)) { mantissa <<= 1; exponent--; }
+      bits = sign | (exponent << 23) | ((mantissa & 0x3ff) << 13);
+    }
+  } else if (exponent == 31) {
+    bits = sign | 0x7f800000u | (mantissa << 13);
+  } else {
+    bits = sign | ((exponent - 15 + 127) << 23) | (mantissa << 13);
+  }
+  float f;
+  memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+static double element(const void* data, size_t j, int half) {
+  return half ? half_to_float(((const uint16_t*)data)[j]) : ((const float*)data)[j];
+}
+
 int main(int argc, char** argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: %s BUNDLE\n", argv[0]);
@@ -111,14 +137,17 @@ int main(int argc, char** argv) {
   char key[512], function[128], dtype[16];
   int nargs, failures = 0, kernels = 0;
   while (fscanf(index, "%511s %127s %15s %d", key, function, dtype, &nargs) == 4) {
-    if (strcmp(dtype, "float32") != 0 || nargs < 1 || nargs > MAX_ARGS) {
-      fprintf(stderr, "gconvgen_run: %s: this example checks float32 kernels with at most %d arguments\n",
+    int half = strcmp(dtype, "float16") == 0;
+    if ((!half && strcmp(dtype, "float32") != 0) || nargs < 1 || nargs > MAX_ARGS) {
+      fprintf(stderr, "gconvgen_run: %s: this example checks float32/float16 kernels with at most %d arguments\n",
               key, MAX_ARGS);
       return 2;
     }
+    size_t size = half ? 2 : 4;
+    double tolerance = half ? 1e-2 : 1e-4;
     DLTensor tensors[MAX_ARGS];
     int64_t shapes[MAX_ARGS][MAX_DIMS];
-    float* expected = NULL;
+    void* expected = NULL;
     size_t count = 0;
     TVMFFIAny args[MAX_ARGS];
     for (int i = 0; i < nargs; ++i) {
@@ -136,13 +165,13 @@ int main(int argc, char** argv) {
         count *= (size_t)dim;
       }
       snprintf(path, sizeof(path), "%s/vectors/%s", argv[1], file);
-      float* data = read_file(path, count * sizeof(float));
+      void* data = read_file(path, count * size);
       if (i == nargs - 1) { /* the output: its file holds the expected values */
         expected = data;
-        data = alloc_tensor(count * sizeof(float));
-        memset(data, 0, count * sizeof(float));
+        data = alloc_tensor(count * size);
+        memset(data, 0, count * size);
       }
-      DLTensor t = {data, {kDLCPU, 0}, ndim, {kDLFloat, 32, 1}, shapes[i], NULL, 0};
+      DLTensor t = {data, {kDLCPU, 0}, ndim, {kDLFloat, (uint8_t)(8 * size), 1}, shapes[i], NULL, 0};
       tensors[i] = t;
       memset(&args[i], 0, sizeof(args[i]));
       args[i].type_index = kTVMFFIDLTensorPtr;
@@ -154,13 +183,15 @@ int main(int argc, char** argv) {
     if (TVMFFIFunctionCall(fn, args, nargs, &result) != 0) die_ffi(key);
     TVMFFIObjectDecRef(fn);
 
-    const float* got = tensors[nargs - 1].data;
-    double worst = 0;
+    const void* got = tensors[nargs - 1].data;
+    double worst = 0, scale = 0;
     int ok = 1;
+    for (size_t j = 0; j < count; ++j) scale = fmax(scale, fabs(element(expected, j, half)));
     for (size_t j = 0; j < count; ++j) {
-      double diff = fabs((double)got[j] - expected[j]);
+      double want = element(expected, j, half), diff = fabs(element(got, j, half) - want);
       if (diff > worst) worst = diff;
-      if (!(diff <= 1e-4 + 1e-4 * fabs(expected[j]))) ok = 0;
+      /* float32: elementwise; float16: relative to the output's largest value, as the Python checks */
+      if (!(diff <= (half ? tolerance * scale : 1e-4 + 1e-4 * fabs(want)))) ok = 0;
     }
     printf("%s %s max abs err %.2e\n", ok ? "ok  " : "FAIL", key, worst);
     failures += !ok;
