@@ -56,10 +56,23 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from . import targets
     from .tune import Remote, tune
     profile = targets.load(args.target)
+    if args.import_results:
+        from .offline import import_results
+        counts = import_results(args.import_results, profile)
+        print(f"imported {sum(counts.values())} measured candidates of {len(counts)} kernels into "
+              f"{profile.log_dirs[0]}")
+        return 0
     workloads = _workloads(args)
     names = {}
     for w in workloads:
         names.setdefault(w.spec.key, w.name)
+    if args.export_candidates:
+        from .offline import export
+        out = export([w.spec for w in workloads], profile, args.export_candidates, trials=args.trials, seed=args.seed)
+        print(f"wrote {args.trials} candidates for each of {len(names)} kernels to {out}/; on the target run "
+              f"`python {out.name}/loader/measure.py {out.name}`, bring results.json back into {out}/, then "
+              f"`gconvgen tune --target {profile.name} --import-results {out}`")
+        return 0
     print(f"tuning {len(names)} kernels for {profile.name} ({profile.target.get('mcpu', profile.target['kind'])}), "
           f"{args.trials} trials each -> {profile.log_dirs[0]}", file=sys.stderr)
     remote = Remote.parse(args.rpc, args.key) if args.rpc else None
@@ -189,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rpc", default=None, metavar="HOST:PORT", help="measure on boards through this TVM RPC "
                    "tracker (candidates are built here, with the target's cross compiler)")
     p.add_argument("--key", default=None, help="with --rpc: the key the boards' RPC servers registered with")
+    p.add_argument("--export-candidates", default=None, metavar="DIR", help="for a machine this one cannot "
+                   "reach: write --trials candidates per kernel, built, with a script that times them all there")
+    p.add_argument("--import-results", default=None, metavar="DIR", help="add DIR/results.json (from the "
+                   "candidates' measure.py) to the target's tuning log")
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("build", help="compile a suite into a bundle: one library + manifest.json, the TVM "

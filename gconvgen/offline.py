@@ -1,0 +1,127 @@
+"""Tuning for a machine this one cannot reach (a GPU host, a board off the network).
+
+1. `export`: candidates are drawn here from MetaSchedule's evolutionary search over each kernel's
+   rule space (random tilings, the rule's own choice first), built into one library, and written
+   with the runtime libraries, the loader and `loader/measure.py` into a folder to carry over.
+2. On the machine: `python loader/measure.py FOLDER` times every candidate in one run and writes
+   `results.json` (needs tvm-ffi; torch for CUDA tensors).
+3. `import_results`: the timings come back as ordinary MetaSchedule records in the target's tuning
+   log, so `build`, `bench` and the torch ops pick the best at once, and a later `tune` search
+   starts from them.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import tvm
+from tvm.s_tir import meta_schedule as ms
+
+from .ops import prim_func
+from .paths import PACKAGE_DIR
+from .schedule import rule_for
+from .spec import KernelSpec
+from .targets import TargetProfile
+from .tunelog import FAILED, TuneLog, record_json, workload_of
+
+CANDIDATES = "candidates.json"
+RESULTS = "results.json"
+LIBRARY = "candidates.so"
+FORMAT = 1
+
+
+def _draw(spec: KernelSpec, profile: TargetProfile, count: int, seed: int) -> list:
+    """The rule's own schedule, then up to count - 1 distinct random points of its space."""
+    from .tune import Task, _context
+    target = profile.tvm_target()
+    mod = tvm.IRModule({"main": prim_func(spec)})
+    rule = rule_for(spec, profile)
+    default = rule.apply(mod["main"], target, tunable=True)
+    drawn = [(default, ms.arg_info.ArgInfo.from_entry_func(default.mod, remove_preproc=True))]
+    if count > 1:
+        ctx = _context(Task(spec, 1, mod, workload_of(mod)), target, rule, seed)
+        ctx.pre_tuning(max_trials=count - 1, num_trials_per_iter=count - 1,
+                       design_spaces=ctx.generate_design_space(), database=ms.database.MemoryDatabase(),
+                       cost_model=ms.cost_model.RandomModel())
+        drawn += [(c.sch, c.args_info) for c in (ctx.generate_measure_candidates() or [])]
+    return mod, drawn
+
+
+def export(specs: list[KernelSpec], profile: TargetProfile, out_dir: str | Path, trials: int = 16,
+           seed: int = 0) -> Path:
+    """Write the candidates of every distinct spec (trials each) to out_dir; returns it."""
+    from . import bundle
+    if trials < 1:
+        raise ValueError("--trials must be at least 1 for an export")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    target = profile.tvm_target()
+    funcs, entries = {}, []
+    for spec in {s.key: s for s in specs}.values():
+        mod, drawn = _draw(spec, profile, trials, seed)
+        workload = workload_of(mod)
+        for j, (sch, args_info) in enumerate(drawn):
+            name = f"c{j}_{spec.func_name}"
+            funcs[name] = sch.mod["main"].with_attr("global_symbol", name)
+            record = ms.database.TuningRecord(sch.trace, ms.database.Workload(mod), run_secs=None, target=target,
+                                              args_info=args_info)
+            entries.append({"function": name, "key": spec.key, "spec": spec.to_json(), "workload": workload,
+                            "record": record_json(record),
+                            "args": [{"name": n, "shape": list(spec.shape(n)), "dtype": spec.dtype}
+                                     for n in spec.arg_names]})
+    if profile.target.get("kind") == "cuda":
+        from .cuda import prepare
+        prepare()
+    with target:
+        executable = tvm.compile(tvm.IRModule(funcs), target=target)
+    if profile.cc:
+        from tvm.support import cc
+        executable.export_library(str(out / LIBRARY), fcompile=cc.cross_compiler(profile.cc))
+    else:
+        executable.export_library(str(out / LIBRARY))
+    (out / "lib").mkdir(exist_ok=True)
+    cuda = profile.target.get("kind") == "cuda"
+    for name, path in bundle.runtime_libraries(profile.arch).items():
+        if cuda or name != "libtvm_runtime_cuda.so":
+            shutil.copy2(path, out / "lib" / name)
+    (out / "loader").mkdir(exist_ok=True)
+    for name in ("gconvgen_loader.py", "measure.py"):
+        shutil.copy2(PACKAGE_DIR / "loader" / name, out / "loader" / name)
+    (out / CANDIDATES).write_text(json.dumps({
+        "format": FORMAT, "profile": profile.name, "tvm_target": profile.target, "arch": profile.arch,
+        "device": "cuda" if cuda else "cpu", "library": LIBRARY, "candidates": entries}, indent=1) + "\n")
+    return out
+
+
+def import_results(folder: str | Path, profile: TargetProfile) -> Counter:
+    """Append every measured candidate of folder/results.json to the profile's tuning log. Returns
+    the count of records per kernel key. Refuses results made for another target."""
+    folder = Path(folder)
+    try:
+        data = json.loads((folder / CANDIDATES).read_text())
+        results = json.loads((folder / RESULTS).read_text())
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e.filename} not found: export candidates, then run loader/measure.py "
+                                f"there, and bring its {RESULTS} back into {folder}") from e
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{folder}: {CANDIDATES} or {RESULTS} is not valid JSON ({e})") from e
+    if data.get("format") != FORMAT or not isinstance(results, dict):
+        raise ValueError(f"{folder}: not a gconvgen candidates folder of format {FORMAT}")
+    if data["profile"] != profile.name or data["tvm_target"] != profile.target:
+        raise ValueError(f"{folder} holds candidates for target {data['profile']!r}, not {profile.name!r}")
+    log = TuneLog(profile.log_dirs[0])
+    counts: Counter = Counter()
+    by_workload: dict[str, tuple[list, list]] = {}
+    for entry in data["candidates"]:
+        secs = results.get(entry["function"])
+        if secs is None:
+            continue
+        record = list(entry["record"])
+        record[1] = [float(s) for s in secs] if secs else [FAILED]
+        by_workload.setdefault(entry["workload"][0], (entry["workload"], []))[1].append(record)
+        counts[entry["key"]] += 1
+    for workload, records in by_workload.values():
+        log.append(workload, records)
+    return counts

@@ -1,0 +1,69 @@
+"""Tuning a machine this one cannot reach: candidates exported, measured by the shipped script (here,
+on this CPU, standing in for the remote machine), the timings imported into the tuning log."""
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from gconvgen import cli, offline, targets, tunelog
+from gconvgen.schedule import schedule
+from gconvgen.spec import KernelSpec
+
+from helpers import relative_error
+
+SPECS = [KernelSpec.from_json({"op": "conv2d", "in_channels": 8, "out_channels": 8, "height": 12, "width": 12,
+                               "kernel": 3, "padding": 1, "groups": 8, "epilogue": ["relu"]}),
+         KernelSpec.from_json({"op": "conv2d", "in_channels": 8, "out_channels": 16, "height": 12, "width": 12,
+                               "epilogue": ["bias"]})]
+
+
+@pytest.fixture(scope="module")
+def exported(host, tmp_path_factory):
+    profile = dataclasses.replace(host, logs=(str(tmp_path_factory.mktemp("log")),))
+    return profile, offline.export(SPECS, profile, tmp_path_factory.mktemp("cands") / "c", trials=3)
+
+
+def test_export_measure_import(exported):
+    profile, folder = exported
+    data = json.loads((folder / offline.CANDIDATES).read_text())
+    assert len(data["candidates"]) == 6 and data["device"] == "cpu"
+    assert all(c["function"].startswith("c") for c in data["candidates"])
+    done = subprocess.run([sys.executable, folder / "loader" / "measure.py", folder], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads((folder / offline.RESULTS).read_text())
+    assert len(results) == 6 and all(samples and min(samples) > 0 for samples in results.values())
+    counts = offline.import_results(folder, profile)
+    assert sorted(counts.values()) == [3, 3]
+    assert len(tunelog.TuneLog(profile.log_dirs[0]).records()) == 6
+    for spec in SPECS:
+        assert schedule(spec, profile).kind == "tuned"
+        assert relative_error(spec, profile) < 1e-4
+
+
+def test_import_refuses_other_targets_and_missing_results(exported, tmp_path):
+    profile, folder = exported
+    copy = tmp_path / "c"
+    shutil.copytree(folder, copy)
+    (copy / offline.RESULTS).unlink(missing_ok=True)
+    with pytest.raises(FileNotFoundError, match="measure.py"):
+        offline.import_results(copy, profile)
+    (copy / offline.RESULTS).write_text("{}")
+    with pytest.raises(ValueError, match="not 'arm-cortex-a72'"):
+        offline.import_results(copy, targets.load("arm-cortex-a72"))
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs the CUDA toolkit (nvcc)")
+def test_cuda_candidates_carry_fatbins(tmp_path):
+    from gconvgen.cuda import has_fatbin
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps({"version": 1, "workloads": [{"name": "dw", **SPECS[0].to_json()}]}))
+    assert cli.main(["tune", "--target", "cuda-sm90", "--suite", str(suite), "--trials", "2",
+                     "--export-candidates", str(tmp_path / "h100")]) == 0
+    data = json.loads((tmp_path / "h100" / offline.CANDIDATES).read_text())
+    assert data["device"] == "cuda" and len(data["candidates"]) == 2
+    assert has_fatbin(tmp_path / "h100" / offline.LIBRARY)
+    assert (tmp_path / "h100" / "lib" / "libtvm_runtime_cuda.so").exists()
