@@ -53,27 +53,32 @@ def build(specs: Iterable[KernelSpec], profile: TargetProfile, out_dir: str | os
                         "schedule": sched.kind, "rule": sched.source,
                         "args": [{"name": n, "shape": list(spec.shape(n)), "dtype": spec.dtype}
                                  for n in spec.arg_names]})
-    if profile.target.get("kind") == "cuda":
-        from .cuda import prepare
-        prepare()   # nvcc-built fatbins in the library, also on a machine without a GPU
-    target = profile.tvm_target()
-    with target:  # the CUDA compile callback reads the arch from the current target
-        executable = tvm.compile(tvm.IRModule(funcs), target=target)
-    lib = out / LIBRARY
-    if profile.cc:
-        from tvm.support import cc
-        if shutil.which(profile.cc) is None:
-            raise RuntimeError(f"target {profile.name} needs the cross compiler {profile.cc!r}, which is not "
-                               f"installed (Debian: apt-get install gcc-aarch64-linux-gnu)")
-        executable.export_library(str(lib), fcompile=cc.cross_compiler(profile.cc))
-    else:
-        executable.export_library(str(lib))
+    lib = compile_library(funcs, profile, out / LIBRARY)
     manifest.write(out, {
         "format": manifest.FORMAT, "library": LIBRARY, "sha256": manifest.sha256(lib),
         "target": {"profile": profile.name, "family": profile.family, "tvm_target": profile.target,
                    "arch": profile.arch, "features": profile.required_features()},
         "versions": versions(), "kernels": entries})
     return out
+
+
+def compile_library(funcs: dict, profile: TargetProfile, path: Path) -> Path:
+    """Scheduled PrimFuncs (by symbol) compiled for the profile's target into one shared library."""
+    if profile.target.get("kind") == "cuda":
+        from .cuda import prepare
+        prepare()   # nvcc-built fatbins in the library, also on a machine without a GPU
+    target = profile.tvm_target()
+    with target:  # the CUDA compile callback reads the arch from the current target
+        executable = tvm.compile(tvm.IRModule(funcs), target=target)
+    if profile.cc:
+        from tvm.support import cc
+        if shutil.which(profile.cc) is None:
+            raise RuntimeError(f"target {profile.name} needs the cross compiler {profile.cc!r}, which is not "
+                               f"installed (Debian: apt-get install gcc-aarch64-linux-gnu)")
+        executable.export_library(str(path), fcompile=cc.cross_compiler(profile.cc))
+    else:
+        executable.export_library(str(path))
+    return path
 
 
 def cached(spec: KernelSpec, profile: TargetProfile, use_logs: bool = True) -> tuple[Path, bool]:

@@ -2,8 +2,10 @@
 
     DIR/gconvgen.so, manifest.json     the kernels and what they were built for (build.build)
     DIR/lib/                           libtvm_runtime.so and libtvm_ffi.so for the target's arch
+                                       (+ libtvm_runtime_cuda.so for CUDA targets)
     DIR/loader/gconvgen_loader.py      the Python loader (tvm-ffi only; --verify checks the vectors)
     DIR/loader/gconvgen_run.c          the C example on tvm-ffi's C ABI, with its Makefile and headers
+    DIR/loader/gpu_check.py            every kernel against torch, timed (CUDA events on a GPU)
     DIR/vectors/ (with vectors=True)   inputs and PyTorch's outputs for every kernel, to check a board
     DIR/README.md                      how to install and run it on the board
 
@@ -40,11 +42,7 @@ def make(specs: Iterable[KernelSpec], profile: TargetProfile, out_dir: str | Pat
     target's arch in wheels/, for hosts that cannot reach PyPI."""
     specs = list({s.key: s for s in specs}.values())
     out = build.build(specs, profile, out_dir, use_logs)
-    (out / "lib").mkdir(exist_ok=True)
-    cuda = profile.target.get("kind") == "cuda"
-    for name, path in runtime_libraries(profile.arch).items():
-        if cuda or name != "libtvm_runtime_cuda.so":
-            shutil.copy2(path, out / "lib" / name)
+    copy_runtime(out, profile)
     if wheel_python:
         _ffi_wheel(out / "wheels", profile.arch, wheel_python)
     loader = out / "loader"
@@ -59,6 +57,15 @@ def make(specs: Iterable[KernelSpec], profile: TargetProfile, out_dir: str | Pat
         write_vectors(out, specs)
     (out / "README.md").write_text(_readme(profile, len(specs)))
     return out
+
+
+def copy_runtime(out: Path, profile: TargetProfile) -> None:
+    """The TVM runtime libraries a library for `profile` needs, into out/lib/."""
+    (out / "lib").mkdir(exist_ok=True)
+    cuda = profile.target.get("kind") == "cuda"
+    for name, path in runtime_libraries(profile.arch).items():
+        if cuda or name != "libtvm_runtime_cuda.so":
+            shutil.copy2(path, out / "lib" / name)
 
 
 def write_vectors(out: Path, specs: list[KernelSpec], seed: int = 0) -> None:

@@ -52,7 +52,7 @@ def _draw(spec: KernelSpec, profile: TargetProfile, count: int, seed: int) -> li
 def export(specs: list[KernelSpec], profile: TargetProfile, out_dir: str | Path, trials: int = 16,
            seed: int = 0) -> Path:
     """Write the candidates of every distinct spec (trials each) to out_dir; returns it."""
-    from . import bundle
+    from . import build, bundle
     if trials < 1:
         raise ValueError("--trials must be at least 1 for an export")
     out = Path(out_dir)
@@ -71,27 +71,14 @@ def export(specs: list[KernelSpec], profile: TargetProfile, out_dir: str | Path,
                             "record": record_json(record),
                             "args": [{"name": n, "shape": list(spec.shape(n)), "dtype": spec.dtype}
                                      for n in spec.arg_names]})
-    if profile.target.get("kind") == "cuda":
-        from .cuda import prepare
-        prepare()
-    with target:
-        executable = tvm.compile(tvm.IRModule(funcs), target=target)
-    if profile.cc:
-        from tvm.support import cc
-        executable.export_library(str(out / LIBRARY), fcompile=cc.cross_compiler(profile.cc))
-    else:
-        executable.export_library(str(out / LIBRARY))
-    (out / "lib").mkdir(exist_ok=True)
-    cuda = profile.target.get("kind") == "cuda"
-    for name, path in bundle.runtime_libraries(profile.arch).items():
-        if cuda or name != "libtvm_runtime_cuda.so":
-            shutil.copy2(path, out / "lib" / name)
+    build.compile_library(funcs, profile, out / LIBRARY)
+    bundle.copy_runtime(out, profile)
     (out / "loader").mkdir(exist_ok=True)
     for name in ("gconvgen_loader.py", "measure.py"):
         shutil.copy2(PACKAGE_DIR / "loader" / name, out / "loader" / name)
     (out / CANDIDATES).write_text(json.dumps({
         "format": FORMAT, "profile": profile.name, "tvm_target": profile.target, "arch": profile.arch,
-        "device": "cuda" if cuda else "cpu", "library": LIBRARY, "candidates": entries}, indent=1) + "\n")
+        "device": "cuda" if profile.target.get("kind") == "cuda" else "cpu", "library": LIBRARY, "candidates": entries}, indent=1) + "\n")
     return out
 
 
