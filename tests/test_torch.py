@@ -153,6 +153,8 @@ def test_convert_reference_model_matches_eager(name):
     assert ((got - expected).abs().max() / expected.abs().max()).item() < 1e-4
     swapped = [m for m in converted.modules() if isinstance(m, (gnn.Conv2d, gnn.ChannelShuffle))]
     assert swapped, "nothing was converted"
+    stem = next(m for m in converted.modules() if isinstance(m, nn.Conv2d))
+    assert isinstance(stem, gnn.Conv2d) and stem.in_channels == 3     # the image stem runs on our kernel too
     if name == "shufflenet_v2":   # its shuffles are hand-written view/transpose/view: replaced through fx
         assert "gconvgen_shuffle_" in converted.code and ".transpose(" not in converted.code
     if name == "shufflenet_v1":   # a shuffle right after a grouped 1x1 conv runs in that conv's store
@@ -186,7 +188,7 @@ def test_layer_specs_and_bench_model(capsys):
     from gconvgen import cli
     specs = models.layer_specs("shufflenet_v2")
     classes = {s.op_class for s in specs}
-    assert classes == {"pointwise", "depthwise", "shuffle"} and len(specs) > len({s.key for s in specs})
+    assert classes == {"pointwise", "depthwise", "shuffle", "dense"} and len(specs) > len({s.key for s in specs})
     assert cli.main(["bench", "--model", "shufflenet_v2"]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("shufflenet_v2"))
