@@ -5,7 +5,8 @@ shuffles for gconvgen's, folding BatchNorm and the following activation into the
   `gconvgen.nn.Conv2d` (same parameters).
 - In an `nn.Sequential`, conv -> BatchNorm2d (eval mode) -> ReLU/ReLU6/Hardswish becomes one fused
   `ConvBNAct`; the BatchNorm and the activation become `nn.Identity`.
-- `nn.ChannelShuffle` -> `gconvgen.nn.ChannelShuffle`.
+- `nn.ChannelShuffle` -> `gconvgen.nn.ChannelShuffle`; `nn.MaxPool2d` (and, through fx, `F.max_pool2d`
+  calls), floor mode without indices -> `gconvgen.nn.MaxPool2d`.
 - Where the model traces with torch.fx, the view -> transpose(1, 2) -> view shuffle that ShuffleNets
   write by hand becomes `torch.ops.gconvgen.channel_shuffle`, and a shuffle right after a conv (through
   Identity modules only) becomes that conv's output order, fused into its store (the result is a
@@ -17,9 +18,10 @@ import copy
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .nn import ChannelShuffle, Conv2d, ConvBNAct
+from .nn import ChannelShuffle, Conv2d, ConvBNAct, MaxPool2d
 
 _ACTIVATIONS = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish"}
 
@@ -79,6 +81,8 @@ def _swap(module: nn.Module) -> None:
             setattr(module, name, Conv2d.from_conv(child))
         elif type(child) is nn.ChannelShuffle:
             setattr(module, name, ChannelShuffle(child.groups))
+        elif type(child) is nn.MaxPool2d and not (child.ceil_mode or child.return_indices):
+            setattr(module, name, MaxPool2d.from_pool(child))
         else:
             _swap(child)
 
@@ -114,7 +118,7 @@ def _trace_shuffles(model: nn.Module) -> nn.Module:
         warnings.warn(f"gconvgen.convert: torch.fx cannot trace {type(model).__name__} ({type(e).__name__}: "
                       f"{str(e)[:120]}); hand-written channel shuffles stay as they are", stacklevel=3)
         return model
-    replaced = _replace_shuffles(gm)
+    replaced = _replace_shuffles(gm) + _replace_max_pools(gm)
     fused = _fuse_shuffles_into_convs(gm)
     if not (replaced or fused):
         return model
@@ -127,7 +131,7 @@ class _Tracer(torch.fx.Tracer):
     """Keeps gconvgen's modules whole, so their eager fast path survives tracing."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (Conv2d, ChannelShuffle)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (Conv2d, ChannelShuffle, MaxPool2d)) or super().is_leaf_module(m, qualname)
 
 
 def _shuffle_groups(gm: torch.fx.GraphModule, node) -> int | None:
@@ -192,6 +196,31 @@ def _replace_shuffles(gm: torch.fx.GraphModule) -> int:
         with graph.inserting_before(node):
             new = graph.call_module(name, (split.args[0],))
         node.replace_all_uses_with(new)
+        count += 1
+    return count
+
+
+_MAX_POOL_PARAMS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+
+
+def _replace_max_pools(gm: torch.fx.GraphModule) -> int:
+    """F.max_pool2d calls (floor mode, no indices) become MaxPool2d modules (the models' stems call
+    it functionally)."""
+    count = 0
+    for node in list(gm.graph.nodes):
+        if not (node.op == "call_function" and node.target in (F.max_pool2d, torch.max_pool2d)):
+            continue
+        values = dict(zip(_MAX_POOL_PARAMS, node.args[1:]), **node.kwargs)
+        if values.get("ceil_mode") or values.get("return_indices") or not all(
+                isinstance(values.get(k, 0), (int, tuple, list, type(None))) for k in _MAX_POOL_PARAMS[:4]):
+            continue
+        name = f"gconvgen_max_pool_{count}"
+        gm.add_submodule(name, MaxPool2d(values["kernel_size"], values.get("stride"), values.get("padding", 0),
+                                         values.get("dilation", 1)))
+        with gm.graph.inserting_before(node):
+            new = gm.graph.call_module(name, (node.args[0],))
+        node.replace_all_uses_with(new)
+        gm.graph.erase_node(node)
         count += 1
     return count
 

@@ -87,6 +87,22 @@ class ChannelShuffle(nn.ChannelShuffle):
         return torch.ops.gconvgen.channel_shuffle(x, self.groups)
 
 
+class MaxPool2d(nn.MaxPool2d):
+    """nn.MaxPool2d (floor mode, no indices) on gconvgen's kernel; other settings run torch's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ceil_mode or self.return_indices:
+            return super().forward(x)
+        args = torch_ops.pool_args(self.kernel_size, self.stride, self.padding, self.dilation)
+        if _direct(x):
+            return torch_ops.max_pool2d_eager(x, *args)
+        return torch.ops.gconvgen.max_pool2d(x, *args)
+
+    @classmethod
+    def from_pool(cls, pool: nn.MaxPool2d) -> "MaxPool2d":
+        return cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.return_indices, pool.ceil_mode)
+
+
 def _direct(*tensors: torch.Tensor) -> bool:
     """Eager inference may skip the dispatcher (10-20 µs a call): nothing records the op there.
     Under torch.compile/export, or when autograd is recording, the registered op runs."""

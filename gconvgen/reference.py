@@ -37,6 +37,12 @@ def forward(spec: KernelSpec, x: torch.Tensor, weight: torch.Tensor | None = Non
     if spec.op == "channel_shuffle":
         return channel_shuffle(x, spec.groups)
     top, left, bottom, right = spec.padding
+    if spec.op == "max_pool2d":
+        if (top, left) != (bottom, right) or top * 2 > spec.kernel[0] or left * 2 > spec.kernel[1]:
+            x, pad = F.pad(x, (left, right, top, bottom), value=float("-inf")), 0
+        else:
+            pad = (top, left)
+        return F.max_pool2d(x, spec.kernel, spec.stride, pad, spec.dilation)
     if spec.op == "conv2d_wgrad":   # weight = the output's gradient here
         x = x if (top, left) == (bottom, right) else F.pad(x, (left, right, top, bottom))
         pad = (top, left) if (top, left) == (bottom, right) else (0, 0)

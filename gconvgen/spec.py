@@ -6,12 +6,12 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-OPS = ("conv2d", "channel_shuffle", "conv2d_wgrad", "conv2d_dgrad")
+OPS = ("conv2d", "channel_shuffle", "conv2d_wgrad", "conv2d_dgrad", "max_pool2d")
 GRADIENTS = ("conv2d_wgrad", "conv2d_dgrad")
 LAYOUTS = ("NCHW", "NHWC")
 DTYPES = ("float32", "float16")
 ACTIVATIONS = ("relu", "relu6", "hardswish")
-OP_CLASSES = ("depthwise", "grouped", "pointwise", "dense", "shuffle", "wgrad", "dgrad")
+OP_CLASSES = ("depthwise", "grouped", "pointwise", "dense", "shuffle", "pool", "wgrad", "dgrad")
 # Suite rows carry these as labels; they do not change the kernel.
 _METADATA_FIELDS = ("name", "model")
 
@@ -106,6 +106,8 @@ class KernelSpec:
             return "shuffle"
         if self.op in GRADIENTS:
             return self.op.split("_")[1]
+        if self.op == "max_pool2d":
+            return "pool"
         if self.groups == self.in_channels and self.groups > 1:
             return "depthwise"
         if self.kernel == (1, 1):
@@ -135,7 +137,7 @@ class KernelSpec:
 
     @property
     def arg_names(self) -> tuple[str, ...]:
-        if self.op == "channel_shuffle":
+        if self.op in ("channel_shuffle", "max_pool2d"):
             return ("input", "output")
         if self.op == "conv2d_wgrad":
             return ("input", "grad_output", "output")
@@ -163,8 +165,11 @@ class KernelSpec:
             return cls(op=op, batch=row.get("batch", 1), in_channels=c, out_channels=c,
                        height=row["height"], width=row["width"], groups=row["groups"],
                        layout=row.get("layout", "NCHW"), dtype=row.get("dtype", "float32"))
-        if op not in ("conv2d",) + GRADIENTS:
+        if op not in ("conv2d", "max_pool2d") + GRADIENTS:
             raise ValueError(f"op must be one of {OPS}, got {op!r}")
+        if op == "max_pool2d":   # a window max per channel: out_channels and groups are the channels
+            row = {**row, "out_channels": row.get("out_channels", row.get("in_channels")),
+                   "groups": row.get("groups", row.get("in_channels"))}
         allowed = {"op", "batch", "in_channels", "out_channels", "height", "width", "kernel", "stride",
                    "padding", "dilation", "groups", "epilogue", "layout", "dtype"}
         _reject_unknown(row, allowed)
@@ -215,6 +220,10 @@ class KernelSpec:
             if self.epilogue:
                 raise ValueError(f"epilogue is not supported on channel_shuffle, got {self.epilogue!r}")
             return
+        if self.op == "max_pool2d" and (self.epilogue or not self.in_channels == self.out_channels == self.groups):
+            raise ValueError(f"max_pool2d takes no epilogue and one window per channel (in_channels == "
+                             f"out_channels == groups), got {self.in_channels}/{self.out_channels}/{self.groups} "
+                             f"and {list(self.epilogue)}")
         if self.op in GRADIENTS and (self.epilogue or self.layout != "NCHW"):
             raise ValueError(f"{self.op} is NCHW without an epilogue, got layout {self.layout} and epilogue "
                              f"{list(self.epilogue)}")

@@ -393,6 +393,77 @@ def _shuffle_backward(ctx, grad):
 channel_shuffle.register_autograd(_shuffle_backward, setup_context=_shuffle_setup)
 
 
+def pool_args(kernel_size, stride=None, padding=0, dilation=1) -> tuple[list[int], list[int], list[int], list[int]]:
+    """nn.MaxPool2d's / F.max_pool2d's arguments as the op's lists (stride None or []: the kernel)."""
+    def pair(v, default):
+        if v is None or (isinstance(v, (list, tuple)) and not v):
+            v = default
+        return [v, v] if isinstance(v, int) else list(v)
+    kernel = pair(kernel_size, None)
+    return kernel, pair(stride, kernel), pair(padding, 0), pair(dilation, 1)
+
+
+def _pool_spec(x: torch.Tensor, kernel_size, stride, padding, dilation) -> KernelSpec | None:
+    if not (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and len(kernel_size) == 2
+            and all(2 * p <= k for p, k in zip(padding, kernel_size))):
+        return None
+    n, c, h, w = x.shape
+    try:
+        return KernelSpec(op="max_pool2d", batch=n, in_channels=c, out_channels=c, groups=c, height=h, width=w,
+                          kernel=tuple(kernel_size), stride=tuple(stride), dilation=tuple(dilation),
+                          padding=(padding[0], padding[1], padding[0], padding[1]),
+                          layout="NHWC" if _channels_last(x) else "NCHW")
+    except ValueError:
+        return None
+
+
+@torch.library.custom_op("gconvgen::max_pool2d", mutates_args=())
+def max_pool2d(x: torch.Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
+               dilation: list[int]) -> torch.Tensor:
+    """F.max_pool2d's result (floor mode, no indices) for NCHW or channels_last float32 CPU input on our
+    kernel (the depthwise window, reduced with max); anything else on aten, with torch's errors."""
+    if _recording is not None:
+        spec = _pool_spec(x, kernel_size, stride, padding, dilation)
+        _recording.extend([spec] if spec is not None else [])
+        return F.max_pool2d(x, kernel_size, stride, padding, dilation)
+    call = ("max_pool2d", tuple(x.shape), x.dtype, x.device, _channels_last(x), tuple(kernel_size), tuple(stride),
+            tuple(padding), tuple(dilation))
+    hit = _calls.get(call)
+    if hit is None:
+        spec = _pool_spec(x, kernel_size, stride, padding, dilation)
+        hit = _calls[call] = (spec, _kernel(spec) if spec is not None else None)
+    spec, kernel = hit
+    if kernel is None:
+        return F.max_pool2d(x, kernel_size, stride, padding, dilation)
+    return _run(kernel, spec, x)
+
+
+@max_pool2d.register_fake
+def _(x, kernel_size, stride, padding, dilation):
+    n, c, h, w = x.shape
+    oh = _out_size(h, kernel_size[0], stride[0], padding[0], dilation[0])
+    ow = _out_size(w, kernel_size[1], stride[1], padding[1], dilation[1])
+    return torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
+
+
+def _pool_setup(ctx, inputs, output) -> None:
+    ctx.save_for_backward(inputs[0])
+    ctx.args = inputs[1:]
+
+
+def _pool_backward(ctx, grad):
+    """To the window maxima, through aten (which finds them again)."""
+    (x,) = ctx.saved_tensors
+    kernel, stride, padding, dilation = ctx.args
+    _, indices = F.max_pool2d(x, kernel, stride, padding, dilation, return_indices=True)
+    return (torch.ops.aten.max_pool2d_with_indices_backward(grad, x, kernel, stride, padding, dilation, False,
+                                                            indices), None, None, None, None)
+
+
+max_pool2d.register_autograd(_pool_backward, setup_context=_pool_setup)
+
+
 # The ops' own implementations, for eager inference that need not pass the dispatcher (gconvgen.nn).
 conv2d_eager = conv2d._init_fn
 channel_shuffle_eager = channel_shuffle._init_fn
+max_pool2d_eager = max_pool2d._init_fn

@@ -9,7 +9,7 @@ from .common import divisor_at_most, has_block, split, vector_lanes
 
 
 class DepthwiseNCHW(ScheduleRule):
-    """Depthwise conv in NCHW: one channel plane per task, padded into a cache-resident buffer,
+    """Depthwise conv (and max pooling, the same window) in NCHW: one channel plane per task, padded into a cache-resident buffer,
     then rows x width-vectors of accumulators in registers, the epilogue fused into the store.
 
     Does not apply to other layouts or op classes, nor with an output shuffle (the channel
@@ -23,7 +23,7 @@ class DepthwiseNCHW(ScheduleRule):
         self.unroll_reduction = unroll_reduction
 
     def applies(self, spec, target: Target) -> bool:
-        return spec.op_class == "depthwise" and spec.layout == "NCHW" and spec.shuffle_groups == 1
+        return spec.op_class in ("depthwise", "pool") and spec.layout == "NCHW" and spec.shuffle_groups == 1
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
@@ -181,7 +181,7 @@ class ChannelVectorNHWC(ScheduleRule):
         self.vectors = vectors
 
     def applies(self, spec, target: Target) -> bool:
-        return spec.op == "conv2d" and spec.layout == "NHWC"
+        return spec.op in ("conv2d", "max_pool2d") and spec.layout == "NHWC"
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
@@ -210,7 +210,7 @@ class ChannelVectorNHWC(ScheduleRule):
         24 lanes make LLVM split badly), and, for grouped convs, inside one group, so the input
         channel is one broadcast for the whole vector rather than a gather."""
         cog = spec.out_channels // spec.groups
-        span = spec.out_channels if spec.groups == 1 or spec.op_class == "depthwise" else cog
+        span = spec.out_channels if spec.groups == 1 or spec.op_class in ("depthwise", "pool") else cog
         for width in (lanes * self.vectors, lanes, lanes // 2, lanes // 4):
             if span % width == 0:
                 return width

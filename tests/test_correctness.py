@@ -77,3 +77,17 @@ def test_public_layer_input_gradient_matches_torch(workload, host):
 @pytest.mark.parametrize("spec", ODD_DGRADS, ids=lambda s: s.key)
 def test_odd_input_gradients_match_torch(spec, host):
     assert relative_error(spec, host) < 1e-4
+
+
+POOLS = [KernelSpec.from_json({"op": "max_pool2d", **row}) for row in (
+    {"in_channels": 24, "height": 112, "width": 112, "kernel": 3, "stride": 2, "padding": 1},   # ShuffleNet stem
+    {"in_channels": 64, "height": 112, "width": 112, "kernel": 3, "stride": 2, "padding": 1},   # ResNeXt stem
+    {"batch": 2, "in_channels": 5, "height": 9, "width": 7, "kernel": [3, 2], "stride": [2, 1],
+     "padding": [1, 0, 0, 1], "dilation": [1, 2]},
+    {"in_channels": 8, "height": 7, "width": 7, "kernel": 2, "stride": 2})]
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("spec", POOLS, ids=lambda s: s.key)
+def test_max_pool_matches_torch(spec, layout, host):
+    assert relative_error(spec.with_layout(layout), host) == 0.0

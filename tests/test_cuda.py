@@ -42,11 +42,15 @@ def test_jetson_library_is_aarch64_with_fatbin(tmp_path):
     assert runtime.elf_arch(out / "gconvgen.so") == "aarch64" and has_fatbin(out / "gconvgen.so")
 
 
+POOL = KernelSpec.from_json({"op": "max_pool2d", "in_channels": 8, "height": 12, "width": 12, "kernel": 3,
+                             "stride": 2, "padding": 1})
+
+
 def test_gpu_check_script_runs_on_a_cpu_bundle(host, tmp_path):
-    out = bundle.make(SPECS[2:4], host, tmp_path / "cpu")
+    out = bundle.make(SPECS[2:4] + [POOL], host, tmp_path / "cpu")
     done = subprocess.run([sys.executable, out / "loader" / "gpu_check.py", out, "--device", "cpu",
                            "--json", tmp_path / "r.json"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 of 2 kernels match torch" in done.stdout
+    assert "3 of 3 kernels match torch" in done.stdout
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
     assert all(r["ok"] and r["ours_us"] > 0 and r["bandwidth_fraction"] > 0 for r in rows)

@@ -108,3 +108,13 @@ def test_input_gradient_spec():
     assert spec.op_class == "dgrad" and spec.arg_names == ("grad_output", "weight", "output")
     assert spec.shape("grad_output") == (2, 12, 5, 5) and spec.shape("output") == (2, 8, 10, 9)
     assert KernelSpec.from_json(spec.to_json()) == spec
+
+
+def test_max_pool_spec():
+    spec = KernelSpec.from_json({"op": "max_pool2d", "in_channels": 24, "height": 112, "width": 112,
+                                 "kernel": 3, "stride": 2, "padding": 1})
+    assert spec.op_class == "pool" and spec.arg_names == ("input", "output")
+    assert spec.shape("output") == (1, 24, 56, 56) and spec.groups == spec.out_channels == 24
+    assert KernelSpec.from_json(spec.to_json()) == spec
+    with pytest.raises(ValueError, match="one window per channel"):
+        KernelSpec.from_json({**spec.to_json(), "out_channels": 48})

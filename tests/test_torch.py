@@ -157,6 +157,8 @@ def test_convert_reference_model_matches_eager(name):
     assert isinstance(stem, gnn.Conv2d) and stem.in_channels == 3     # the image stem runs on our kernel too
     if name == "shufflenet_v2":   # its shuffles are hand-written view/transpose/view: replaced through fx
         assert "gconvgen_shuffle_" in converted.code and ".transpose(" not in converted.code
+    if name != "mobilenet_v2":    # their stems call F.max_pool2d: replaced through fx
+        assert "gconvgen_max_pool_0" in converted.code and "max_pool2d(" not in converted.code
     if name == "shufflenet_v1":   # a shuffle right after a grouped 1x1 conv runs in that conv's store
         assert sum(isinstance(m, gnn.Conv2d) and m.shuffle > 1 for m in converted.modules()) == 15
     bns = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
@@ -188,7 +190,7 @@ def test_layer_specs_and_bench_model(capsys):
     from gconvgen import cli
     specs = models.layer_specs("shufflenet_v2")
     classes = {s.op_class for s in specs}
-    assert classes == {"pointwise", "depthwise", "shuffle", "dense"} and len(specs) > len({s.key for s in specs})
+    assert classes == {"pointwise", "depthwise", "shuffle", "dense", "pool"} and len(specs) > len({s.key for s in specs})
     assert cli.main(["bench", "--model", "shufflenet_v2"]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("shufflenet_v2"))
@@ -269,3 +271,27 @@ def test_opcheck_conv2d_weight_grad():
     torch.testing.assert_close(torch.ops.gconvgen.conv2d_weight_grad(*args),
                                torch.nn.grad.conv2d_weight(x, [9, 2, 3, 3], g, [2, 1], [1, 1], [1, 1], 3),
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_max_pool_op_and_module(channels_last):
+    x = torch.randn(2, 6, 11, 9)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    args = ([3, 3], [2, 2], [1, 1], [1, 1])
+    torch.library.opcheck(torch.ops.gconvgen.max_pool2d.default, (x, *args))
+    torch.testing.assert_close(torch.ops.gconvgen.max_pool2d(x, *args), F.max_pool2d(x, 3, 2, 1))
+    pool = gnn.MaxPool2d(3, 2, 1)
+    with torch.no_grad():
+        y = pool(x)
+    torch.testing.assert_close(y, F.max_pool2d(x, 3, 2, 1))
+    assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    pool(ours).square().sum().backward()
+    F.max_pool2d(theirs, 3, 2, 1).square().sum().backward()
+    torch.testing.assert_close(ours.grad, theirs.grad)
+    with pytest.raises(RuntimeError) as ours_error:      # padding over half the window: torch's own error
+        torch.ops.gconvgen.max_pool2d(x, [3, 3], [1, 1], [2, 2], [1, 1])
+    with pytest.raises(RuntimeError) as torch_error:
+        F.max_pool2d(x, 3, 1, 2)
+    assert str(ours_error.value) == str(torch_error.value)

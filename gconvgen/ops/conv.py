@@ -13,11 +13,11 @@ from ..spec import KernelSpec
 from . import epilogue
 
 
-def _pad(spec: KernelSpec, X: te.Tensor) -> te.Tensor:
+def _pad(spec: KernelSpec, X: te.Tensor, fill=None) -> te.Tensor:
     top, left, bottom, right = spec.padding
     if not any(spec.padding):
         return X
-    zero = tirx.const(0, spec.dtype)
+    zero = tirx.const(0, spec.dtype) if fill is None else fill
     H, W = spec.height, spec.width
     if spec.layout == "NCHW":
         shape = (spec.batch, spec.in_channels, H + top + bottom, W + left + right)
