@@ -32,8 +32,9 @@ LIBRARY = "candidates.so"
 FORMAT = 1
 
 
-def _draw(spec: KernelSpec, profile: TargetProfile, count: int, seed: int) -> list:
-    """The rule's own schedule, then up to count - 1 distinct random points of its space."""
+def _draw(spec: KernelSpec, profile: TargetProfile, count: int, seed: int) -> tuple[tvm.IRModule, list]:
+    """The kernel's module, and its candidates as (schedule, args_info): the rule's own schedule,
+    then up to count - 1 random points of its space."""
     from .tune import Task, _context
     target = profile.tvm_target()
     mod = tvm.IRModule({"main": prim_func(spec)})

@@ -159,14 +159,14 @@ def _aligned(t: torch.Tensor) -> torch.Tensor:
 
 
 def _run(kernel, spec: KernelSpec, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+    """The kernel on x (logical NCHW, either memory format) and its other arguments, as torch returns it."""
     fn = kernel.function   # the tvm-ffi function itself: the Kernel wrapper's checks were done once
     x = _aligned(x.contiguous(memory_format=torch.channels_last if spec.layout == "NHWC" else torch.contiguous_format))
-    params = tuple(_aligned(p) for p in params)
+    params = tuple(_aligned(p.contiguous()) for p in params)
+    out = torch.empty(spec.shape("output"), dtype=x.dtype)
     if spec.layout == "NHWC":
-        out = torch.empty(spec.batch, spec.out_height, spec.out_width, spec.out_channels, dtype=x.dtype)
         fn(x.permute(0, 2, 3, 1), *params, out)
         return out.permute(0, 3, 1, 2)     # a channels_last NCHW view, as torch returns
-    out = torch.empty(spec.batch, spec.out_channels, spec.out_height, spec.out_width, dtype=x.dtype)
     fn(x, *params, out)
     return out
 
@@ -219,10 +219,10 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
     spec, kernel = hit
     if kernel is None:
         return _aten_conv(x, weight, bias, stride, padding, dilation, groups, activation, shuffle)
-    w = _hwio_weight(weight) if spec.layout == "NHWC" else weight.contiguous()
+    w = _hwio_weight(weight) if spec.layout == "NHWC" else weight
     if bias is None:
         return _run(kernel, spec, x, w)
-    return _run(kernel, spec, x, w, bias.contiguous())
+    return _run(kernel, spec, x, w, bias)
 
 
 @conv2d.register_fake
@@ -279,12 +279,6 @@ def _gradient_kernel(op: str, a: torch.Tensor, b: torch.Tensor, shape: list[int]
     return hit
 
 
-def _run_gradient(kernel, spec: KernelSpec, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    out = torch.empty(spec.shape("output"))
-    kernel.function(_aligned(a.contiguous()), _aligned(b.contiguous()), out)
-    return out
-
-
 @torch.library.custom_op("gconvgen::conv2d_weight_grad", mutates_args=())
 def conv2d_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight_shape: list[int], stride: list[int],
                        padding: list[int], dilation: list[int], groups: int) -> torch.Tensor:
@@ -295,7 +289,7 @@ def conv2d_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight_shape: list[i
                                     dilation, groups)
     if kernel is None:
         return torch.nn.grad.conv2d_weight(x, weight_shape, grad, stride, padding, dilation, groups)
-    return _run_gradient(kernel, spec, x, grad)
+    return _run(kernel, spec, x, grad)
 
 
 @conv2d_weight_grad.register_fake
@@ -312,7 +306,7 @@ def conv2d_input_grad(grad: torch.Tensor, weight: torch.Tensor, input_shape: lis
                                     padding, dilation, groups)
     if kernel is None:
         return torch.nn.grad.conv2d_input(input_shape, weight, grad, stride, padding, dilation, groups)
-    return _run_gradient(kernel, spec, grad, weight)
+    return _run(kernel, spec, grad, weight)
 
 
 @conv2d_input_grad.register_fake
