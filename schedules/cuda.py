@@ -92,35 +92,34 @@ class GroupConvNCHW(ScheduleRule):
         if spec.shuffle_groups > 1:   # the remap is no box: the accumulation gets its own kernel
             _thread_per_element(sch, out, self.threads)
             n, o, h, w, *red = sch.get_loops(conv)
-            oo, oi_ = sch.split(o, factors=[None, oi])
-            p = sch.fuse(h, w)
-            bp, tp = sch.split(p, factors=[None, self.threads])
-            sch.reorder(n, oo, bp, tp, *red, oi_)
-            sch.bind(sch.fuse(n, oo, bp), "blockIdx.x")
-            sch.bind(tp, "threadIdx.x")
+            oi_ = self._tile(sch, n, o, h, w, red, oi)
             sch.unroll(oi_)
             if red:
                 sch.decompose_reduction(conv, red[0])
             return
         n, o, h, w = sch.get_loops(out)
-        oo, oi_ = sch.split(o, factors=[None, oi])
-        p = sch.fuse(h, w)
-        bp, tp = sch.split(p, factors=[None, self.threads])
-        sch.reorder(n, oo, bp, tp, oi_)
-        sch.bind(sch.fuse(n, oo, bp), "blockIdx.x")
-        sch.bind(tp, "threadIdx.x")
-        sch.compute_at(conv, tp, preserve_unit_loops=True)
+        self._tile(sch, n, o, h, w, [], oi)
+        sch.compute_at(conv, sch.get_loops(out)[-2], preserve_unit_loops=True)   # under the thread loop
         sch.set_scope(conv, 0, "local")
-        loops = sch.get_loops(conv)
-        spatial = [l for l, iv in zip(loops[-len(sch.get(conv).iter_vars):], sch.get(conv).iter_vars)
-                   if int(iv.iter_type) == _SPATIAL]
-        red = [l for l, iv in zip(loops[-len(sch.get(conv).iter_vars):], sch.get(conv).iter_vars)
-               if int(iv.iter_type) != _SPATIAL]
+        iter_vars = sch.get(conv).iter_vars
+        own = list(zip(sch.get_loops(conv)[-len(iter_vars):], iter_vars))
+        spatial = [loop for loop, iv in own if int(iv.iter_type) == _SPATIAL]
+        red = [loop for loop, iv in own if int(iv.iter_type) != _SPATIAL]
         if red:
             sch.reorder(*red, *spatial)
             for loop in spatial:
                 sch.unroll(loop)
             sch.decompose_reduction(conv, red[0])
+
+    def _tile(self, sch: s_tir.Schedule, n, o, h, w, red: list, oi: int):
+        """Blocks of (image, tile of oi output channels, run of pixels), a thread per pixel; the
+        reductions (if any) then the thread's channels inside. Returns the channel loop."""
+        oo, oi_ = sch.split(o, factors=[None, oi])
+        bp, tp = sch.split(sch.fuse(h, w), factors=[None, self.threads])
+        sch.reorder(n, oo, bp, tp, *red, oi_)
+        sch.bind(sch.fuse(n, oo, bp), "blockIdx.x")
+        sch.bind(tp, "threadIdx.x")
+        return oi_
 
 
 class Fallback(ScheduleRule):
