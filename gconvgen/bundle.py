@@ -112,15 +112,10 @@ def runtime_libraries(arch: str) -> dict[str, Path]:
         return wanted
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp,
-               "--platform", f"manylinux_2_28_{arch}", f"apache-tvm=={tvm.__version__}",
-               f"apache-tvm-ffi=={tvm_ffi.__version__}"]
         print(f"fetching the {arch} TVM runtime (apache-tvm {tvm.__version__}, apache-tvm-ffi "
               f"{tvm_ffi.__version__} wheels from PyPI, once)...", file=sys.stderr, flush=True)
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"could not download the {arch} TVM runtime wheels ({' '.join(cmd[3:])}): "
-                               f"{done.stderr.strip()[-300:]}")
+        _pip_download(Path(tmp), arch, [f"apache-tvm=={tvm.__version__}", f"apache-tvm-ffi=={tvm_ffi.__version__}"],
+                      f"the {arch} TVM runtime wheels")
         for wheel in Path(tmp).glob("*.whl"):
             with zipfile.ZipFile(wheel) as z:
                 for name, where in RUNTIME_LIBS.items():
@@ -156,13 +151,18 @@ def run_emulated(out: Path, profile: TargetProfile) -> tuple[int, str]:
 def _ffi_wheel(folder: Path, arch: str, python: str) -> Path:
     import tvm_ffi
     folder.mkdir(exist_ok=True)
+    _pip_download(folder, arch, [f"apache-tvm-ffi=={tvm_ffi.__version__}"],
+                  f"the apache-tvm-ffi wheel for Python {python} on {arch}", python)
+    return folder
+
+
+def _pip_download(folder: Path, arch: str, packages: list[str], what: str, python: str | None = None) -> None:
+    """pip's binary wheels of `packages` for manylinux on `arch` (and `python`) into folder."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(folder),
-           "--platform", f"manylinux_2_28_{arch}", "--python-version", python, f"apache-tvm-ffi=={tvm_ffi.__version__}"]
+           "--platform", f"manylinux_2_28_{arch}", *(["--python-version", python] if python else []), *packages]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"could not download the apache-tvm-ffi wheel for Python {python} on {arch}: "
-                           f"{done.stderr.strip()[-300:]}")
-    return folder
+        raise RuntimeError(f"could not download {what} ({' '.join(cmd[3:])}): {done.stderr.strip()[-300:]}")
 
 
 def _tvm_ffi_include() -> Path:
