@@ -177,8 +177,8 @@ def _is_method(node, *names) -> bool:
 def _replace_shuffles(gm: torch.fx.GraphModule) -> int:
     """view(n, g, c/g, h, w) -> transpose(1, 2) [-> contiguous] -> view/reshape(n, c, h, w) becomes a
     ChannelShuffle module: a module keeps the eager fast path, where the op pays the dispatcher."""
-    graph, count = gm.graph, 0
-    for node in list(graph.nodes):
+    count = 0
+    for node in list(gm.graph.nodes):
         if not (_is_method(node, "view", "reshape") and len(node.args) == 5):
             continue
         src = node.args[0]
@@ -191,13 +191,18 @@ def _replace_shuffles(gm: torch.fx.GraphModule) -> int:
         if not (_is_method(split, "view", "reshape") and len(split.args) == 6 and isinstance(split.args[2], int)
                 and len(split.users) == 1):
             continue
-        name = f"gconvgen_shuffle_{count}"
-        gm.add_submodule(name, ChannelShuffle(split.args[2]))
-        with graph.inserting_before(node):
-            new = graph.call_module(name, (split.args[0],))
-        node.replace_all_uses_with(new)
+        _call_module_instead(gm, node, f"gconvgen_shuffle_{count}", ChannelShuffle(split.args[2]), split.args[0])
         count += 1
     return count
+
+
+def _call_module_instead(gm: torch.fx.GraphModule, node, name: str, module: nn.Module, source) -> None:
+    """node's users read module(source) instead, module registered on gm as `name` (the old nodes
+    go with dead-code elimination)."""
+    gm.add_submodule(name, module)
+    with gm.graph.inserting_before(node):
+        new = gm.graph.call_module(name, (source,))
+    node.replace_all_uses_with(new)
 
 
 _MAX_POOL_PARAMS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
@@ -214,13 +219,8 @@ def _replace_max_pools(gm: torch.fx.GraphModule) -> int:
         if values.get("ceil_mode") or values.get("return_indices") or not all(
                 isinstance(values.get(k, 0), (int, tuple, list, type(None))) for k in _MAX_POOL_PARAMS[:4]):
             continue
-        name = f"gconvgen_max_pool_{count}"
-        gm.add_submodule(name, MaxPool2d(values["kernel_size"], values.get("stride"), values.get("padding", 0),
-                                         values.get("dilation", 1)))
-        with gm.graph.inserting_before(node):
-            new = gm.graph.call_module(name, (node.args[0],))
-        node.replace_all_uses_with(new)
-        gm.graph.erase_node(node)
+        pool = MaxPool2d(values["kernel_size"], values.get("stride"), values.get("padding", 0), values.get("dilation", 1))
+        _call_module_instead(gm, node, f"gconvgen_max_pool_{count}", pool, node.args[0])
         count += 1
     return count
 
