@@ -26,13 +26,14 @@ def versions() -> dict[str, str]:
 
 
 def code_fingerprint() -> str:
-    """Hash of the sources that decide what a kernel computes and how: ops and schedules.
-    Part of the cache key, so editing a rule never serves a stale kernel."""
+    """Hash of the sources that decide what a kernel computes and how: ops, schedules and the choice
+    among them (gconvgen/schedule.py). Part of the cache key, so editing a rule never serves a stale
+    kernel."""
     h = hashlib.sha256()
-    for folder in (PACKAGE_DIR / "ops", ROOT / "schedules"):
-        for path in sorted(folder.glob("*.py")):
-            h.update(path.name.encode())
-            h.update(path.read_bytes())
+    for path in [*sorted((PACKAGE_DIR / "ops").glob("*.py")), *sorted((ROOT / "schedules").glob("*.py")),
+                 PACKAGE_DIR / "schedule.py"]:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -46,8 +46,13 @@ def _workloads(args: argparse.Namespace):
     """The suite's rows, or with --model the layers of that reference model as the converted model runs them."""
     from . import suites
     if getattr(args, "model", None):
+        from schedules import preferred_spec
+        from . import targets
         from .models import layer_specs
-        specs = layer_specs(args.model, channels_last=args.layout == "NHWC")
+        profile = targets.load(args.target)
+        target = profile.tvm_target()
+        specs = [preferred_spec(s, profile.family, target)   # the kernels the torch ops would call there
+                 for s in layer_specs(args.model, channels_last=args.layout == "NHWC")]
         return [suites.Workload(f"{args.model}.{i}", args.model, s) for i, s in enumerate(specs)]
     return suites.load(args.suite, args.layout)
 

@@ -34,14 +34,14 @@ class Conv2d(nn.Conv2d):
             # the kernels' vector loads need; parameters are torch's own allocations): skips even
             # the op's own lookup.
             spec, kernel = hit[1], hit[2]
+            w = weight if spec.weight_layout == "OIHW" else torch_ops._hwio_weight(weight)
             if spec.layout == "NCHW":   # the common case, inline
                 out = torch.empty(hit[3])
                 if bias is None:
-                    kernel.function(x, weight, out)
+                    kernel.function(x, w, out)
                 else:
-                    kernel.function(x, weight, bias, out)
+                    kernel.function(x, w, bias, out)
                 return out
-            w = torch_ops._hwio_weight(weight)
             return torch_ops._run(kernel, spec, x, w) if bias is None else torch_ops._run(kernel, spec, x, w, bias)
         padding = self.padding
         if self.padding_mode != "zeros" or isinstance(padding, str):

@@ -86,11 +86,11 @@ def random_args(spec: KernelSpec, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def to_kernel_layout(spec: KernelSpec, name: str, t: torch.Tensor) -> torch.Tensor:
-    """A torch-layout argument as the kernel takes it (NHWC input/output, HWIO weight for NHWC kernels).
+    """A torch-layout argument as the kernel takes it (NHWC input/output, the spec's weight layout).
     For a channels_last input the NHWC view is already contiguous: no copy is made."""
     if spec.layout == "NHWC" and name in ("input", "output"):
         t = t.permute(0, 2, 3, 1)
-    elif spec.layout == "NHWC" and name == "weight":
+    elif name == "weight" and spec.weight_layout == "HWIO":
         t = t.permute(2, 3, 1, 0)
     return t.contiguous()
 

@@ -50,6 +50,11 @@ class Library(_Library):
         super().__init__(folder)
         self._kernels: dict[str, Kernel] = {}
 
+    def specs(self) -> list[KernelSpec]:
+        if not hasattr(self, "_specs"):
+            self._specs = [KernelSpec.from_json(e["spec"]) for e in self.entries.values()]
+        return self._specs
+
     def __contains__(self, spec: KernelSpec) -> bool:
         return spec.key in self.entries
 

@@ -9,6 +9,7 @@ from typing import Any
 OPS = ("conv2d", "channel_shuffle", "conv2d_wgrad", "conv2d_dgrad", "max_pool2d")
 GRADIENTS = ("conv2d_wgrad", "conv2d_dgrad")
 LAYOUTS = ("NCHW", "NHWC")
+WEIGHT_LAYOUTS = ("OIHW", "HWIO")   # torch's own; output channels innermost (an NHWC kernel's, and packed pointwise)
 DTYPES = ("float32", "float16")
 ACTIVATIONS = ("relu", "relu6", "hardswish")
 OP_CLASSES = ("depthwise", "grouped", "pointwise", "dense", "shuffle", "pool", "wgrad", "dgrad")
@@ -54,9 +55,16 @@ class KernelSpec:
     epilogue: tuple[str, ...] = ()
     layout: str = "NCHW"
     dtype: str = "float32"
+    weight_layout: str = ""   # "" = the layout's own: OIHW for NCHW, HWIO for NHWC
 
     def __post_init__(self) -> None:
+        if not self.weight_layout:
+            object.__setattr__(self, "weight_layout", self.default_weight_layout)
         self._validate()
+
+    @property
+    def default_weight_layout(self) -> str:
+        return "HWIO" if self.layout == "NHWC" else "OIHW"
 
     # ---- derived facts -------------------------------------------------------------------
     @property
@@ -68,7 +76,8 @@ class KernelSpec:
         epi = "-".join(e.replace(":", "") for e in self.epilogue) or "none"
         return (f"{self.op}_n{self.batch}_i{self.in_channels}_o{self.out_channels}_h{self.height}_w{self.width}"
                 f"_k{kh}x{kw}_s{self.stride[0]}x{self.stride[1]}_p{'x'.join(map(str, self.padding))}"
-                f"_d{self.dilation[0]}x{self.dilation[1]}_g{self.groups}_e{epi}_{self.layout}_{self.dtype}")
+                f"_d{self.dilation[0]}x{self.dilation[1]}_g{self.groups}_e{epi}_{self.layout}_{self.dtype}"
+                + (f"_w{self.weight_layout}" if self.weight_layout != self.default_weight_layout else ""))
 
     @property
     def func_name(self) -> str:
@@ -127,10 +136,10 @@ class KernelSpec:
             if self.op == "channel_shuffle":
                 oh, ow = h, w
             return (n, c, oh, ow) if self.layout == "NCHW" else (n, oh, ow, c)
-        if which == "weight":  # torch's OIHW for NCHW kernels, HWIO for NHWC kernels
+        if which == "weight":
             kh, kw = self.kernel
             cig = self.in_channels // self.groups
-            return (self.out_channels, cig, kh, kw) if self.layout == "NCHW" else (kh, kw, cig, self.out_channels)
+            return (self.out_channels, cig, kh, kw) if self.weight_layout == "OIHW" else (kh, kw, cig, self.out_channels)
         if which == "bias":
             return (self.out_channels,)
         raise ValueError(f"unknown argument {which!r}")
@@ -146,7 +155,7 @@ class KernelSpec:
         return ("input", "weight") + (("bias",) if self.has_bias else ()) + ("output",)
 
     def with_layout(self, layout: str) -> "KernelSpec":
-        return replace(self, layout=layout)
+        return replace(self, layout=layout, weight_layout="")
 
     # ---- JSON ------------------------------------------------------------------------------
     @classmethod
@@ -171,7 +180,7 @@ class KernelSpec:
             row = {**row, "out_channels": row.get("out_channels", row.get("in_channels")),
                    "groups": row.get("groups", row.get("in_channels"))}
         allowed = {"op", "batch", "in_channels", "out_channels", "height", "width", "kernel", "stride",
-                   "padding", "dilation", "groups", "epilogue", "layout", "dtype"}
+                   "padding", "dilation", "groups", "epilogue", "layout", "dtype", "weight_layout"}
         _reject_unknown(row, allowed)
         _require(row, ("in_channels", "out_channels", "height", "width"))
         epilogue = row.get("epilogue", [])
@@ -182,7 +191,8 @@ class KernelSpec:
                    kernel=_pair("kernel", row.get("kernel", 1)), stride=_pair("stride", row.get("stride", 1)),
                    padding=_padding(row.get("padding", 0)), dilation=_pair("dilation", row.get("dilation", 1)),
                    groups=row.get("groups", 1), epilogue=tuple(epilogue),
-                   layout=row.get("layout", "NCHW"), dtype=row.get("dtype", "float32"))
+                   layout=row.get("layout", "NCHW"), dtype=row.get("dtype", "float32"),
+                   weight_layout=row.get("weight_layout", ""))
 
     def to_json(self) -> dict[str, Any]:
         if self.op == "channel_shuffle":
@@ -194,7 +204,8 @@ class KernelSpec:
                 "kernel": list(self.kernel), "stride": list(self.stride),
                 "padding": [t, l] if (t, l) == (b, r) else [t, l, b, r],
                 "dilation": list(self.dilation), "groups": self.groups, "epilogue": list(self.epilogue),
-                "layout": self.layout, "dtype": self.dtype}
+                "layout": self.layout, "dtype": self.dtype,
+                **({"weight_layout": self.weight_layout} if self.weight_layout != self.default_weight_layout else {})}
 
     # ---- validation --------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -204,6 +215,11 @@ class KernelSpec:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.weight_layout != self.default_weight_layout and (
+                self.weight_layout not in WEIGHT_LAYOUTS or self.op != "conv2d" or self.layout != "NCHW"):
+            raise ValueError(f"weight_layout must be one of {WEIGHT_LAYOUTS}, and other than the layout's own "
+                             f"({self.default_weight_layout}) only for an NCHW conv2d; got {self.weight_layout!r} "
+                             f"for a {self.layout} {self.op}")
         for name in ("batch", "in_channels", "out_channels", "height", "width", "groups"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

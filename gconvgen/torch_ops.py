@@ -61,7 +61,6 @@ def use_library(folder: str | os.PathLike) -> None:
 
 def _kernel(spec: KernelSpec):
     """The compiled kernel for spec, or None where only aten can serve it."""
-    global _warned, _profile
     k = _kernels.get(spec.key)
     if k is not None:
         return k
@@ -69,23 +68,65 @@ def _kernel(spec: KernelSpec):
         if spec in lib:
             k = _kernels[spec.key] = lib.kernel(spec)
             return k
+    profile = _compiler_profile()
+    if profile is None:
+        return None
+    from . import build
+    from .runtime import load
+    folder, _ = build.cached(spec, profile)
+    k = _kernels[spec.key] = load(folder).kernel(spec)
+    return k
+
+
+def _conv_kernel(spec: KernelSpec) -> tuple[KernelSpec, object]:
+    """(spec, kernel) for a conv call: a loaded library's kernel of the same call (in any weight
+    layout), else the variant of spec the target's rules prefer (a packed weight layout), compiled."""
+    variants = _variants.get(spec.key)
+    if variants is None:
+        variants = [s for lib in _libraries for s in lib.specs() if _same_call(s, spec)]
+        if not variants:
+            profile = _compiler_profile()
+            if profile is not None:
+                from schedules import preferred_spec
+                variants = [preferred_spec(spec, profile.family, profile.tvm_target())]
+            else:
+                variants = [spec]
+        _variants[spec.key] = variants
+    return variants[0], _kernel(variants[0])
+
+
+_variants: dict[str, list[KernelSpec]] = {}
+
+
+def _same_call(a: KernelSpec, b: KernelSpec) -> bool:
+    """a and b compute the same thing from arguments laid out differently (the weight's layout)."""
+    from dataclasses import replace
+    return replace(a, weight_layout=b.weight_layout) == b
+
+
+def _compiler_profile():
+    """The host's target profile where TVM's compiler is installed; None in a runtime-only install
+    (warned once, or raised in strict mode)."""
+    global _warned, _profile
     try:
-        from . import build, targets
-        from .runtime import load
+        from . import build, targets  # noqa: F401
     except ImportError as e:  # runtime-only install: no TVM compiler
         if _strict:
-            raise RuntimeError(f"gconvgen: no compiled kernel for {spec.key} and no compiler to build it "
-                               f"({e}); build a library for it with `gconvgen build`") from e
+            raise RuntimeError(f"gconvgen: a kernel is missing from the loaded libraries and there is no "
+                               f"compiler to build it ({e}); build a library for it with `gconvgen build`") from e
         if not _warned:
             warnings.warn(f"gconvgen: no compiler installed ({e}); kernels missing from the loaded libraries "
-                          f"run on aten instead", stacklevel=4)
+                          f"run on aten instead", stacklevel=5)
             _warned = True
         return None
     if _profile is None:
         _profile = targets.load("host")
-    folder, _ = build.cached(spec, _profile)
-    k = _kernels[spec.key] = load(folder).kernel(spec)
-    return k
+    return _profile
+
+
+def weight_for(spec: KernelSpec, weight: torch.Tensor) -> torch.Tensor:
+    """The weight as spec's kernel takes it: torch's own, or its HWIO copy (cached per tensor)."""
+    return weight if spec.weight_layout == "OIHW" else _hwio_weight(weight)
 
 
 def _channels_last(x: torch.Tensor) -> bool:
@@ -213,13 +254,13 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
     hit = _calls.get(call)
     if hit is None:
         spec = _conv_spec(x, weight, bias, stride, padding, dilation, groups, activation, shuffle)
-        hit = _calls[call] = (spec, _kernel(spec) if spec is not None else None)
+        hit = _calls[call] = _conv_kernel(spec) if spec is not None else (None, None)
     global _last
     _last = hit
     spec, kernel = hit
     if kernel is None:
         return _aten_conv(x, weight, bias, stride, padding, dilation, groups, activation, shuffle)
-    w = _hwio_weight(weight) if spec.layout == "NHWC" else weight
+    w = weight_for(spec, weight)
     if bias is None:
         return _run(kernel, spec, x, w)
     return _run(kernel, spec, x, w, bias)

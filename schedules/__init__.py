@@ -27,6 +27,11 @@ class ScheduleRule:
         """Schedule `sch` (holding the spec's PrimFunc as "main") in place."""
         raise NotImplementedError
 
+    def preferred(self, spec, target: Target):
+        """A variant of spec (the same result from arguments in another layout) that this rule runs
+        faster, for callers that can supply its arguments so; None when it has none."""
+        return None
+
     def apply(self, func: tvm.tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
         from gconvgen.ops import spec_of
         spec = spec_of(func)
@@ -35,6 +40,16 @@ class ScheduleRule:
         sch = s_tir.Schedule(tvm.IRModule({"main": func}))
         self.schedule(sch, spec, target, tunable)
         return sch
+
+
+def preferred_spec(spec, family: str, target: Target):
+    """spec, or the variant a rule of the family asks for (gconvgen.torch_ops calls the kernel of this
+    one, with the weight copied into its layout once per weight tensor)."""
+    for rule in rules_for(family):
+        variant = rule.preferred(spec, target)
+        if variant is not None:
+            return variant
+    return spec
 
 
 def rules_for(family: str) -> list[ScheduleRule]:

@@ -91,3 +91,18 @@ POOLS = [KernelSpec.from_json({"op": "max_pool2d", **row}) for row in (
 @pytest.mark.parametrize("spec", POOLS, ids=lambda s: s.key)
 def test_max_pool_matches_torch(spec, layout, host):
     assert relative_error(spec.with_layout(layout), host) == 0.0
+
+
+# Pointwise layers whose planes are no multiple of the vector, with the weight packed (HWIO), as the
+# torch ops call them on x86: the channel-vector rule, a partial last tile (232 = 29 x 8) included.
+PACKED = [KernelSpec.from_json({"in_channels": i, "out_channels": o, "height": h, "width": h, "epilogue": e,
+                                "weight_layout": "HWIO"})
+          for i, o, h, e in ((232, 232, 7, ["bias", "relu"]), (96, 576, 14, ["bias", "relu6"]),
+                             (24, 40, 5, []), (16, 1024, 7, ["hardswish"]))]
+
+
+@pytest.mark.parametrize("spec", PACKED, ids=lambda s: s.key)
+def test_packed_weight_pointwise_matches_torch(spec, host):
+    from gconvgen.schedule import rule_schedule
+    assert rule_schedule(spec, host).source == "x86.PointwisePackedNCHW"
+    assert relative_error(spec, host) < 1e-4

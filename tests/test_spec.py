@@ -118,3 +118,16 @@ def test_max_pool_spec():
     assert KernelSpec.from_json(spec.to_json()) == spec
     with pytest.raises(ValueError, match="one window per channel"):
         KernelSpec.from_json({**spec.to_json(), "out_channels": 48})
+
+
+def test_weight_layout_variant():
+    row = {"in_channels": 232, "out_channels": 232, "height": 7, "width": 7, "epilogue": ["bias", "relu"]}
+    natural, packed = KernelSpec.from_json(row), KernelSpec.from_json({**row, "weight_layout": "HWIO"})
+    assert natural.weight_layout == "OIHW" and natural.with_layout("NHWC").weight_layout == "HWIO"
+    assert packed.key == natural.key + "_wHWIO" and natural.key.endswith("_float32")   # old keys unchanged
+    assert packed.shape("weight") == (1, 1, 232, 232) and packed.shape("output") == natural.shape("output")
+    assert KernelSpec.from_json(packed.to_json()) == packed and "weight_layout" not in natural.to_json()
+    for bad in ({**row, "weight_layout": "OHWI"}, {**row, "layout": "NHWC", "weight_layout": "OIHW"},
+                {"op": "conv2d_wgrad", **row, "epilogue": [], "weight_layout": "HWIO"}):
+        with pytest.raises(ValueError, match="weight_layout"):
+            KernelSpec.from_json(bad)

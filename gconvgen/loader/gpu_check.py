@@ -79,7 +79,7 @@ def torch_forward(spec: dict, args: dict) -> torch.Tensor:
 def kernel_layout(spec: dict, name: str, t: torch.Tensor) -> torch.Tensor:
     if spec["layout"] == "NHWC" and name in ("input", "output"):
         t = t.permute(0, 2, 3, 1)
-    elif spec["layout"] == "NHWC" and name == "weight":
+    elif name == "weight" and spec.get("weight_layout", "HWIO" if spec["layout"] == "NHWC" else "OIHW") == "HWIO":
         t = t.permute(2, 3, 1, 0)
     return t.contiguous()
 

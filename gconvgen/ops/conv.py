@@ -60,8 +60,11 @@ def group_conv2d(spec: KernelSpec) -> list[te.Tensor]:
     rcv = rc if rc is not None else zero
 
     if spec.layout == "NCHW":
+        def weight(o):
+            return Wt[o, rcv, rhv, rwv] if spec.weight_layout == "OIHW" else Wt[rhv, rwv, rcv, o]
+
         def term(n, o, h, w):
-            return Xp[n, ic(o), ih(h), iw(w)].astype(acc) * Wt[o, rcv, rhv, rwv].astype(acc)
+            return Xp[n, ic(o), ih(h), iw(w)].astype(acc) * weight(o).astype(acc)
         conv_shape = (spec.batch, spec.out_channels, spec.out_height, spec.out_width)
         conv = te.compute(conv_shape, lambda n, o, h, w: te.sum(term(n, o, h, w), axis=axes) if axes
                           else term(n, o, h, w), name="conv")
