@@ -103,6 +103,37 @@ class MaxPool2d(nn.MaxPool2d):
         return cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.return_indices, pool.ceil_mode)
 
 
+class Linear(nn.Linear):
+    """nn.Linear (same constructor and state_dict) that, on a few float32 CPU feature vectors, runs
+    our pointwise conv kernel on them as 1x1 images. A classifier at batch 1 is a matrix-vector
+    product bound by reading the weight; inside a converted model torch runs it on one thread (see
+    gconvgen.convert), our kernel on all cores. Larger batches and other inputs run torch's."""
+
+    MAX_BATCH = 8
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self._parameters["weight"], self._parameters["bias"]
+        if not (isinstance(x, torch.Tensor) and x.dim() == 2 and x.shape[0] <= self.MAX_BATCH
+                and x.dtype == weight.dtype == torch.float32 and x.device.type == weight.device.type == "cpu"):
+            return super().forward(x)
+        # A 4-D view of the weight: the kernel's HWIO copy is cached per base tensor and version,
+        # which views share, so it follows in-place updates such as load_state_dict.
+        w4 = weight.view(self.out_features, self.in_features, 1, 1)
+        n = x.shape[0]
+        x4 = x.reshape(n, self.in_features, 1, 1)
+        args = (bias, [1, 1], [0, 0], [1, 1], 1, "none", 0)
+        y = torch_ops.conv2d_eager(x4, w4, *args) if _direct(x, weight) else torch.ops.gconvgen.conv2d(x4, w4, *args)
+        return y.view(n, self.out_features)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "Linear":
+        """The same layer (same parameters, shared) as a gconvgen module."""
+        new = cls(linear.in_features, linear.out_features, linear.bias is not None, device="meta")
+        new.weight = linear.weight
+        new.bias = linear.bias
+        return new
+
+
 def _direct(*tensors: torch.Tensor) -> bool:
     """Eager inference may skip the dispatcher (10-20 µs a call): nothing records the op there.
     Under torch.compile/export, or when autograd is recording, the registered op runs."""

@@ -215,7 +215,7 @@ def _run(kernel, spec: KernelSpec, x: torch.Tensor, *params: torch.Tensor) -> to
 # Call signature -> (spec, kernel): a model calls the same few shapes over and over, and building
 # and validating a KernelSpec costs more than a small kernel runs.
 _calls: dict[tuple, tuple[KernelSpec | None, object]] = {}
-_hwio: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}
+_hwio: dict[tuple, tuple[torch.Tensor, int, torch.Tensor]] = {}
 
 
 _last: tuple[KernelSpec | None, object] | None = None
@@ -227,15 +227,19 @@ def last_call() -> tuple[KernelSpec | None, object] | None:
 
 
 def _hwio_weight(weight: torch.Tensor) -> torch.Tensor:
-    """The HWIO copy NHWC kernels take, made once per weight tensor and version. The entry holds the
-    weight itself, so its id (and memory) cannot be reused by another tensor while cached."""
-    entry = _hwio.get(id(weight))
-    if entry is not None and entry[0] is weight and entry[1] == weight._version:
+    """The HWIO copy NHWC (and packed pointwise) kernels take, made once per weight tensor and version.
+    A view (gconvgen.nn.Linear's 4-D weight, made each call) counts as its base tensor; views share its
+    version. The entry holds the tensor itself, so its id (and memory) cannot be reused by another
+    tensor while cached."""
+    root = weight._base if weight._base is not None else weight
+    key = (id(root), tuple(weight.shape), weight.storage_offset())
+    entry = _hwio.get(key)
+    if entry is not None and entry[0] is root and entry[1] == weight._version:
         return entry[2]
     if len(_hwio) > 512:
         _hwio.clear()
     w = weight.detach().permute(2, 3, 1, 0).contiguous()
-    _hwio[id(weight)] = (weight, weight._version, w)
+    _hwio[key] = (root, weight._version, w)
     return w
 
 

@@ -311,3 +311,39 @@ def test_pointwise_on_small_planes_takes_the_packed_weight_kernel():
     with torch.no_grad():
         for _ in range(3):   # the module's fast path too
             torch.testing.assert_close(conv(x), F.relu(F.conv2d(x, conv.weight, conv.bias)), rtol=1e-4, atol=1e-5)
+
+
+def test_linear_module_matches_nn_linear():
+    ref = nn.Linear(64, 40)
+    ours = gnn.Linear.from_linear(ref)
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    x = torch.randn(2, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-5)
+        spec, kernel = gconvgen.torch_ops.last_call()
+        assert kernel is not None and spec.kernel == (1, 1) and (spec.height, spec.width) == (1, 1)
+        ref.weight.mul_(0.5)     # shared and changed in place: the kernel's weight copy follows
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-5)
+        big = torch.randn(32, 64)   # past MAX_BATCH, and 3-D input: torch's own
+        torch.testing.assert_close(ours(big), ref(big))
+        torch.testing.assert_close(ours(big.view(4, 8, 64)), ref(big.view(4, 8, 64)))
+    fresh = gnn.Linear(64, 40)
+    fresh.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), ref(x), rtol=1e-4, atol=1e-5)
+    xg = x.clone().requires_grad_()
+    ours(xg).sum().backward()        # through the op's autograd
+    xr = x.clone().requires_grad_()
+    ref(xr).sum().backward()
+    torch.testing.assert_close(xg.grad, xr.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_convert_drops_identity_calls_and_swaps_the_classifier():
+    model = models.create("shufflenet_v2")
+    ours = gconvgen.convert(model)
+    called = {n.target for n in ours.graph.nodes if n.op == "call_module"}
+    assert not any(isinstance(ours.get_submodule(t), nn.Identity) for t in called)
+    assert isinstance(ours.fc, gnn.Linear)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), model(x), rtol=1e-4, atol=1e-4)
