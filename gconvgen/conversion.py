@@ -8,14 +8,17 @@ shuffles for gconvgen's, folding BatchNorm and the following activation into the
 - `nn.ChannelShuffle` -> `gconvgen.nn.ChannelShuffle`; `nn.MaxPool2d` (and, through fx, `F.max_pool2d`
   calls), floor mode without indices -> `gconvgen.nn.MaxPool2d`; `nn.Linear` -> `gconvgen.nn.Linear`
   (the pointwise kernel on a few feature vectors: a classifier at batch 1).
-- Where the model traces with torch.fx, the view -> transpose(1, 2) -> view shuffle that ShuffleNets
-  write by hand becomes `torch.ops.gconvgen.channel_shuffle`, and a shuffle right after a conv (through
-  Identity modules only) becomes that conv's output order, fused into its store (the result is a
-  GraphModule). Where the model does not trace, the module swaps above still apply.
+- Where the model traces with torch.fx: the view -> transpose(1, 2) -> view shuffle that ShuffleNets
+  write by hand becomes a `gconvgen.nn.ChannelShuffle`; a shuffle right after a conv (through Identity
+  modules only) becomes that conv's output order, fused into its store; a shuffle of a channel
+  concatenation becomes one copy (`concat_shuffle`); a conv's output added to a skip connection
+  (then a ReLU) becomes the conv with that residual (and ReLU) in its epilogue; the Identity calls go.
+  The result is a GraphModule. Where the model does not trace, the module swaps above still apply.
 """
 from __future__ import annotations
 
 import copy
+import operator
 import warnings
 
 import torch
@@ -122,10 +125,14 @@ def _trace_shuffles(model: nn.Module) -> nn.Module:
                       f"{str(e)[:120]}); hand-written channel shuffles stay as they are", stacklevel=3)
         return model
     replaced = _drop_identities(gm) + _replace_shuffles(gm) + _replace_max_pools(gm)
-    fused = _fuse_shuffles_into_convs(gm)
+    gm.graph.eliminate_dead_code()   # the replaced nodes, which still read what the fusions below need alone
+    fused = _fuse_concat_shuffles(gm) + _fuse_shuffles_into_convs(gm) + _fuse_residual_adds(gm)
     if not (replaced or fused):
         return model
     gm.graph.eliminate_dead_code()
+    called = {n.target for n in gm.graph.nodes if n.op == "call_module"}
+    for name in [n for n in gm._modules if n.startswith("gconvgen_") and n not in called]:
+        delattr(gm, name)   # shuffles that a fusion absorbed (the model's own modules all stay)
     gm.recompile()
     return gm
 
@@ -157,13 +164,19 @@ def _shuffle_groups(gm: torch.fx.GraphModule, node) -> int | None:
     return None
 
 
-def _fuse_shuffles_into_convs(gm: torch.fx.GraphModule) -> int:
-    """conv -> (Identity)* -> shuffle, where nothing else reads the conv's output and the conv module
-    runs once: the shuffle becomes the conv's store order (ShuffleNet v1), one pass less."""
+def _module_calls(gm: torch.fx.GraphModule) -> dict[str, int]:
+    """How often the graph calls each module: a fusion may change a module only when it runs once."""
     calls: dict[str, int] = {}
     for node in gm.graph.nodes:
         if node.op == "call_module":
             calls[node.target] = calls.get(node.target, 0) + 1
+    return calls
+
+
+def _fuse_shuffles_into_convs(gm: torch.fx.GraphModule) -> int:
+    """conv -> (Identity)* -> shuffle, where nothing else reads the conv's output and the conv module
+    runs once: the shuffle becomes the conv's store order (ShuffleNet v1), one pass less."""
+    calls = _module_calls(gm)
     count = 0
     for node in list(gm.graph.nodes):
         groups = _shuffle_groups(gm, node)
@@ -182,6 +195,80 @@ def _fuse_shuffles_into_convs(gm: torch.fx.GraphModule) -> int:
         node.replace_all_uses_with(node.args[0])
         gm.graph.erase_node(node)
         count += 1
+    return count
+
+
+def concat_shuffle(parts: list[torch.Tensor], groups: int) -> torch.Tensor:
+    """channel_shuffle(torch.cat(parts, 1), groups) in one pass where there are `groups` parts of one
+    shape (ShuffleNet v2's unit: two branches, two groups): output channel c * groups + i is channel
+    c of part i, which is torch.stack(parts, 2) seen as (n, c * groups, h, w). Else the two steps."""
+    if len(parts) == groups and all(p.shape == parts[0].shape for p in parts) and parts[0].dim() == 4:
+        return torch.stack(parts, 2).flatten(1, 2)
+    return torch.ops.gconvgen.channel_shuffle(torch.cat(parts, 1), groups)
+
+
+def _fuse_concat_shuffles(gm: torch.fx.GraphModule) -> int:
+    """torch.cat(parts, dim=1) -> shuffle, where only the shuffle reads the concatenation, becomes
+    concat_shuffle: one copy instead of two (the unit ShuffleNet v2 repeats 16 times)."""
+    count = 0
+    for node in list(gm.graph.nodes):
+        groups = _shuffle_groups(gm, node)
+        cat = node.args[0] if groups else None
+        if not (cat is not None and cat.op == "call_function" and cat.target is torch.cat and len(cat.users) == 1):
+            continue
+        dim = cat.kwargs.get("dim", cat.args[1] if len(cat.args) > 1 else 0)
+        if dim != 1 or not isinstance(cat.args[0], (list, tuple)):
+            continue
+        with gm.graph.inserting_before(node):
+            new = gm.graph.call_function(concat_shuffle, (list(cat.args[0]), groups))
+        node.replace_all_uses_with(new)
+        gm.graph.erase_node(node)
+        gm.graph.erase_node(cat)
+        count += 1
+    return count
+
+
+def _is_add(node) -> bool:
+    return ((node.op == "call_function" and node.target in (operator.add, torch.add) and not node.kwargs)
+            or (_is_method(node, "add") and not node.kwargs)) and len(node.args) == 2
+
+
+def _is_relu(gm: torch.fx.GraphModule, node) -> bool:
+    if node.op == "call_module":
+        return type(gm.get_submodule(node.target)) is nn.ReLU
+    return ((node.op == "call_function" and node.target in (torch.relu, F.relu)) or _is_method(node, "relu")) \
+        and len(node.args) == 1
+
+
+def _fuse_residual_adds(gm: torch.fx.GraphModule) -> int:
+    """conv(x) + skip [-> relu], where only the add reads the conv's output, the conv module runs once
+    and has no activation of its own, becomes conv(x, residual=skip) with the relu in its epilogue:
+    the skip connections of MobileNet v2, ShuffleNet v1 and ResNeXt, two passes over the output fewer."""
+    calls = _module_calls(gm)
+    count = 0
+    for node in list(gm.graph.nodes):
+        if not _is_add(node):
+            continue
+        for conv_node, skip in ((node.args[1], node.args[0]), (node.args[0], node.args[1])):
+            if not (isinstance(conv_node, torch.fx.Node) and isinstance(skip, torch.fx.Node)
+                    and conv_node.op == "call_module" and len(conv_node.users) == 1
+                    and calls.get(conv_node.target) == 1 and not conv_node.kwargs and len(conv_node.args) == 1):
+                continue
+            conv = gm.get_submodule(conv_node.target)
+            if not (isinstance(conv, Conv2d) and conv.activation == "none" and conv.shuffle <= 1):
+                continue
+            with gm.graph.inserting_before(node):
+                fused = gm.graph.call_module(conv_node.target, conv_node.args, {"residual": skip})
+            node.replace_all_uses_with(fused)
+            gm.graph.erase_node(node)
+            gm.graph.erase_node(conv_node)
+            user = next(iter(fused.users)) if len(fused.users) == 1 else None
+            if user is not None and _is_relu(gm, user):
+                conv.activation = "relu"
+                user.replace_all_uses_with(fused)
+                gm.graph.erase_node(user)
+            count += 1
+            break
     return count
 
 
@@ -240,4 +327,4 @@ def _replace_max_pools(gm: torch.fx.GraphModule) -> int:
     return count
 
 
-__all__ = ["convert", "eligible"]
+__all__ = ["concat_shuffle", "convert", "eligible"]

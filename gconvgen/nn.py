@@ -23,43 +23,50 @@ class Conv2d(nn.Conv2d):
         self.__dict__.pop("_last", None)   # stride, activation, shuffle, a new weight: look the kernel up again
         super().__setattr__(name, value)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """conv + bias (+ residual, a tensor of the output's shape, as gconvgen.convert fuses skip
+        connections) -> activation -> shuffle."""
         # Parameters are read from _parameters directly: nn.Module's __getattr__ costs about 0.7 µs
         # a read, and a small depthwise kernel runs in 10.
         weight, bias = self._parameters["weight"], self._parameters["bias"]
         hit = self.__dict__.get("_last")
-        if hit is not None and hit[0] == (x.shape, x.stride(), x.dtype, x.device, weight.shape, weight.dtype,
-                                          bias is None) and _direct(x, weight) and x.data_ptr() % 64 == 0:
-            # The last call's kernel, when the input looks the same (and starts 64-byte aligned, as
+        if (hit is not None and hit[0] == (x.shape, x.stride(), x.dtype, x.device, weight.shape, weight.dtype, bias is None,
+                                           None if residual is None else (residual.shape, residual.stride()))
+                and _direct(x, weight) and x.data_ptr() % 64 == 0
+                and (residual is None or (residual.data_ptr() % 64 == 0 and not residual.requires_grad))):
+            # The last call's kernel, when the inputs look the same (and start 64-byte aligned, as
             # the kernels' vector loads need; parameters are torch's own allocations): skips even
             # the op's own lookup.
             spec, kernel = hit[1], hit[2]
-            w = weight if spec.weight_layout == "OIHW" else torch_ops._hwio_weight(weight)
+            params = (weight if spec.weight_layout == "OIHW" else torch_ops._hwio_weight(weight),) \
+                + (() if bias is None else (bias,))
             if spec.layout == "NCHW":   # the common case, inline
                 out = torch.empty(hit[3])
-                if bias is None:
-                    kernel.function(x, w, out)
-                else:
-                    kernel.function(x, w, bias, out)
+                kernel.function(x, *params, *(() if residual is None else (residual,)), out)
                 return out
-            return torch_ops._run(kernel, spec, x, w) if bias is None else torch_ops._run(kernel, spec, x, w, bias)
+            if residual is not None:
+                params += (residual.permute(0, 2, 3, 1),)
+            return torch_ops._run(kernel, spec, x, *params)
         padding = self.padding
         if self.padding_mode != "zeros" or isinstance(padding, str):
             # reflect/replicate/circular padding and padding='same': torch's conv, then our epilogue
             y = super().forward(x)
+            y = y if residual is None else y + residual
             return torch_ops._aten_conv_epilogue(y, self.activation, self.shuffle)
-        if _direct(x, weight):
-            y = torch_ops.conv2d_eager(x, weight, bias, list(self.stride), list(padding),
-                                       list(self.dilation), self.groups, self.activation, self.shuffle)
+        args = (list(self.stride), list(padding), list(self.dilation), self.groups, self.activation, self.shuffle)
+        if _direct(x, weight) and (residual is None or not residual.requires_grad):
+            y = torch_ops.conv2d_eager(x, weight, bias, *args, residual)
             found = torch_ops.last_call()
-            if found is not None and found[1] is not None and x.is_contiguous(
-                    memory_format=torch.channels_last if found[0].layout == "NHWC" else torch.contiguous_format):
+            layout = torch.channels_last if found is not None and found[0] is not None and found[0].layout == "NHWC" \
+                else torch.contiguous_format
+            if found is not None and found[1] is not None and x.is_contiguous(memory_format=layout) and (
+                    residual is None or residual.is_contiguous(memory_format=layout)):
                 spec = found[0]
-                key = (x.shape, x.stride(), x.dtype, x.device, weight.shape, weight.dtype, bias is None)
+                key = (x.shape, x.stride(), x.dtype, x.device, weight.shape, weight.dtype, bias is None,
+                       None if residual is None else (residual.shape, residual.stride()))
                 self.__dict__["_last"] = (key, *found, (spec.batch, spec.out_channels, spec.out_height, spec.out_width))
             return y
-        return torch.ops.gconvgen.conv2d(x, weight, bias, list(self.stride), list(padding),
-                                         list(self.dilation), self.groups, self.activation, self.shuffle)
+        return torch.ops.gconvgen.conv2d(x, weight, bias, *args, residual)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()

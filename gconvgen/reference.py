@@ -32,8 +32,11 @@ def activate(y: torch.Tensor, activation: str | None) -> torch.Tensor:
 
 
 def forward(spec: KernelSpec, x: torch.Tensor, weight: torch.Tensor | None = None,
-            bias: torch.Tensor | None = None) -> torch.Tensor:
-    """What the kernel must compute, the way a PyTorch model computes it (separate ops)."""
+            bias: torch.Tensor | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """What the kernel must compute, the way a PyTorch model computes it (separate ops). Arguments in
+    spec.arg_names order: a kernel with a residual but no bias takes the residual third."""
+    if spec.has_residual and not spec.has_bias and residual is None:
+        bias, residual = None, bias
     if spec.op == "channel_shuffle":
         return channel_shuffle(x, spec.groups)
     top, left, bottom, right = spec.padding
@@ -58,9 +61,13 @@ def forward(spec: KernelSpec, x: torch.Tensor, weight: torch.Tensor | None = Non
     else:
         y = F.conv2d(F.pad(x, (left, right, top, bottom)), weight, bias if spec.has_bias else None,
                      spec.stride, 0, spec.dilation, spec.groups)
-    y = activate(y, spec.activation)
-    if spec.shuffle_groups > 1:
-        y = channel_shuffle(y, spec.shuffle_groups)
+    for e in spec.epilogue:   # bias went into the conv; the rest in the epilogue's order
+        if e == "residual":
+            y = y + residual
+        elif e.startswith("shuffle:"):
+            y = channel_shuffle(y, spec.shuffle_groups)
+        elif e != "bias":
+            y = activate(y, e)
     return y
 
 
@@ -82,13 +89,17 @@ def random_args(spec: KernelSpec, seed: int = 0) -> dict[str, torch.Tensor]:
                           / fan_in ** 0.5).to(dt)
         if spec.has_bias:
             args["bias"] = torch.randn(spec.out_channels, generator=g).to(dt)
+        if spec.has_residual:
+            args["residual"] = torch.randn(spec.shape("output") if spec.layout == "NCHW" else
+                                           (spec.batch, spec.out_channels, spec.out_height, spec.out_width),
+                                           generator=g).to(dt)
     return args
 
 
 def to_kernel_layout(spec: KernelSpec, name: str, t: torch.Tensor) -> torch.Tensor:
     """A torch-layout argument as the kernel takes it (NHWC input/output, the spec's weight layout).
     For a channels_last input the NHWC view is already contiguous: no copy is made."""
-    if spec.layout == "NHWC" and name in ("input", "output"):
+    if spec.layout == "NHWC" and name in ("input", "output", "residual"):
         t = t.permute(0, 2, 3, 1)
     elif name == "weight" and spec.weight_layout == "HWIO":
         t = t.permute(2, 3, 1, 0)

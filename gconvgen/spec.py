@@ -99,6 +99,11 @@ class KernelSpec:
         return "bias" in self.epilogue
 
     @property
+    def has_residual(self) -> bool:
+        """An input of the output's shape added in the epilogue (a ResNet/MobileNet skip connection)."""
+        return "residual" in self.epilogue
+
+    @property
     def activation(self) -> str | None:
         return next((e for e in self.epilogue if e in ACTIVATIONS), None)
 
@@ -142,6 +147,8 @@ class KernelSpec:
             return (self.out_channels, cig, kh, kw) if self.weight_layout == "OIHW" else (kh, kw, cig, self.out_channels)
         if which == "bias":
             return (self.out_channels,)
+        if which == "residual":
+            return self.shape("output")
         raise ValueError(f"unknown argument {which!r}")
 
     @property
@@ -152,7 +159,8 @@ class KernelSpec:
             return ("input", "grad_output", "output")
         if self.op == "conv2d_dgrad":
             return ("grad_output", "weight", "output")
-        return ("input", "weight") + (("bias",) if self.has_bias else ()) + ("output",)
+        return (("input", "weight") + (("bias",) if self.has_bias else ()) + (("residual",) if self.has_residual else ())
+                + ("output",))
 
     def with_layout(self, layout: str) -> "KernelSpec":
         return replace(self, layout=layout, weight_layout="")
@@ -259,7 +267,9 @@ class KernelSpec:
             if kind in seen:
                 raise ValueError(f"epilogue {e!r} given twice in {list(self.epilogue)}")
             seen.add(kind)
-            if e == "bias" or e in ACTIVATIONS:
+            if e == "residual" and self.shuffle_groups > 1:
+                raise ValueError(f"epilogue {list(self.epilogue)}: a residual cannot be combined with an output shuffle")
+            if e in ("bias", "residual") or e in ACTIVATIONS:
                 if e in ACTIVATIONS and seen & set(ACTIVATIONS) - {e}:
                     raise ValueError(f"epilogue has more than one activation: {list(self.epilogue)}")
                 continue
@@ -273,7 +283,7 @@ class KernelSpec:
                 if i != len(self.epilogue) - 1:
                     raise ValueError(f"epilogue {e!r}: the shuffle must come last in {list(self.epilogue)}")
                 continue
-            raise ValueError(f"unknown epilogue {e!r}; known: bias, {', '.join(ACTIVATIONS)}, shuffle:G")
+            raise ValueError(f"unknown epilogue {e!r}; known: bias, residual, {', '.join(ACTIVATIONS)}, shuffle:G")
 
 
 def _reject_unknown(row: dict[str, Any], allowed: set[str]) -> None:

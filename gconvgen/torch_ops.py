@@ -141,7 +141,8 @@ def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
-def _conv_spec(x, weight, bias, stride, padding, dilation, groups, activation, shuffle) -> KernelSpec | None:
+def _conv_spec(x, weight, bias, stride, padding, dilation, groups, activation, shuffle,
+               residual=None) -> KernelSpec | None:
     """The spec of a call our kernels serve, or None (aten serves it, and raises torch's errors)."""
     if (x.device.type != "cpu" or weight.device.type != "cpu" or x.dtype != torch.float32
             or weight.dtype != torch.float32 or x.dim() != 4 or weight.dim() != 4
@@ -153,8 +154,12 @@ def _conv_spec(x, weight, bias, stride, padding, dilation, groups, activation, s
         return None
     if activation not in ACTIVATIONS:
         return None
-    epilogue = (("bias",) if bias is not None else ()) + ((activation,) if activation != "none" else ()) \
-        + ((f"shuffle:{shuffle}",) if shuffle > 1 else ())
+    if residual is not None and (residual.device.type != "cpu" or residual.dtype != torch.float32
+                                 or tuple(residual.shape) != (n, o, _out_size(h, kh, stride[0], padding[0], dilation[0]),
+                                                              _out_size(w, kw, stride[1], padding[1], dilation[1]))):
+        return None
+    epilogue = (("bias",) if bias is not None else ()) + (("residual",) if residual is not None else ()) \
+        + ((activation,) if activation != "none" else ()) + ((f"shuffle:{shuffle}",) if shuffle > 1 else ())
     try:
         return KernelSpec(op="conv2d", batch=n, in_channels=c, out_channels=o, height=h, width=w, kernel=(kh, kw),
                           stride=tuple(stride), padding=(padding[0], padding[1], padding[0], padding[1]),
@@ -164,8 +169,10 @@ def _conv_spec(x, weight, bias, stride, padding, dilation, groups, activation, s
         return None
 
 
-def _aten_conv(x, weight, bias, stride, padding, dilation, groups, activation, shuffle) -> torch.Tensor:
+def _aten_conv(x, weight, bias, stride, padding, dilation, groups, activation, shuffle, residual=None) -> torch.Tensor:
     y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    if residual is not None:
+        y = y + residual
     return _aten_conv_epilogue(y, activation, shuffle).contiguous(memory_format=_memory_format(x))
 
 
@@ -245,33 +252,39 @@ def _hwio_weight(weight: torch.Tensor) -> torch.Tensor:
 
 @torch.library.custom_op("gconvgen::conv2d", mutates_args=())
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int],
-           padding: list[int], dilation: list[int], groups: int, activation: str, shuffle: int) -> torch.Tensor:
-    """Group conv2d + bias + activation ('none', 'relu', 'relu6', 'hardswish') + output channel shuffle
-    (0 or 1: none), torch's result for NCHW or channels_last input."""
+           padding: list[int], dilation: list[int], groups: int, activation: str, shuffle: int,
+           residual: torch.Tensor | None = None) -> torch.Tensor:
+    """Group conv2d + bias + residual (a tensor of the output's shape, added before the activation)
+    + activation ('none', 'relu', 'relu6', 'hardswish') + output channel shuffle (0 or 1: none),
+    torch's result for NCHW or channels_last input."""
+    args = (stride, padding, dilation, groups, activation, shuffle)
     if _recording is not None:
-        spec = _conv_spec(x, weight, bias, stride, padding, dilation, groups, activation, shuffle)
+        spec = _conv_spec(x, weight, bias, *args, residual)
         _recording.extend([spec] if spec is not None else [])
-        return _aten_conv(x, weight, bias, stride, padding, dilation, groups, activation, shuffle)
+        return _aten_conv(x, weight, bias, *args, residual)
     call = (tuple(x.shape), x.dtype, x.device, _channels_last(x), tuple(weight.shape), weight.dtype, weight.device,
             None if bias is None else (tuple(bias.shape), bias.dtype, bias.device),
+            None if residual is None else (tuple(residual.shape), residual.dtype, residual.device),
             tuple(stride), tuple(padding), tuple(dilation), groups, activation, shuffle)
     hit = _calls.get(call)
     if hit is None:
-        spec = _conv_spec(x, weight, bias, stride, padding, dilation, groups, activation, shuffle)
+        spec = _conv_spec(x, weight, bias, *args, residual)
         hit = _calls[call] = _conv_kernel(spec) if spec is not None else (None, None)
     global _last
     _last = hit
     spec, kernel = hit
     if kernel is None:
-        return _aten_conv(x, weight, bias, stride, padding, dilation, groups, activation, shuffle)
-    w = weight_for(spec, weight)
-    if bias is None:
-        return _run(kernel, spec, x, w)
-    return _run(kernel, spec, x, w, bias)
+        return _aten_conv(x, weight, bias, *args, residual)
+    params = [weight_for(spec, weight)] + ([bias] if bias is not None else [])
+    if residual is not None:   # in the kernel's layout, as the input goes
+        r = _aligned(residual.contiguous(memory_format=torch.channels_last if spec.layout == "NHWC"
+                                         else torch.contiguous_format))
+        params.append(r.permute(0, 2, 3, 1) if spec.layout == "NHWC" else r)
+    return _run(kernel, spec, x, *params)
 
 
 @conv2d.register_fake
-def _(x, weight, bias, stride, padding, dilation, groups, activation, shuffle):
+def _(x, weight, bias, stride, padding, dilation, groups, activation, shuffle, residual=None):
     n, _, h, w = x.shape
     kh, kw = weight.shape[2:]
     oh = _out_size(h, kh, stride[0], padding[0], dilation[0])
@@ -281,8 +294,8 @@ def _(x, weight, bias, stride, padding, dilation, groups, activation, shuffle):
 
 
 def _conv_setup(ctx, inputs, output) -> None:
-    x, weight, bias, stride, padding, dilation, groups, activation, shuffle = inputs
-    ctx.save_for_backward(x, weight, bias)
+    x, weight, bias, stride, padding, dilation, groups, activation, shuffle, residual = inputs
+    ctx.save_for_backward(x, weight, bias, residual)
     ctx.args = (stride, padding, dilation, groups, activation, shuffle)
 
 
@@ -363,15 +376,16 @@ def _conv_backward(ctx, grad):
     """Gradients through the epilogue by hand, then the conv's: the input gradient of a stride-1 conv
     is itself a group conv (of the output gradient with each group's weights transposed and flipped);
     strided ones run on our conv2d_dgrad kernel, the weight gradient on conv2d_wgrad."""
-    x, weight, bias = ctx.saved_tensors
+    x, weight, bias, residual = ctx.saved_tensors
     stride, padding, dilation, groups, activation, shuffle = ctx.args
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     g = grad.contiguous(memory_format=_memory_format(grad)) if grad.dim() == 4 else grad
     if shuffle > 1:
         g = _aten_shuffle(g, g.shape[1] // shuffle)       # undo the output shuffle
     if activation != "none":
-        z = conv2d(x, weight, bias, stride, padding, dilation, groups, "none", 0)   # pre-activation, our kernel
+        z = conv2d(x, weight, bias, stride, padding, dilation, groups, "none", 0, residual)   # pre-activation
         g = g * _activation_grad(z, activation)
+    grad_r = g if residual is not None and ctx.needs_input_grad[9] else None
     grad_b = g.sum((0, 2, 3)) if bias is not None and need_b else None
     grad_w = conv2d_weight_grad(x, g, list(weight.shape), stride, padding, dilation, groups) if need_w else None
     grad_x = None
@@ -386,7 +400,7 @@ def _conv_backward(ctx, grad):
         else:
             grad_x = conv2d_input_grad(g, weight, list(x.shape), stride, padding, dilation, groups)
             grad_x = grad_x.contiguous(memory_format=_memory_format(x))
-    return grad_x, grad_w, grad_b, None, None, None, None, None, None
+    return grad_x, grad_w, grad_b, None, None, None, None, None, None, grad_r
 
 
 conv2d.register_autograd(_conv_backward, setup_context=_conv_setup)

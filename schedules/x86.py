@@ -139,8 +139,9 @@ class PointwisePackedNCHW(ScheduleRule):
 
     def _fits(self, spec, target: Target) -> bool:
         lanes = vector_lanes(target)
+        pixels = spec.height * spec.width
         return (_plain_pointwise_nchw(spec) and spec.groups == 1 and spec.out_channels % max(1, lanes // 2) == 0
-                and (spec.height * spec.width) % lanes != 0)
+                and pixels % lanes != 0 and not (pixels == 1 and spec.in_channels % lanes == 0))   # MatVecNCHW's
 
     def applies(self, spec, target: Target) -> bool:
         return spec.weight_layout == "HWIO" and self._fits(spec, target)
@@ -170,6 +171,34 @@ class PointwisePackedNCHW(ScheduleRule):
         po, pi_ = split(sch, p, pi, tunable, max_inner=32)
         tile = _register_tile(sch, conv, [n, o_rest, po], [r], [pi_, ov], ol)
         sch.reverse_compute_at(out, tile, preserve_unit_loops=True)
+
+
+class MatVecNCHW(ScheduleRule):
+    """1x1 conv on 1x1 images in NCHW (a classifier's matrix-vector product, gconvgen.nn.Linear at
+    batch 1): each output is a dot product of a contiguous weight row with the input, so vectors run
+    along input channels (rfactor), a few rows at a time, and streaming the weight (the cost: it is
+    read once) is sequential. The lanes are summed once per output. Does not apply to larger images,
+    groups, the packed weight, or input channels no multiple of the vector."""
+
+    name = "x86.MatVecNCHW"
+
+    def __init__(self, rows: int = 8) -> None:
+        self.rows = rows
+
+    def applies(self, spec, target: Target) -> bool:
+        return (_plain_pointwise_nchw(spec) and spec.height * spec.width == 1 and spec.groups == 1
+                and spec.weight_layout == "OIHW" and spec.in_channels % vector_lanes(target) == 0)
+
+    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+        n, o, h, w, r = sch.get_loops(conv)
+        ro, ri = sch.split(r, factors=[None, vector_lanes(target)])
+        partial = sch.rfactor(ri, factor_axis=4)   # partial[n, o, h, w, lane]: one vector per row
+        n, o, h, w, ro, ri = sch.get_loops(partial)
+        oo, oi = split(sch, o, divisor_at_most(spec.out_channels, self.rows), tunable, max_inner=16)
+        tile = _register_tile(sch, partial, [n, oo], [ro], [h, w, oi], ri)
+        sch.reverse_compute_at(conv, tile)
+        sch.reverse_compute_at(out, tile)
 
 
 class GroupConvNCHW(ScheduleRule):
@@ -443,5 +472,5 @@ def _parallel_vectorize(sch: s_tir.Schedule, block, flatten_inner: bool = False)
     sch.vectorize(inner)
 
 
-RULES: list[ScheduleRule] = [DepthwiseNCHW(), PointwiseNCHW(), PointwisePackedNCHW(), GroupConvNCHW(), ChannelVectorNHWC(), ChannelShuffle(),
+RULES: list[ScheduleRule] = [DepthwiseNCHW(), PointwiseNCHW(), PointwisePackedNCHW(), MatVecNCHW(), GroupConvNCHW(), ChannelVectorNHWC(), ChannelShuffle(),
                              WeightGradNCHW(), InputGradNCHW()]

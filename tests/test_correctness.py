@@ -106,3 +106,28 @@ def test_packed_weight_pointwise_matches_torch(spec, host):
     from gconvgen.schedule import rule_schedule
     assert rule_schedule(spec, host).source == "x86.PointwisePackedNCHW"
     assert relative_error(spec, host) < 1e-4
+
+
+@pytest.mark.parametrize("spec", [KernelSpec.from_json({"batch": n, "in_channels": 64, "out_channels": o, "height": 1,
+                                                        "width": 1, "epilogue": e})
+                                  for n, o, e in ((1, 1000, ["bias"]), (3, 40, ["relu"]))], ids=lambda s: s.key)
+def test_matrix_vector_product_matches_torch(spec, host):
+    from gconvgen.schedule import rule_schedule
+    assert rule_schedule(spec, host).source == "x86.MatVecNCHW"
+    assert relative_error(spec, host) < 1e-4
+
+
+# A skip connection added in the epilogue (before the activation), as convert fuses it.
+RESIDUAL = [KernelSpec.from_json({"in_channels": i, "out_channels": o, "height": h, "width": h, "kernel": k,
+                                  "padding": k // 2, "groups": g, "epilogue": e, "layout": layout, **extra})
+            for i, o, h, k, g, e, extra in (
+                (96, 24, 14, 1, 1, ["bias", "residual"], {}),
+                (60, 240, 7, 1, 3, ["bias", "residual", "relu"], {}),
+                (32, 32, 9, 3, 32, ["residual", "relu6"], {}),
+                (64, 40, 7, 1, 1, ["bias", "residual"], {"weight_layout": "HWIO"}))
+            for layout in ("NCHW", "NHWC") if layout == "NCHW" or not extra]
+
+
+@pytest.mark.parametrize("spec", RESIDUAL, ids=lambda s: s.key)
+def test_residual_epilogue_matches_torch(spec, host):
+    assert relative_error(spec, host) < 1e-4

@@ -131,3 +131,13 @@ def test_weight_layout_variant():
                 {"op": "conv2d_wgrad", **row, "epilogue": [], "weight_layout": "HWIO"}):
         with pytest.raises(ValueError, match="weight_layout"):
             KernelSpec.from_json(bad)
+
+
+def test_residual_epilogue():
+    row = {"in_channels": 24, "out_channels": 24, "height": 8, "width": 8, "epilogue": ["residual", "relu"]}
+    spec = KernelSpec.from_json(row)
+    assert spec.has_residual and spec.arg_names == ("input", "weight", "residual", "output")
+    assert spec.shape("residual") == spec.shape("output") and "residual" in spec.key
+    assert KernelSpec.from_json({**row, "epilogue": ["bias", "residual"]}).arg_names[2:] == ("bias", "residual", "output")
+    with pytest.raises(ValueError, match="residual"):
+        KernelSpec.from_json({**row, "epilogue": ["residual", "shuffle:2"]})

@@ -155,8 +155,8 @@ def test_convert_reference_model_matches_eager(name):
     assert swapped, "nothing was converted"
     stem = next(m for m in converted.modules() if isinstance(m, nn.Conv2d))
     assert isinstance(stem, gnn.Conv2d) and stem.in_channels == 3     # the image stem runs on our kernel too
-    if name == "shufflenet_v2":   # its shuffles are hand-written view/transpose/view: replaced through fx
-        assert "gconvgen_shuffle_" in converted.code and ".transpose(" not in converted.code
+    if name == "shufflenet_v2":   # hand-written view/transpose/view shuffles of a concatenation: one copy
+        assert "concat_shuffle" in converted.code and ".transpose(" not in converted.code
     if name != "mobilenet_v2":    # their stems call F.max_pool2d: replaced through fx
         assert "gconvgen_max_pool_0" in converted.code and "max_pool2d(" not in converted.code
     if name == "shufflenet_v1":   # a shuffle right after a grouped 1x1 conv runs in that conv's store
@@ -347,3 +347,74 @@ def test_convert_drops_identity_calls_and_swaps_the_classifier():
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shapes,groups", [([(1, 6, 5, 4)] * 2, 2), ([(2, 4, 3, 3)] * 3, 3),
+                                           ([(1, 6, 5, 4), (1, 2, 5, 4)], 2), ([(1, 6, 5, 4)] * 2, 4)])
+def test_concat_shuffle_is_a_shuffle_of_the_concatenation(shapes, groups):
+    from gconvgen.conversion import concat_shuffle
+    parts = [torch.randn(s) for s in shapes]
+    torch.testing.assert_close(concat_shuffle(parts, groups), F.channel_shuffle(torch.cat(parts, 1), groups))
+
+
+def test_convert_fuses_the_shufflenet_v2_concat_and_shuffle():
+    from gconvgen.conversion import concat_shuffle
+    ours = gconvgen.convert(models.create("shufflenet_v2"))
+    targets = [n.target for n in ours.graph.nodes if n.op == "call_function"]
+    assert targets.count(concat_shuffle) == 16 and torch.cat not in targets
+
+
+def test_convert_replaces_a_hand_written_shuffle():
+    class Unit(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(12, 12, 3, padding=1, groups=12)
+
+        def forward(self, x):
+            y = self.conv(x) + x     # not right after a conv, nor of a concatenation: a module of its own
+            return models.channel_shuffle(y, 3)
+
+    model = Unit().eval()
+    ours = gconvgen.convert(model)
+    assert any(isinstance(m, gnn.ChannelShuffle) for m in ours.modules()) and ".transpose(" not in ours.code
+    x = torch.randn(1, 12, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv2d_op_with_residual(channels_last):
+    x, w, b, *args = _args(CONV_CASES[2], channels_last)      # pointwise 16 -> 32 at 8x8
+    r = torch.randn(1, 32, 8, 8)
+    if channels_last:
+        r = r.to(memory_format=torch.channels_last)
+    got = torch.ops.gconvgen.conv2d(x, w, b, *args, r)
+    torch.testing.assert_close(got, F.relu(F.conv2d(x, w, b) + r), rtol=1e-4, atol=1e-5)
+    assert gconvgen.torch_ops.last_call()[0].has_residual
+    torch.library.opcheck(torch.ops.gconvgen.conv2d.default, (x, w, b, *args, r))
+    bad = torch.randn(1, 32, 4, 4)     # a broadcasting add is torch's business: aten, same result
+    torch.testing.assert_close(torch.ops.gconvgen.conv2d(x, w, b, *args, bad[:, :, :1, :1]),
+                               F.relu(F.conv2d(x, w, b) + bad[:, :, :1, :1]), rtol=1e-4, atol=1e-5)
+
+
+def test_gradcheck_residual_float64():
+    x, w, b, *args = _args(CONV_CASES[0])
+    r = torch.randn(1, 16, 10, 10, dtype=torch.float64, requires_grad=True)
+    inputs = (x.double().requires_grad_(), w.double().requires_grad_(), b.double().requires_grad_())
+    assert torch.autograd.gradcheck(lambda x, w, b, r: torch.ops.gconvgen.conv2d(x, w, b, *args, r), (*inputs, r))
+
+
+@pytest.mark.parametrize("name,fused", [("mobilenet_v2", 10), ("shufflenet_v1", 13), ("resnext50", 16)])
+def test_convert_fuses_skip_connections(name, fused):
+    model = models.create(name)
+    ours = gconvgen.convert(model)
+    with_residual = [n for n in ours.graph.nodes if n.op == "call_module" and "residual" in n.kwargs]
+    assert len(with_residual) == fused
+    assert not any(n.op == "call_function" and n.target is torch.relu for n in ours.graph.nodes) or name == "shufflenet_v1"
+    size = 96 if name == "resnext50" else 224
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        expected = model(x)
+        for _ in range(2):   # the modules' fast path too
+            got = ours(x)
+            assert ((got - expected).abs().max() / expected.abs().max()).item() < 1e-4

@@ -42,6 +42,11 @@ def torch_args(spec: dict, device: str, gen: torch.Generator) -> dict:
                           ).to(device=device, dtype=dt)
         if "bias" in spec["epilogue"]:
             args["bias"] = torch.randn(spec["out_channels"], generator=gen).to(device=device, dtype=dt)
+        if "residual" in spec["epilogue"]:
+            pad = spec["padding"] if len(spec["padding"]) == 4 else spec["padding"] * 2
+            size = [(x + pad[i] + pad[i + 2] - d * (k - 1) - 1) // s + 1 for i, (x, k, s, d) in
+                    enumerate(zip((h, w), spec["kernel"], spec["stride"], spec["dilation"]))]
+            args["residual"] = torch.randn(n, spec["out_channels"], *size, generator=gen).to(device=device, dtype=dt)
     return args
 
 
@@ -65,7 +70,9 @@ def torch_forward(spec: dict, args: dict) -> torch.Tensor:
         x, pad = F.pad(x, (pad[1], pad[3], pad[0], pad[2])), [0, 0]
     y = F.conv2d(x, args["weight"], args.get("bias"), spec["stride"], pad, spec["dilation"], spec["groups"])
     for e in spec["epilogue"]:
-        if e == "relu":
+        if e == "residual":
+            y = y + args["residual"]
+        elif e == "relu":
             y = F.relu(y)
         elif e == "relu6":
             y = F.relu6(y)
@@ -77,7 +84,7 @@ def torch_forward(spec: dict, args: dict) -> torch.Tensor:
 
 
 def kernel_layout(spec: dict, name: str, t: torch.Tensor) -> torch.Tensor:
-    if spec["layout"] == "NHWC" and name in ("input", "output"):
+    if spec["layout"] == "NHWC" and name in ("input", "output", "residual"):
         t = t.permute(0, 2, 3, 1)
     elif name == "weight" and spec.get("weight_layout", "HWIO" if spec["layout"] == "NHWC" else "OIHW") == "HWIO":
         t = t.permute(2, 3, 1, 0)

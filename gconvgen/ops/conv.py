@@ -40,6 +40,7 @@ def group_conv2d(spec: KernelSpec) -> list[te.Tensor]:
     X = te.placeholder(spec.shape("input"), spec.dtype, name="input")
     Wt = te.placeholder(spec.shape("weight"), spec.dtype, name="weight")
     B = te.placeholder(spec.shape("bias"), spec.dtype, name="bias") if spec.has_bias else None
+    R = te.placeholder(spec.shape("residual"), spec.dtype, name="residual") if spec.has_residual else None
     Xp = _pad(spec, X)
     (sh, sw), (dh, dw), (kh, kw) = spec.stride, spec.dilation, spec.kernel
     cig = spec.in_channels // spec.groups
@@ -80,10 +81,11 @@ def group_conv2d(spec: KernelSpec) -> list[te.Tensor]:
     def store(n, h, w, c):
         src = epilogue.shuffle_source(c, C, G)
         value = conv[n, src, h, w] if spec.layout == "NCHW" else conv[n, h, w, src]
-        return epilogue.apply(spec, value, src, B).astype(spec.dtype)
+        skip = None if R is None else R[n, c, h, w] if spec.layout == "NCHW" else R[n, h, w, c]
+        return epilogue.apply(spec, value, src, B, skip).astype(spec.dtype)
 
     if spec.layout == "NCHW":
         Y = te.compute(spec.shape("output"), lambda n, c, h, w: store(n, h, w, c), name="out")
     else:
         Y = te.compute(spec.shape("output"), lambda n, h, w, c: store(n, h, w, c), name="out")
-    return [X, Wt] + ([B] if B is not None else []) + [Y]
+    return [X, Wt] + [t for t in (B, R) if t is not None] + [Y]

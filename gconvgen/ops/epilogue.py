@@ -8,12 +8,16 @@ from ..spec import KernelSpec
 ACC_DTYPE = "float32"  # accumulators and epilogue math, whatever the storage dtype
 
 
-def apply(spec: KernelSpec, value: tirx.PrimExpr, channel: tirx.PrimExpr, bias: te.Tensor | None) -> tirx.PrimExpr:
-    """`value` of output channel `channel` (in conv order) after bias/activation, in that order."""
+def apply(spec: KernelSpec, value: tirx.PrimExpr, channel: tirx.PrimExpr, bias: te.Tensor | None,
+          residual: tirx.PrimExpr | None = None) -> tirx.PrimExpr:
+    """`value` of output channel `channel` (in conv order) after the epilogue's steps, in their order
+    (`residual`: the residual input's value at this output position)."""
     dt = ACC_DTYPE
     for e in spec.epilogue:
         if e == "bias":
             value = value + bias[channel].astype(dt)
+        elif e == "residual":
+            value = value + residual.astype(dt)
         elif e == "relu":
             value = tirx.max(value, tirx.const(0, dt))
         elif e == "relu6":
