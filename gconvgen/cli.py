@@ -42,19 +42,24 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _workloads(args: argparse.Namespace):
-    """The suite's rows, or with --model the layers of that reference model as the converted model runs them."""
-    from . import suites
+def _workloads(args: argparse.Namespace, preferred: bool = False):
+    """The suite's rows, or with --model the layers of that reference model as the converted model runs
+    them. --model, or `preferred`, gives each layer as the torch ops call it on the target: the variant
+    its rules prefer (a packed weight layout for pointwise layers on small planes)."""
+    from schedules import preferred_spec
+    from . import suites, targets
+    profile = targets.load(args.target)
+    target = profile.tvm_target()
     if getattr(args, "model", None):
-        from schedules import preferred_spec
-        from . import targets
         from .models import layer_specs
-        profile = targets.load(args.target)
-        target = profile.tvm_target()
-        specs = [preferred_spec(s, profile.family, target)   # the kernels the torch ops would call there
+        specs = [preferred_spec(s, profile.family, target)
                  for s in layer_specs(args.model, channels_last=args.layout == "NHWC")]
         return [suites.Workload(f"{args.model}.{i}", args.model, s) for i, s in enumerate(specs)]
-    return suites.load(args.suite, args.layout)
+    rows = suites.load(args.suite, args.layout)
+    if preferred:
+        import dataclasses
+        rows = [dataclasses.replace(w, spec=preferred_spec(w.spec, profile.family, target)) for w in rows]
+    return rows
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -125,7 +130,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             rows.append(bench.run_model(name, args.compile))
         print(bench.format_models(rows))
         return 0
-    workloads = _workloads(args)
+    workloads = _workloads(args, preferred=not args.convergence)   # timed: what gconvgen.nn and the ops run
     if profile.runner == "emulated":
         return _bench_emulated(workloads, profile)
     if args.convergence:
