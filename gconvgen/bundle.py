@@ -196,6 +196,10 @@ From Python:
     fn = lib.function(KEY)          # KEY: a kernel key from manifest.json
     fn(input, weight, bias, output) # DLPack tensors (torch, numpy) or gconvgen_loader.alloc(shape)
 
+Arguments are in manifest.json's order and shapes (`args`): NCHW or NHWC activations per `layout`;
+weights in torch's OIHW, or HWIO (`kh, kw, in/groups, out`) where the spec says so
+(`weight_layout`, or any NHWC kernel); a `residual` argument has the output's shape.
+
 ## C
 `loader/gconvgen_run.c` loads gconvgen.so through tvm-ffi's C ABI and calls kernels with DLTensor
 pointers; build it on the board with `cd loader && make`, or cross-compile on a PC with

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -29,7 +30,6 @@ def cmd_build(args: argparse.Namespace) -> int:
     profile = targets.load(args.target)
     specs = [w.spec for w in _workloads(args)]
     if args.batches or args.dtypes:
-        import dataclasses
         batches = [int(b) for b in args.batches.split(",")] if args.batches else [None]
         dtypes = args.dtypes.split(",") if args.dtypes else [None]
         specs = [dataclasses.replace(s, **({"batch": b} if b else {}), **({"dtype": d} if d else {}))
@@ -42,24 +42,21 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _workloads(args: argparse.Namespace, preferred: bool = False):
+def _workloads(args: argparse.Namespace):
     """The suite's rows, or with --model the layers of that reference model as the converted model runs
-    them. --model, or `preferred`, gives each layer as the torch ops call it on the target: the variant
-    its rules prefer (a packed weight layout for pointwise layers on small planes)."""
+    them; each as the torch ops call it on the target: the variant its rules prefer (a packed weight
+    layout for pointwise layers on small planes), so that what is tuned, built and timed is what runs."""
     from schedules import preferred_spec
     from . import suites, targets
     profile = targets.load(args.target)
     target = profile.tvm_target()
     if getattr(args, "model", None):
         from .models import layer_specs
-        specs = [preferred_spec(s, profile.family, target)
-                 for s in layer_specs(args.model, channels_last=args.layout == "NHWC")]
-        return [suites.Workload(f"{args.model}.{i}", args.model, s) for i, s in enumerate(specs)]
-    rows = suites.load(args.suite, args.layout)
-    if preferred:
-        import dataclasses
-        rows = [dataclasses.replace(w, spec=preferred_spec(w.spec, profile.family, target)) for w in rows]
-    return rows
+        rows = [suites.Workload(f"{args.model}.{i}", args.model, s)
+                for i, s in enumerate(layer_specs(args.model, channels_last=args.layout == "NHWC"))]
+    else:
+        rows = suites.load(args.suite, args.layout)
+    return [dataclasses.replace(w, spec=preferred_spec(w.spec, profile.family, target)) for w in rows]
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -130,7 +127,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             rows.append(bench.run_model(name, args.compile))
         print(bench.format_models(rows))
         return 0
-    workloads = _workloads(args, preferred=not args.convergence)   # timed: what gconvgen.nn and the ops run
+    workloads = _workloads(args)
     if profile.runner == "emulated":
         return _bench_emulated(workloads, profile)
     if args.convergence:
