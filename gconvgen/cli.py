@@ -6,6 +6,10 @@ import dataclasses
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .targets import TargetProfile
 
 
 def _threads(n: int | None) -> int:
@@ -28,7 +32,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from . import bundle, targets
     profile = targets.load(args.target)
-    specs = [w.spec for w in _workloads(args)]
+    specs = [w.spec for w in _workloads(args, profile)]
     if args.batches or args.dtypes:
         batches = [int(b) for b in args.batches.split(",")] if args.batches else [None]
         dtypes = args.dtypes.split(",") if args.dtypes else [None]
@@ -42,13 +46,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _workloads(args: argparse.Namespace):
+def _workloads(args: argparse.Namespace, profile: TargetProfile):
     """The suite's rows, or with --model the layers of that reference model as the converted model runs
     them; each as the torch ops call it on the target: the variant its rules prefer (a packed weight
     layout for pointwise layers on small planes), so that what is tuned, built and timed is what runs."""
     from schedules import preferred_spec
-    from . import suites, targets
-    profile = targets.load(args.target)
+    from . import suites
     target = profile.tvm_target()
     if getattr(args, "model", None):
         from .models import layer_specs
@@ -69,7 +72,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print(f"imported {sum(counts.values())} measured candidates of {len(counts)} kernels into "
               f"{profile.log_dirs[0]}")
         return 0
-    workloads = _workloads(args)
+    workloads = _workloads(args, profile)
     names = {}
     for w in workloads:
         names.setdefault(w.spec.key, w.name)
@@ -127,7 +130,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             rows.append(bench.run_model(name, args.compile))
         print(bench.format_models(rows))
         return 0
-    workloads = _workloads(args)
+    workloads = _workloads(args, profile)
     if profile.runner == "emulated":
         return _bench_emulated(workloads, profile)
     if args.convergence:

@@ -29,11 +29,11 @@ class Conv2d(nn.Conv2d):
         # Parameters are read from _parameters directly: nn.Module's __getattr__ costs about 0.7 µs
         # a read, and a small depthwise kernel runs in 10.
         weight, bias = self._parameters["weight"], self._parameters["bias"]
+        inputs = (x, weight) if residual is None else (x, weight, residual)
         hit = self.__dict__.get("_last")
         if (hit is not None and hit[0] == (x.shape, x.stride(), x.dtype, x.device, weight.shape, weight.dtype, bias is None,
                                            None if residual is None else (residual.shape, residual.stride()))
-                and _direct(x, weight) and x.data_ptr() % 64 == 0
-                and (residual is None or (residual.data_ptr() % 64 == 0 and not residual.requires_grad))):
+                and _direct(*inputs) and x.data_ptr() % 64 == 0 and (residual is None or residual.data_ptr() % 64 == 0)):
             # The last call's kernel, when the inputs look the same (and start 64-byte aligned, as
             # the kernels' vector loads need; parameters are torch's own allocations): skips even
             # the op's own lookup.
@@ -54,7 +54,7 @@ class Conv2d(nn.Conv2d):
             y = y if residual is None else y + residual
             return torch_ops._aten_conv_epilogue(y, self.activation, self.shuffle)
         args = (list(self.stride), list(padding), list(self.dilation), self.groups, self.activation, self.shuffle)
-        if _direct(x, weight) and (residual is None or not residual.requires_grad):
+        if _direct(*inputs):
             y = torch_ops.conv2d_eager(x, weight, bias, *args, residual)
             found = torch_ops.last_call()
             layout = torch.channels_last if found is not None and found[0] is not None and found[0].layout == "NHWC" \

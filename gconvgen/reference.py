@@ -90,8 +90,7 @@ def random_args(spec: KernelSpec, seed: int = 0) -> dict[str, torch.Tensor]:
         if spec.has_bias:
             args["bias"] = torch.randn(spec.out_channels, generator=g).to(dt)
         if spec.has_residual:
-            args["residual"] = torch.randn(spec.shape("output") if spec.layout == "NCHW" else
-                                           (spec.batch, spec.out_channels, spec.out_height, spec.out_width),
+            args["residual"] = torch.randn(spec.batch, spec.out_channels, spec.out_height, spec.out_width,
                                            generator=g).to(dt)
     return args
 

@@ -43,12 +43,11 @@ def logs(profile: TargetProfile) -> list[TuneLog]:
 def schedule(spec: KernelSpec, profile: TargetProfile, use_logs: bool = True) -> Scheduled:
     mod = tvm.IRModule({"main": prim_func(spec)})
     if use_logs:
-        tuned = _tuned(spec, mod, profile)
+        tuned, log = _tuned(spec, mod, profile)
         found = tuned or _transferred(spec, mod, profile)
         if found is None:
             return rule_schedule(spec, profile)
-        own = tuned is not None and tuned.source.split(" ")[0] == logs(profile)[0].folder.name
-        if own or not runs_here(profile):
+        if log is logs(profile)[0] or not runs_here(profile):   # a record of the profile's own log
             return found
         # A record tuned on another machine of the class (the shipped log), or transferred from
         # another shape, serves only when it beats the rule here: a few noisy trials can crown a
@@ -106,15 +105,16 @@ def _replay(mod: tvm.IRModule, record: Record, adapt: bool = False):
     return sch
 
 
-def _tuned(spec: KernelSpec, mod: tvm.IRModule, profile: TargetProfile) -> Scheduled | None:
+def _tuned(spec: KernelSpec, mod: tvm.IRModule, profile: TargetProfile) -> tuple[Scheduled | None, TuneLog | None]:
+    """The best record of spec's own that still applies, and the log it came from; (None, None)."""
     workload = workload_of(mod)[0]
     for log in logs(profile):
         for record in log.records_for(workload)[:TRANSFER_CANDIDATES]:
             sch = _replay(mod, record)
             if sch is not None:
-                return Scheduled(_named(sch, spec), "tuned", f"{log.folder.name} {record.seconds * 1e6:.1f}us")
+                return Scheduled(_named(sch, spec), "tuned", f"{log.folder.name} {record.seconds * 1e6:.1f}us"), log
             warnings.warn(f"tuning log {log.folder}: a record of {spec.key} no longer applies; skipped")
-    return None
+    return None, None
 
 
 _SPECS: dict[str, KernelSpec | None] = {}

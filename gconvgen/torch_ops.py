@@ -81,21 +81,21 @@ def _kernel(spec: KernelSpec):
 def _conv_kernel(spec: KernelSpec) -> tuple[KernelSpec, object]:
     """(spec, kernel) for a conv call: a loaded library's kernel of the same call (in any weight
     layout), else the variant of spec the target's rules prefer (a packed weight layout), compiled."""
-    variants = _variants.get(spec.key)
-    if variants is None:
-        variants = [s for lib in _libraries for s in lib.specs() if _same_call(s, spec)]
-        if not variants:
+    variant = _variants.get(spec.key)
+    if variant is None:
+        variant = next((s for lib in _libraries for s in lib.specs() if _same_call(s, spec)), None)
+        if variant is None:
             profile = _compiler_profile()
             if profile is not None:
                 from schedules import preferred_spec
-                variants = [preferred_spec(spec, profile.family, profile.tvm_target())]
+                variant = preferred_spec(spec, profile.family, profile.tvm_target())
             else:
-                variants = [spec]
-        _variants[spec.key] = variants
-    return variants[0], _kernel(variants[0])
+                variant = spec
+        _variants[spec.key] = variant
+    return variant, _kernel(variant)
 
 
-_variants: dict[str, list[KernelSpec]] = {}
+_variants: dict[str, KernelSpec] = {}
 
 
 def _same_call(a: KernelSpec, b: KernelSpec) -> bool:
@@ -154,19 +154,20 @@ def _conv_spec(x, weight, bias, stride, padding, dilation, groups, activation, s
         return None
     if activation not in ACTIVATIONS:
         return None
-    if residual is not None and (residual.device.type != "cpu" or residual.dtype != torch.float32
-                                 or tuple(residual.shape) != (n, o, _out_size(h, kh, stride[0], padding[0], dilation[0]),
-                                                              _out_size(w, kw, stride[1], padding[1], dilation[1]))):
+    if residual is not None and (residual.device.type != "cpu" or residual.dtype != torch.float32):
         return None
     epilogue = (("bias",) if bias is not None else ()) + (("residual",) if residual is not None else ()) \
         + ((activation,) if activation != "none" else ()) + ((f"shuffle:{shuffle}",) if shuffle > 1 else ())
     try:
-        return KernelSpec(op="conv2d", batch=n, in_channels=c, out_channels=o, height=h, width=w, kernel=(kh, kw),
+        spec = KernelSpec(op="conv2d", batch=n, in_channels=c, out_channels=o, height=h, width=w, kernel=(kh, kw),
                           stride=tuple(stride), padding=(padding[0], padding[1], padding[0], padding[1]),
                           dilation=tuple(dilation), groups=groups, epilogue=epilogue,
                           layout="NHWC" if _channels_last(x) else "NCHW", dtype="float32")
     except ValueError:
         return None
+    if residual is not None and tuple(residual.shape) != (n, o, spec.out_height, spec.out_width):
+        return None   # a broadcasting add: aten's
+    return spec
 
 
 def _aten_conv(x, weight, bias, stride, padding, dilation, groups, activation, shuffle, residual=None) -> torch.Tensor:
