@@ -6,13 +6,16 @@ shuffles for gconvgen's, folding BatchNorm and the following activation into the
 - In an `nn.Sequential`, conv -> BatchNorm2d (eval mode) -> ReLU/ReLU6/Hardswish becomes one fused
   `ConvBNAct`; the BatchNorm and the activation become `nn.Identity`.
 - `nn.ChannelShuffle` -> `gconvgen.nn.ChannelShuffle`; `nn.MaxPool2d` (and, through fx, `F.max_pool2d`
-  calls), floor mode without indices -> `gconvgen.nn.MaxPool2d`; `nn.Linear` -> `gconvgen.nn.Linear`
+  calls), floor mode without indices -> `gconvgen.nn.MaxPool2d`; `nn.AvgPool2d` and `F.avg_pool2d` ->
+  `gconvgen.nn.AvgPool2d`; `nn.AdaptiveAvgPool2d` and `F.adaptive_avg_pool2d` ->
+  `gconvgen.nn.AdaptiveAvgPool2d` (the global pool on our kernel); `nn.Linear` -> `gconvgen.nn.Linear`
   (the pointwise kernel on a few feature vectors: a classifier at batch 1).
 - Where the model traces with torch.fx: the view -> transpose(1, 2) -> view shuffle that ShuffleNets
   write by hand becomes a `gconvgen.nn.ChannelShuffle`; a shuffle right after a conv (through Identity
   modules only) becomes that conv's output order, fused into its store; a shuffle of a channel
   concatenation becomes one copy (`concat_shuffle`); a conv's output added to a skip connection
-  (then a ReLU) becomes the conv with that residual (and ReLU) in its epilogue; the Identity calls go.
+  (then a ReLU) becomes the conv with that residual (and ReLU) in its epilogue; a ReLU of a
+  concatenation of convs and average pools goes into their epilogues; the Identity calls go.
   The result is a GraphModule. Where the model does not trace, the module swaps above still apply.
 """
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .nn import ChannelShuffle, Conv2d, ConvBNAct, Linear, MaxPool2d
+from .nn import AdaptiveAvgPool2d, AvgPool2d, ChannelShuffle, Conv2d, ConvBNAct, Linear, MaxPool2d
 
 _ACTIVATIONS = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish"}
 
@@ -87,6 +90,10 @@ def _swap(module: nn.Module) -> None:
             setattr(module, name, ChannelShuffle(child.groups))
         elif type(child) is nn.MaxPool2d and not (child.ceil_mode or child.return_indices):
             setattr(module, name, MaxPool2d.from_pool(child))
+        elif type(child) is nn.AvgPool2d:
+            setattr(module, name, AvgPool2d.from_pool(child))
+        elif type(child) is nn.AdaptiveAvgPool2d:
+            setattr(module, name, AdaptiveAvgPool2d(child.output_size))
         elif type(child) is nn.Linear:
             setattr(module, name, Linear.from_linear(child))
         else:
@@ -124,9 +131,10 @@ def _trace_shuffles(model: nn.Module) -> nn.Module:
         warnings.warn(f"gconvgen.convert: torch.fx cannot trace {type(model).__name__} ({type(e).__name__}: "
                       f"{str(e)[:120]}); hand-written channel shuffles stay as they are", stacklevel=3)
         return model
-    replaced = _drop_identities(gm) + _replace_shuffles(gm) + _replace_max_pools(gm)
+    replaced = _drop_identities(gm) + _replace_shuffles(gm) + _replace_max_pools(gm) + _replace_avg_pools(gm)
     gm.graph.eliminate_dead_code()   # the replaced nodes, which still read what the fusions below need alone
-    fused = _fuse_concat_shuffles(gm) + _fuse_shuffles_into_convs(gm) + _fuse_residual_adds(gm)
+    fused = (_fuse_concat_shuffles(gm) + _fuse_shuffles_into_convs(gm) + _fuse_residual_adds(gm)
+             + _fuse_relu_into_concat(gm))
     if not (replaced or fused):
         return model
     gm.graph.eliminate_dead_code()
@@ -141,7 +149,8 @@ class _Tracer(torch.fx.Tracer):
     """Keeps gconvgen's modules whole, so their eager fast path survives tracing."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (Conv2d, ChannelShuffle, MaxPool2d, Linear)) or super().is_leaf_module(m, qualname)
+        return (isinstance(m, (Conv2d, ChannelShuffle, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Linear))
+                or super().is_leaf_module(m, qualname))
 
 
 def _drop_identities(gm: torch.fx.GraphModule) -> int:
@@ -323,6 +332,72 @@ def _replace_max_pools(gm: torch.fx.GraphModule) -> int:
             continue
         pool = MaxPool2d(values["kernel_size"], values.get("stride"), values.get("padding", 0), values.get("dilation", 1))
         _call_module_instead(gm, node, f"gconvgen_max_pool_{count}", pool, node.args[0])
+        count += 1
+    return count
+
+
+_AVG_POOL_PARAMS = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+
+
+def _replace_avg_pools(gm: torch.fx.GraphModule) -> int:
+    """F.avg_pool2d calls become AvgPool2d modules and F.adaptive_avg_pool2d calls AdaptiveAvgPool2d
+    ones (ShuffleNet v1's shortcut pool; every model's head). On 2 cores torch's NCHW average pool
+    runs ShuffleNet v1's 240x28x28 shortcut in 600 µs; the depthwise rule's window sum in 30."""
+    count = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function":
+            continue
+        if node.target is F.avg_pool2d:
+            values = dict(zip(_AVG_POOL_PARAMS, node.args[1:]), **node.kwargs)
+            if not all(isinstance(values.get(k, 0), (int, bool, tuple, list, type(None))) for k in _AVG_POOL_PARAMS):
+                continue
+            pool = AvgPool2d(values["kernel_size"], values.get("stride"), values.get("padding", 0),
+                             values.get("ceil_mode", False), values.get("count_include_pad", True),
+                             values.get("divisor_override"))
+        elif node.target is F.adaptive_avg_pool2d:
+            size = node.kwargs.get("output_size", node.args[1] if len(node.args) > 1 else None)
+            if not isinstance(size, (int, tuple, list)):
+                continue
+            pool = AdaptiveAvgPool2d(size)
+        else:
+            continue
+        _call_module_instead(gm, node, f"gconvgen_avg_pool_{count}", pool, node.args[0])
+        count += 1
+    return count
+
+
+def _fuse_relu_into_concat(gm: torch.fx.GraphModule) -> int:
+    """relu(cat(parts, dim=1)), where every part is a conv or average pool (no activation of its own,
+    no shuffle) whose module runs once and whose output only the cat reads, becomes the cat of those
+    parts with the relu in their epilogues (ShuffleNet v1's downsampling unit): one pass fewer."""
+    calls = _module_calls(gm)
+    count = 0
+    for node in list(gm.graph.nodes):
+        if not _is_relu(gm, node):
+            continue
+        cat = node.args[0] if node.op != "call_module" else node.args[0] if node.args else None
+        if not (isinstance(cat, torch.fx.Node) and cat.op == "call_function" and cat.target is torch.cat
+                and len(cat.users) == 1 and isinstance(cat.args[0], (list, tuple))
+                and cat.kwargs.get("dim", cat.args[1] if len(cat.args) > 1 else 0) == 1):
+            continue
+        parts = list(cat.args[0])
+        modules = []
+        for part in parts:
+            module = gm.get_submodule(part.target) if (isinstance(part, torch.fx.Node) and part.op == "call_module"
+                                                       and len(part.users) == 1
+                                                       and calls.get(part.target) == 1) else None
+            if isinstance(module, Conv2d) and module.activation == "none" and module.shuffle <= 1:
+                modules.append(module)
+            elif isinstance(module, AvgPool2d) and module.activation == "none":
+                modules.append(module)
+            else:
+                break
+        if len(modules) != len(parts):
+            continue
+        for module in modules:
+            module.activation = "relu"
+        node.replace_all_uses_with(cat)
+        gm.graph.erase_node(node)
         count += 1
     return count
 

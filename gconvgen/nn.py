@@ -110,6 +110,47 @@ class MaxPool2d(nn.MaxPool2d):
         return cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.return_indices, pool.ceil_mode)
 
 
+class AvgPool2d(nn.AvgPool2d):
+    """nn.AvgPool2d (floor mode, padding counted in the mean, no divisor override: torch's defaults) on
+    gconvgen's kernel, with an `activation` fused into its store as gconvgen.convert folds one; other
+    settings run torch's."""
+
+    def __init__(self, *args, activation: str = "none", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if activation not in torch_ops.ACTIVATIONS:
+            raise ValueError(f"activation must be one of {torch_ops.ACTIVATIONS}, got {activation!r}")
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ceil_mode or self.divisor_override is not None or not self.count_include_pad:
+            return torch_ops._aten_conv_epilogue(super().forward(x), self.activation, 0)
+        kernel, stride, padding, _ = torch_ops.pool_args(self.kernel_size, self.stride, self.padding)
+        return _avg_pool(x, kernel, stride, padding, self.activation)
+
+    @classmethod
+    def from_pool(cls, pool: nn.AvgPool2d) -> "AvgPool2d":
+        return cls(pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode, pool.count_include_pad,
+                   pool.divisor_override)
+
+
+class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
+    """nn.AdaptiveAvgPool2d; the global pool (output size 1, a classifier's head) runs on gconvgen's
+    average-pool kernel with the whole image as its window, other sizes on torch's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.output_size
+        if size not in (1, (1, 1), [1, 1]) or not isinstance(x, torch.Tensor) or x.dim() != 4:
+            return super().forward(x)
+        window = [int(x.shape[2]), int(x.shape[3])]
+        return _avg_pool(x, window, window, [0, 0], "none")
+
+
+def _avg_pool(x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int], activation: str):
+    if _direct(x):
+        return torch_ops.avg_pool2d_eager(x, kernel, stride, padding, activation)
+    return torch.ops.gconvgen.avg_pool2d(x, kernel, stride, padding, activation)
+
+
 class Linear(nn.Linear):
     """nn.Linear (same constructor and state_dict) that, on a few float32 CPU feature vectors, runs
     our pointwise conv kernel on them as 1x1 images. A classifier at batch 1 is a matrix-vector

@@ -46,6 +46,12 @@ def forward(spec: KernelSpec, x: torch.Tensor, weight: torch.Tensor | None = Non
         else:
             pad = (top, left)
         return F.max_pool2d(x, spec.kernel, spec.stride, pad, spec.dilation)
+    if spec.op == "avg_pool2d":
+        if (top, left) != (bottom, right) or top * 2 > spec.kernel[0] or left * 2 > spec.kernel[1]:
+            x, pad = F.pad(x, (left, right, top, bottom)), 0
+        else:
+            pad = (top, left)
+        return activate(F.avg_pool2d(x, spec.kernel, spec.stride, pad, count_include_pad=True), spec.activation)
     if spec.op == "conv2d_wgrad":   # weight = the output's gradient here
         x = x if (top, left) == (bottom, right) else F.pad(x, (left, right, top, bottom))
         pad = (top, left) if (top, left) == (bottom, right) else (0, 0)

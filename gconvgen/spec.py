@@ -6,7 +6,8 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-OPS = ("conv2d", "channel_shuffle", "conv2d_wgrad", "conv2d_dgrad", "max_pool2d")
+OPS = ("conv2d", "channel_shuffle", "conv2d_wgrad", "conv2d_dgrad", "max_pool2d", "avg_pool2d")
+POOLS = ("max_pool2d", "avg_pool2d")   # a window per channel: in_channels == out_channels == groups
 GRADIENTS = ("conv2d_wgrad", "conv2d_dgrad")
 LAYOUTS = ("NCHW", "NHWC")
 WEIGHT_LAYOUTS = ("OIHW", "HWIO")   # torch's own; output channels innermost (an NHWC kernel's, and packed pointwise)
@@ -120,7 +121,7 @@ class KernelSpec:
             return "shuffle"
         if self.op in GRADIENTS:
             return self.op.split("_")[1]
-        if self.op == "max_pool2d":
+        if self.op in POOLS:
             return "pool"
         if self.groups == self.in_channels and self.groups > 1:
             return "depthwise"
@@ -153,7 +154,7 @@ class KernelSpec:
 
     @property
     def arg_names(self) -> tuple[str, ...]:
-        if self.op in ("channel_shuffle", "max_pool2d"):
+        if self.op == "channel_shuffle" or self.op in POOLS:
             return ("input", "output")
         if self.op == "conv2d_wgrad":
             return ("input", "grad_output", "output")
@@ -182,9 +183,9 @@ class KernelSpec:
             return cls(op=op, batch=row.get("batch", 1), in_channels=c, out_channels=c,
                        height=row["height"], width=row["width"], groups=row["groups"],
                        layout=row.get("layout", "NCHW"), dtype=row.get("dtype", "float32"))
-        if op not in ("conv2d", "max_pool2d") + GRADIENTS:
+        if op not in ("conv2d",) + POOLS + GRADIENTS:
             raise ValueError(f"op must be one of {OPS}, got {op!r}")
-        if op == "max_pool2d":   # a window max per channel: out_channels and groups are the channels
+        if op in POOLS:   # a window per channel: out_channels and groups are the channels
             row = {**row, "out_channels": row.get("out_channels", row.get("in_channels")),
                    "groups": row.get("groups", row.get("in_channels"))}
         allowed = {"op", "batch", "in_channels", "out_channels", "height", "width", "kernel", "stride",
@@ -244,10 +245,15 @@ class KernelSpec:
             if self.epilogue:
                 raise ValueError(f"epilogue is not supported on channel_shuffle, got {self.epilogue!r}")
             return
-        if self.op == "max_pool2d" and (self.epilogue or not self.in_channels == self.out_channels == self.groups):
-            raise ValueError(f"max_pool2d takes no epilogue and one window per channel (in_channels == "
-                             f"out_channels == groups), got {self.in_channels}/{self.out_channels}/{self.groups} "
-                             f"and {list(self.epilogue)}")
+        if self.op in POOLS and not self.in_channels == self.out_channels == self.groups:
+            raise ValueError(f"{self.op} pools one window per channel (in_channels == out_channels == groups), "
+                             f"got {self.in_channels}/{self.out_channels}/{self.groups}")
+        if self.op == "max_pool2d" and self.epilogue:
+            raise ValueError(f"max_pool2d takes no epilogue, got {list(self.epilogue)}")
+        if self.op == "avg_pool2d" and (len(self.epilogue) > 1 or set(self.epilogue) - set(ACTIVATIONS)
+                                        or self.dilation != (1, 1)):
+            raise ValueError(f"avg_pool2d takes at most an activation as its epilogue and no dilation, got "
+                             f"epilogue {list(self.epilogue)} and dilation {self.dilation}")
         if self.op in GRADIENTS and (self.epilogue or self.layout != "NCHW"):
             raise ValueError(f"{self.op} is NCHW without an epilogue, got layout {self.layout} and epilogue "
                              f"{list(self.epilogue)}")

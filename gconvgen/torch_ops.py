@@ -457,15 +457,17 @@ def pool_args(kernel_size, stride=None, padding=0, dilation=1) -> tuple[list[int
     return kernel, pair(stride, kernel), pair(padding, 0), pair(dilation, 1)
 
 
-def _pool_spec(x: torch.Tensor, kernel_size, stride, padding, dilation) -> KernelSpec | None:
+def _pool_spec(x: torch.Tensor, kernel_size, stride, padding, dilation, op: str = "max_pool2d",
+               activation: str = "none") -> KernelSpec | None:
     if not (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and len(kernel_size) == 2
             and all(2 * p <= k for p, k in zip(padding, kernel_size))):
         return None
     n, c, h, w = x.shape
     try:
-        return KernelSpec(op="max_pool2d", batch=n, in_channels=c, out_channels=c, groups=c, height=h, width=w,
+        return KernelSpec(op=op, batch=n, in_channels=c, out_channels=c, groups=c, height=h, width=w,
                           kernel=tuple(kernel_size), stride=tuple(stride), dilation=tuple(dilation),
                           padding=(padding[0], padding[1], padding[0], padding[1]),
+                          epilogue=() if activation == "none" else (activation,),
                           layout="NHWC" if _channels_last(x) else "NCHW")
     except ValueError:
         return None
@@ -517,7 +519,58 @@ def _pool_backward(ctx, grad):
 max_pool2d.register_autograd(_pool_backward, setup_context=_pool_setup)
 
 
+def _aten_avg_pool(x, kernel_size, stride, padding, activation):
+    return _aten_conv_epilogue(F.avg_pool2d(x, kernel_size, stride, padding), activation, 0)
+
+
+@torch.library.custom_op("gconvgen::avg_pool2d", mutates_args=())
+def avg_pool2d(x: torch.Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
+               activation: str = "none") -> torch.Tensor:
+    """activation(F.avg_pool2d(x, ...)) (floor mode, padding counted in the mean as torch's default
+    count_include_pad) for NCHW or channels_last float32 CPU input on our kernel (the depthwise window,
+    summed and scaled); anything else on aten, with torch's errors. A global average pool is the
+    window of the whole image."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if _recording is not None:
+        spec = _pool_spec(x, kernel_size, stride, padding, [1, 1], "avg_pool2d", activation)
+        _recording.extend([spec] if spec is not None else [])
+        return _aten_avg_pool(x, kernel_size, stride, padding, activation)
+    call = ("avg_pool2d", tuple(x.shape), x.dtype, x.device, _channels_last(x), tuple(kernel_size), tuple(stride),
+            tuple(padding), activation)
+    hit = _calls.get(call)
+    if hit is None:
+        spec = _pool_spec(x, kernel_size, stride, padding, [1, 1], "avg_pool2d", activation)
+        hit = _calls[call] = (spec, _kernel(spec) if spec is not None else None)
+    spec, kernel = hit
+    if kernel is None:
+        return _aten_avg_pool(x, kernel_size, stride, padding, activation)
+    return _run(kernel, spec, x)
+
+
+@avg_pool2d.register_fake
+def _(x, kernel_size, stride, padding, activation="none"):
+    n, c, h, w = x.shape
+    oh = _out_size(h, kernel_size[0], stride[0], padding[0], 1)
+    ow = _out_size(w, kernel_size[1], stride[1], padding[1], 1)
+    return torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
+
+
+def _avg_pool_backward(ctx, grad):
+    """Through the activation at the recomputed mean, then aten's average-pool gradient."""
+    (x,) = ctx.saved_tensors
+    kernel, stride, padding, activation = ctx.args
+    slope = _activation_grad(F.avg_pool2d(x, kernel, stride, padding), activation)
+    grad = grad if slope is None else grad * slope
+    return (torch.ops.aten.avg_pool2d_backward(grad, x, kernel, stride, padding, False, True, None),
+            None, None, None, None)
+
+
+avg_pool2d.register_autograd(_avg_pool_backward, setup_context=_pool_setup)
+
+
 # The ops' own implementations, for eager inference that need not pass the dispatcher (gconvgen.nn).
 conv2d_eager = conv2d._init_fn
 channel_shuffle_eager = channel_shuffle._init_fn
 max_pool2d_eager = max_pool2d._init_fn
+avg_pool2d_eager = avg_pool2d._init_fn

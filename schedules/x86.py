@@ -9,7 +9,7 @@ from .common import divisor_at_most, has_block, split, vector_lanes
 
 
 class DepthwiseNCHW(ScheduleRule):
-    """Depthwise conv (and max pooling, the same window) in NCHW: one channel plane per task, padded into a cache-resident buffer,
+    """Depthwise conv (and pooling, the same window) in NCHW: one channel plane per task, padded into a cache-resident buffer,
     then rows x width-vectors of accumulators in registers, the epilogue fused into the store.
 
     Does not apply to other layouts or op classes, nor with an output shuffle (the channel
@@ -261,7 +261,7 @@ class ChannelVectorNHWC(ScheduleRule):
         self.vectors = vectors
 
     def applies(self, spec, target: Target) -> bool:
-        return spec.op in ("conv2d", "max_pool2d") and spec.layout == "NHWC"
+        return (spec.op == "conv2d" or spec.op_class == "pool") and spec.layout == "NHWC"
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")

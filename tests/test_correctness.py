@@ -93,6 +93,20 @@ def test_max_pool_matches_torch(spec, layout, host):
     assert relative_error(spec.with_layout(layout), host) == 0.0
 
 
+AVG_POOLS = [KernelSpec.from_json({"op": "avg_pool2d", **row}) for row in (
+    {"in_channels": 240, "height": 28, "width": 28, "kernel": 3, "stride": 2, "padding": 1},   # ShuffleNet v1 shortcut
+    {"in_channels": 24, "height": 56, "width": 56, "kernel": 3, "stride": 2, "padding": 1, "epilogue": ["relu"]},
+    {"in_channels": 1280, "height": 7, "width": 7, "kernel": 7, "stride": 7},                   # a global pool
+    {"batch": 2, "in_channels": 5, "height": 9, "width": 7, "kernel": [3, 2], "stride": [2, 1],
+     "padding": [1, 0, 0, 1], "epilogue": ["relu6"]})]
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("spec", AVG_POOLS, ids=lambda s: s.key)
+def test_avg_pool_matches_torch(spec, layout, host):
+    assert relative_error(spec.with_layout(layout), host) < 1e-5
+
+
 # Pointwise layers whose planes are no multiple of the vector, with the weight packed (HWIO), as the
 # torch ops call them on x86: the channel-vector rule, a partial last tile (232 = 29 x 8) included.
 PACKED = [KernelSpec.from_json({"in_channels": i, "out_channels": o, "height": h, "width": h, "epilogue": e,

@@ -120,6 +120,18 @@ def test_max_pool_spec():
         KernelSpec.from_json({**spec.to_json(), "out_channels": 48})
 
 
+def test_avg_pool_spec():
+    spec = KernelSpec.from_json({"op": "avg_pool2d", "in_channels": 240, "height": 28, "width": 28,
+                                 "kernel": 3, "stride": 2, "padding": 1, "epilogue": ["relu"]})
+    assert spec.op_class == "pool" and spec.arg_names == ("input", "output") and spec.activation == "relu"
+    assert spec.shape("output") == (1, 240, 14, 14) and KernelSpec.from_json(spec.to_json()) == spec
+    for bad in ({"epilogue": ["bias"]}, {"epilogue": ["relu", "relu6"]}, {"dilation": 2}):
+        with pytest.raises(ValueError):
+            KernelSpec.from_json({**spec.to_json(), **bad})
+    with pytest.raises(ValueError, match="max_pool2d takes no epilogue"):
+        KernelSpec.from_json({**spec.to_json(), "op": "max_pool2d"})
+
+
 def test_weight_layout_variant():
     row = {"in_channels": 232, "out_channels": 232, "height": 7, "width": 7, "epilogue": ["bias", "relu"]}
     natural, packed = KernelSpec.from_json(row), KernelSpec.from_json({**row, "weight_layout": "HWIO"})

@@ -161,6 +161,12 @@ def test_convert_reference_model_matches_eager(name):
         assert "gconvgen_max_pool_0" in converted.code and "max_pool2d(" not in converted.code
     if name == "shufflenet_v1":   # a shuffle right after a grouped 1x1 conv runs in that conv's store
         assert sum(isinstance(m, gnn.Conv2d) and m.shuffle > 1 for m in converted.modules()) == 15
+        # the downsampling units' relu(cat(avg_pool(x), conv(...))): the relu in both parts' epilogues
+        pools = [m for m in converted.modules() if isinstance(m, gnn.AvgPool2d)]
+        assert len(pools) == 3 and all(p.activation == "relu" for p in pools) and "relu" not in converted.code
+    # every head's global pool runs on our kernel
+    assert "adaptive_avg_pool2d(" not in converted.code
+    assert any(isinstance(m, gnn.AdaptiveAvgPool2d) for m in converted.modules())
     bns = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert sum(isinstance(m, nn.BatchNorm2d) for m in converted.modules()) < bns   # folded into the convs
 
@@ -272,6 +278,43 @@ def test_opcheck_conv2d_weight_grad():
     torch.testing.assert_close(torch.ops.gconvgen.conv2d_weight_grad(*args),
                                torch.nn.grad.conv2d_weight(x, [9, 2, 3, 3], g, [2, 1], [1, 1], [1, 1], 3),
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_avg_pool_op_and_modules(channels_last):
+    x = torch.randn(2, 6, 11, 9)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    for activation in ("none", "relu6"):
+        args = ([3, 3], [2, 2], [1, 1], activation)
+        torch.library.opcheck(torch.ops.gconvgen.avg_pool2d.default, (x, *args))
+        expected = F.avg_pool2d(x, 3, 2, 1)
+        expected = F.relu6(expected) if activation == "relu6" else expected
+        torch.testing.assert_close(torch.ops.gconvgen.avg_pool2d(x, *args), expected)
+    pool = gnn.AvgPool2d(3, 2, 1, activation="relu")
+    with torch.no_grad():
+        y = pool(x)
+    torch.testing.assert_close(y, F.relu(F.avg_pool2d(x, 3, 2, 1)))
+    assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    pool(ours).square().sum().backward()
+    F.relu(F.avg_pool2d(theirs, 3, 2, 1)).square().sum().backward()
+    torch.testing.assert_close(ours.grad, theirs.grad)
+    torch.autograd.gradcheck(lambda t: torch.ops.gconvgen.avg_pool2d(t, [3, 2], [2, 1], [1, 1], "hardswish"),
+                             torch.randn(1, 2, 5, 4, dtype=torch.float64, requires_grad=True))
+    # settings our kernel does not take run torch's (ceil mode, padding left out of the mean)
+    for other in (gnn.AvgPool2d(3, 2, 1, ceil_mode=True), gnn.AvgPool2d(3, 2, 1, count_include_pad=False)):
+        with torch.no_grad():
+            torch.testing.assert_close(other(x), nn.AvgPool2d(3, 2, 1, other.ceil_mode, other.count_include_pad)(x))
+    head = gnn.AdaptiveAvgPool2d(1)
+    with torch.no_grad():
+        torch.testing.assert_close(head(x), F.adaptive_avg_pool2d(x, 1))
+        torch.testing.assert_close(gnn.AdaptiveAvgPool2d((3, 2))(x), F.adaptive_avg_pool2d(x, (3, 2)))
+    with pytest.raises(RuntimeError) as ours_error:      # padding over half the window: torch's own error
+        torch.ops.gconvgen.avg_pool2d(x, [3, 3], [1, 1], [2, 2])
+    with pytest.raises(RuntimeError) as torch_error:
+        F.avg_pool2d(x, 3, 1, 2)
+    assert str(ours_error.value) == str(torch_error.value)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

@@ -145,7 +145,7 @@ class Library:
 
     def __init__(self, folder: str | os.PathLike) -> None:
         import tvm_ffi
-        self.folder = Path(folder)
+        self.folder = Path(folder).resolve()   # dlopen reads a bare name as a search, not a file here
         self.manifest = read_manifest(self.folder)
         lib = self.folder / self.manifest["library"]
         if not lib.exists():

@@ -66,6 +66,13 @@ def torch_forward(spec: dict, args: dict) -> torch.Tensor:
             pad4 = pad if len(pad) == 4 else [pad[0], pad[1], pad[0], pad[1]]
             x, pad = F.pad(x, (pad4[1], pad4[3], pad4[0], pad4[2]), value=float("-inf")), [0, 0]
         return F.max_pool2d(x, spec["kernel"], spec["stride"], pad, spec["dilation"])
+    if spec["op"] == "avg_pool2d":   # padding counted in the mean (count_include_pad)
+        if len(pad) == 4 or any(2 * p > k for p, k in zip(pad, spec["kernel"])):
+            pad4 = pad if len(pad) == 4 else [pad[0], pad[1], pad[0], pad[1]]
+            x, pad = F.pad(x, (pad4[1], pad4[3], pad4[0], pad4[2])), [0, 0]
+        y = F.avg_pool2d(x, spec["kernel"], spec["stride"], pad)
+        act = {"relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish}
+        return act[spec["epilogue"][0]](y) if spec["epilogue"] else y
     if len(pad) == 4:
         x, pad = F.pad(x, (pad[1], pad[3], pad[0], pad[2])), [0, 0]
     y = F.conv2d(x, args["weight"], args.get("bias"), spec["stride"], pad, spec["dilation"], spec["groups"])

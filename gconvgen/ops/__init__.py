@@ -10,11 +10,12 @@ from ..spec import KernelSpec
 from .conv import group_conv2d
 from .shuffle import channel_shuffle
 from .dgrad import conv2d_input_grad
-from .pool import max_pool2d
+from .pool import avg_pool2d, max_pool2d
 from .wgrad import conv2d_weight_grad
 
 _COMPUTES = {"conv2d": group_conv2d, "channel_shuffle": channel_shuffle, "conv2d_wgrad": conv2d_weight_grad,
-             "conv2d_dgrad": conv2d_input_grad, "max_pool2d": max_pool2d}
+             "conv2d_dgrad": conv2d_input_grad, "max_pool2d": max_pool2d,
+             "avg_pool2d": avg_pool2d}
 
 SPEC_ATTR = "gconvgen.spec"
 
