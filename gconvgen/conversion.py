@@ -57,9 +57,31 @@ def convert(model: nn.Module, inplace: bool = False, trace: bool = True, torch_t
     _swap(model)
     if trace:
         model = _trace_shuffles(model)
+    _prepare_eager(model, torch_threads)
+    if isinstance(model, torch.fx.GraphModule):
+        # GraphModule's deepcopy rebuilds the module and drops forward hooks (and the attribute
+        # shortcuts): without the thread limit a copy ran ShuffleNet v2 4x slower here.
+        model._register_deepcopy_hook(lambda copied: _prepare_eager(copied, torch_threads))
+    return model
+
+
+def _prepare_eager(model: nn.Module, torch_threads: int | None) -> None:
     if torch_threads is not None:
         _limit_torch_threads(model, torch_threads)
-    return model
+    if isinstance(model, torch.fx.GraphModule):
+        _shortcut_submodules(model)
+
+
+def _shortcut_submodules(gm: torch.fx.GraphModule) -> None:
+    """Each submodule also as a plain instance attribute of its parent, so the generated forward's
+    walk down `getattr(getattr(self.features, "2").conv, "0")...` is a dict hit per step instead of
+    nn.Module.__getattr__ (about 5 µs a layer, 0.3 ms of MobileNetV2's forward). The modules stay
+    registered as they were (state_dict, hooks); nn.Module.__setattr__ drops such a shortcut when a
+    submodule is replaced."""
+    for module in gm.modules():
+        for name, child in module._modules.items():
+            if child is not None:
+                module.__dict__[name] = child
 
 
 def _limit_torch_threads(model: nn.Module, threads: int) -> None:

@@ -1,4 +1,6 @@
 """The PyTorch face: custom ops, torch.compile/export, autograd, nn modules, convert."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -188,8 +190,25 @@ def test_convert_runs_torch_on_one_thread_and_restores_it():
         with torch.no_grad():
             untouched(torch.randn(1, 3, 64, 64))
         assert seen == [1, 2]
+        copied = copy.deepcopy(model)   # GraphModule's deepcopy drops forward hooks: ours come back
+        copied.fc.register_forward_hook(lambda m, a, o: seen.append(torch.get_num_threads()))
+        with torch.no_grad():
+            copied(torch.randn(1, 3, 64, 64))
+        assert seen[2:] == [1, 1] and torch.get_num_threads() == 2   # fc's first hook was copied too
     finally:
         torch.set_num_threads(before)
+
+
+def test_converted_submodule_shortcuts_follow_replacement():
+    model = gconvgen.convert(models.create("mobilenet_v2"))
+    keys = set(model.state_dict())
+    assert model.__dict__["features"] is model._modules["features"]   # the forward's attribute walk
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = model(x)
+        model.classifier = nn.Linear(1280, 3)        # nn.Module.__setattr__ drops the shortcut
+        assert model(x).shape == (1, 3) and not torch.equal(before[:, :3], model(x))
+    assert set(model.state_dict()) == keys
 
 
 def test_layer_specs_and_bench_model(capsys):
