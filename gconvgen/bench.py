@@ -91,7 +91,10 @@ def run_row(workload: Workload, library_folder, compile_torch: bool, seed: int =
             compiled(*same)
         fns["torch_compile"] = lambda: compiled(*same)
     with torch.no_grad():
-        t = _time_rounds(fns)
+        # settle: torch's OpenMP workers spin for a while after its turn and TVM's pool after ours;
+        # unsettled, each turn's first calls ran beside the other's spinning threads (ResNeXt's
+        # 512-channel 14x14 grouped layer: 221 us unsettled, 160 settled; torch's 241 and 231)
+        t = _time_rounds(fns, settle=True)
     torch_us = t["torch_cl"] if spec.layout == "NHWC" else t["torch_nchw"]
     return Row(workload.name, spec.op_class, spec.layout, t["ours"], torch_us, min(t["torch_nchw"], t["torch_cl"]),
                t.get("torch_compile"), err, kernel.schedule, t.get("rule"))

@@ -122,6 +122,24 @@ def test_packed_weight_pointwise_matches_torch(spec, host):
     assert relative_error(spec, host) < 1e-4
 
 
+# Grouped convs on small planes with the weight packed (HWIO): vectors along a group's output channels.
+GROUP_PACKED = [KernelSpec.from_json({"batch": n, "in_channels": c, "out_channels": c, "height": h, "width": h,
+                                      "kernel": k, "stride": s, "padding": k // 2, "groups": g, "epilogue": e,
+                                      "weight_layout": "HWIO"})
+                for n, c, h, k, s, g, e in ((1, 512, 14, 3, 1, 32, ["bias", "relu"]), (1, 1024, 14, 3, 2, 32, ["bias"]),
+                                            (2, 64, 9, 3, 1, 2, ["relu6"]), (1, 240, 7, 1, 1, 3, ["bias"]))]
+
+
+@pytest.mark.parametrize("spec", GROUP_PACKED, ids=lambda s: s.key)
+def test_packed_weight_grouped_conv_matches_torch(spec, host):
+    from gconvgen.schedule import rule_schedule
+    from schedules import preferred_spec
+    assert rule_schedule(spec, host).source == "x86.GroupConvPackedNCHW"
+    natural = spec.with_layout("NCHW")   # the OIHW spec: the torch ops call the packed variant for it
+    assert preferred_spec(natural, host.family, host.tvm_target()) == spec
+    assert relative_error(spec, host) < 1e-4
+
+
 @pytest.mark.parametrize("spec", [KernelSpec.from_json({"batch": n, "in_channels": 64, "out_channels": o, "height": 1,
                                                         "width": 1, "epilogue": e})
                                   for n, o, e in ((1, 1000, ["bias"]), (3, 40, ["relu"]))], ids=lambda s: s.key)

@@ -376,6 +376,16 @@ def test_pointwise_on_small_planes_takes_the_packed_weight_kernel():
             torch.testing.assert_close(conv(x), F.relu(F.conv2d(x, conv.weight, conv.bias)), rtol=1e-4, atol=1e-5)
 
 
+def test_grouped_conv_on_small_planes_takes_the_packed_weight_kernel():
+    x, w, b = torch.randn(1, 64, 7, 7), torch.randn(64, 16, 3, 3) / 8, torch.randn(64)
+    call = lambda: torch.ops.gconvgen.conv2d(x, w, b, [1, 1], [1, 1], [1, 1], 4, "none", 0)  # noqa: E731
+    torch.testing.assert_close(call(), F.conv2d(x, w, b, 1, 1, 1, 4), rtol=1e-4, atol=1e-5)
+    spec, kernel = gconvgen.torch_ops.last_call()
+    assert spec.weight_layout == "HWIO" and spec.groups == 4 and kernel is not None
+    w.mul_(-1)
+    torch.testing.assert_close(call(), F.conv2d(x, w, b, 1, 1, 1, 4), rtol=1e-4, atol=1e-5)
+
+
 def test_linear_module_matches_nn_linear():
     ref = nn.Linear(64, 40)
     ours = gnn.Linear.from_linear(ref)
