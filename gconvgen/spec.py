@@ -37,7 +37,8 @@ def _padding(value: Any) -> tuple[int, int, int, int]:
 @dataclass(frozen=True)
 class KernelSpec:
     """One kernel: a grouped conv2d (depthwise and pointwise included) with a fused epilogue, a
-    channel shuffle, or a gradient of a grouped conv2d, described by the conv's own fields: its
+    channel shuffle, max or average pooling (a window per channel; average: padding counted, an
+    optional activation), or a gradient of a grouped conv2d, described by the conv's own fields: its
     weight gradient (`conv2d_wgrad`, from input and output gradient) or its input gradient
     (`conv2d_dgrad`, from output gradient and weight). Sizes are torch's: weight is (out_channels,
     in_channels // groups, kh, kw)."""

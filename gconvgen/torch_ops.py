@@ -1,4 +1,5 @@
-"""torch.library ops: torch.ops.gconvgen.conv2d and torch.ops.gconvgen.channel_shuffle.
+"""torch.library ops: torch.ops.gconvgen.conv2d, channel_shuffle, max_pool2d and avg_pool2d (and the conv's
+gradients).
 
 Each call becomes a KernelSpec; its compiled kernel comes from a library registered with
 `use_library`, else from the on-disk cache, else it is compiled on first use (tuned record, transfer

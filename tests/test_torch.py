@@ -336,6 +336,17 @@ def test_avg_pool_op_and_modules(channels_last):
     assert str(ours_error.value) == str(torch_error.value)
 
 
+def test_convert_swaps_average_pool_modules():
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.AvgPool2d(3, 2, 1), nn.Conv2d(16, 16, 1),
+                          nn.AvgPool2d(2, ceil_mode=True), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    converted = gconvgen.convert(model, trace=False)
+    kinds = [type(m) for m in converted]
+    assert kinds[1] is gnn.AvgPool2d and kinds[3] is gnn.AvgPool2d and kinds[4] is gnn.AdaptiveAvgPool2d
+    x = torch.randn(2, 3, 33, 31)
+    with torch.no_grad():
+        torch.testing.assert_close(converted(x), model(x), rtol=1e-4, atol=1e-5)   # ceil mode: torch's
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_max_pool_op_and_module(channels_last):
     x = torch.randn(2, 6, 11, 9)
