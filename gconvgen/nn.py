@@ -67,6 +67,7 @@ class Conv2d(nn.Conv2d):
             layout = torch.channels_last if found is not None and found[0] is not None and found[0].layout == "NHWC" \
                 else torch.contiguous_format
             if found is not None and found[1] is not None and x.is_contiguous(memory_format=layout) and (
+                    not torch_ops.strided_pointwise(weight, self.stride, padding)) and (
                     residual is None or residual.is_contiguous(memory_format=layout)):
                 spec = found[0]
                 key = (x.shape, x.stride(), x.dtype, x.device, weight.shape, weight.dtype, bias is None,

@@ -397,6 +397,23 @@ def test_grouped_conv_on_small_planes_takes_the_packed_weight_kernel():
     torch.testing.assert_close(call(), F.conv2d(x, w, b, 1, 1, 1, 4), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_strided_pointwise_runs_on_the_subsampled_input(channels_last):
+    x, w, b = torch.randn(1, 64, 29, 28), torch.randn(128, 64, 1, 1) / 8, torch.randn(128)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    y = torch.ops.gconvgen.conv2d(x, w, b, [2, 2], [0, 0], [1, 1], 1, "relu", 0)
+    torch.testing.assert_close(y, F.relu(F.conv2d(x, w, b, 2)), rtol=1e-4, atol=1e-5)
+    assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
+    spec, _ = gconvgen.torch_ops.last_call()
+    assert spec.stride == (1, 1) and (spec.height, spec.width) == (15, 14)   # the stride-1 kernel
+    conv = gnn.Conv2d(64, 128, 1, 2)
+    with torch.no_grad():
+        for _ in range(3):   # the module never caches the subsampled call's kernel for the raw input
+            torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, 2), rtol=1e-4, atol=1e-5)
+    torch.library.opcheck(torch.ops.gconvgen.conv2d.default, (x, w, b, [2, 2], [0, 0], [1, 1], 1, "relu", 0))
+
+
 def test_linear_module_matches_nn_linear():
     ref = nn.Linear(64, 40)
     ours = gnn.Linear.from_linear(ref)
