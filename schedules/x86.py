@@ -273,28 +273,35 @@ class GroupConvNCHW(ScheduleRule):
 
 
 class GroupConvPackedNCHW(_PackedWeightRule):
-    """Grouped conv in NCHW on small planes (output rows narrower than a vector: 14 and 7 wide), with
-    the weight in HWIO: as PointwisePackedNCHW, vectors run along a group's output channels, so they
-    stay full however narrow the rows; a row of a few output pixels x the channel vectors accumulates
-    in registers, each step loading one weight vector and broadcasting one input value per pixel.
-    The store is a transpose (scalar). `preferred` asks the torch ops for the HWIO weight.
+    """Grouped conv in NCHW on small planes (output rows narrower than a vector: 14 and 7 wide), and
+    image stems (a dense conv of at most 4 input channels), with the weight in HWIO: as
+    PointwisePackedNCHW, vectors run along a group's output channels, so they stay full however
+    narrow the rows; a row of a few output pixels x the channel vectors accumulates in registers,
+    each step loading the weight vectors and broadcasting one input value per pixel (strided
+    taps are plain scalar loads, where row vectors would gather). The store is a transpose (scalar).
+    `preferred` asks the torch ops for the HWIO weight.
     Here (2 cores, AVX-512), ResNeXt's 32-group 3x3 layers: 512 channels at 14x14 171 vs 247 us
     row-vectorized, 1024 at 7x7 246 vs 327, 512 at 28x28 stride 2 175 vs 434; ShuffleNet v1's
-    960->240 (3 groups) 1x1 at 7x7 60 vs 119. Does not apply to other weight layouts, depthwise,
+    960->240 (3 groups) 1x1 at 7x7 60 vs 119; stems: MobileNetV2's 3->32 3x3 s2 at 224 168-188 vs
+    304 us, ResNeXt's 3->64 7x7 s2 1.2 vs 2.5 ms. Does not apply to other weight layouts, depthwise,
     shuffles, groups whose output channels are no multiple of the vector, nor 1x1 convs on planes
     wider than half a vector (14x14 1x1: 54 vs 41 us row-vectorized)."""
 
     name = "x86.GroupConvPackedNCHW"
 
-    def __init__(self, pixels: int = 14, vectors: int = 1) -> None:
+    def __init__(self, pixels: int = 14, vectors: int = 1, stem_pixels: int = 7, stem_vectors: int = 2) -> None:
         self.pixels = pixels
         self.vectors = vectors
+        self.stem_pixels = stem_pixels
+        self.stem_vectors = stem_vectors
 
     def _fits(self, spec, target: Target) -> bool:
         lanes = vector_lanes(target)
-        return (spec.op == "conv2d" and spec.layout == "NCHW" and spec.groups > 1 and spec.op_class != "depthwise"
-                and spec.shuffle_groups == 1 and (spec.out_channels // spec.groups) % lanes == 0
-                and spec.out_width < lanes and (spec.kernel != (1, 1) or 2 * spec.out_width <= lanes))
+        stem = spec.groups == 1 and spec.in_channels <= 4 and spec.kernel != (1, 1)
+        small_planes = (spec.groups > 1 and spec.op_class != "depthwise" and spec.out_width < lanes
+                        and (spec.kernel != (1, 1) or 2 * spec.out_width <= lanes))
+        return (spec.op == "conv2d" and spec.layout == "NCHW" and spec.shuffle_groups == 1
+                and (spec.out_channels // spec.groups) % lanes == 0 and (stem or small_planes))
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
@@ -305,8 +312,9 @@ class GroupConvPackedNCHW(_PackedWeightRule):
         n, o, h, w, *red = sch.get_loops(conv)
         o_vectors, ol = sch.split(o, factors=[None, lanes])
         # tiles stay inside a group, so one input value is the broadcast for all their channels
-        o_rest, ov = split(sch, o_vectors, divisor_at_most(cog // lanes, self.vectors), tunable, max_inner=4)
-        wo, wi = split(sch, w, divisor_at_most(spec.out_width, self.pixels), tunable, max_inner=16)
+        pixels, vectors = (self.pixels, self.vectors) if spec.groups > 1 else (self.stem_pixels, self.stem_vectors)
+        o_rest, ov = split(sch, o_vectors, divisor_at_most(cog // lanes, vectors), tunable, max_inner=4)
+        wo, wi = split(sch, w, divisor_at_most(spec.out_width, pixels), tunable, max_inner=16)
         tile = _register_tile(sch, conv, [n, o_rest, h, wo], red, [wi, ov], ol)
         sch.reverse_compute_at(out, tile, preserve_unit_loops=True)
         if has_block(sch, "pad"):

@@ -127,7 +127,10 @@ GROUP_PACKED = [KernelSpec.from_json({"batch": n, "in_channels": c, "out_channel
                                       "kernel": k, "stride": s, "padding": k // 2, "groups": g, "epilogue": e,
                                       "weight_layout": "HWIO"})
                 for n, c, h, k, s, g, e in ((1, 512, 14, 3, 1, 32, ["bias", "relu"]), (1, 1024, 14, 3, 2, 32, ["bias"]),
-                                            (2, 64, 9, 3, 1, 2, ["relu6"]), (1, 240, 7, 1, 1, 3, ["bias"]))]
+                                            (2, 64, 9, 3, 1, 2, ["relu6"]), (1, 240, 7, 1, 1, 3, ["bias"]))] + [
+    KernelSpec.from_json({"in_channels": 3, "out_channels": o, "height": 64, "width": 62, "kernel": k, "stride": 2,
+                          "padding": k // 2, "epilogue": ["bias", "relu6"], "weight_layout": "HWIO"})
+    for o, k in ((32, 3), (64, 7))]   # image stems
 
 
 @pytest.mark.parametrize("spec", GROUP_PACKED, ids=lambda s: s.key)
