@@ -161,10 +161,10 @@ class PointwisePackedNCHW(_PackedWeightRule):
     reduction when input channels are many. Weights in OIHW would need that transpose on every
     call, so `preferred` asks callers that hold the weight (gconvgen.torch_ops) for HWIO.
     Here (2 cores, AVX-512): 232->232 at 7x7 46 us vs 100-150 us pixel-vectorized and 70 us torch.
-    With many input channels the reduction runs in blocks of `block`, each over all pixel tiles of
-    the task: a tile's input column (one cache line per input channel) then stays in L1 within a
-    block, where over all of them it spilled (1024->1024 at 14x14: 2.1-2.4 vs 4.1-5.6 ms; 384->64
-    86 vs 114 us; 576->96 123 vs 140). Does not apply to other weight layouts, groups, shuffles, or channel counts no multiple
+    With full-vector tiles, tasks are channel tiles and the reduction runs in blocks of `block`
+    input channels, each over all pixel tiles of the task: a tile's input column (one cache line per
+    input channel) then stays in L1 within a block, where over all of them it spilled (1024->1024 at
+    14x14: 2.1-2.4 vs 4.1-5.6 ms; 384->64 86 vs 114 us; 576->96 123 vs 140; 64->384 63-66 vs 74-86). Does not apply to other weight layouts, groups, shuffles, or channel counts no multiple
     of half a vector."""
 
     name = "x86.PointwisePackedNCHW"
@@ -199,11 +199,11 @@ class PointwisePackedNCHW(_PackedWeightRule):
             # 232 channels = 29 vectors of 8 run as 3-vector tiles (45 us), not 1-vector ones (70).
             o_rest, ov = sch.split(o_vectors, factors=[None, self.vectors])
         po, pi_ = split(sch, p, pi, tunable, max_inner=32)
-        if spec.in_channels <= 2 * self.block or vector < lanes:
-            # (half-vector tiles lose blocked: 232->232 at 7x7 65-71 vs 47 us)
+        if vector < lanes:   # half-vector tiles lose blocked: 232->232 at 7x7 65-71 vs 47 us
             tile = _register_tile(sch, conv, [n, o_rest, po], [r], [pi_, ov], ol)
         else:
-            # Tasks are channel tiles: each streams its weight panel once, block by block.
+            # Tasks are channel tiles: each streams its weight panel once, block by block, over all
+            # pixel tiles (which also helps few input channels: 96->576 at 14x14 102-135 vs 119-170 us).
             ro, ri = split(sch, r, divisor_at_most(spec.in_channels, self.block), tunable, max_inner=256)
             sch.reorder(n, o_rest, ro, po, ri, pi_, ov, ol)
             tile = sch.fuse(n, o_rest)
