@@ -245,18 +245,24 @@ def _fuse_concat_shuffles(gm: torch.fx.GraphModule) -> int:
     for node in list(gm.graph.nodes):
         groups = _shuffle_groups(gm, node)
         cat = node.args[0] if groups else None
-        if not (cat is not None and cat.op == "call_function" and cat.target is torch.cat and len(cat.users) == 1):
-            continue
-        dim = cat.kwargs.get("dim", cat.args[1] if len(cat.args) > 1 else 0)
-        if dim != 1 or not isinstance(cat.args[0], (list, tuple)):
+        parts = _channel_cat_parts(cat)
+        if parts is None:
             continue
         with gm.graph.inserting_before(node):
-            new = gm.graph.call_function(concat_shuffle, (list(cat.args[0]), groups))
+            new = gm.graph.call_function(concat_shuffle, (parts, groups))
         node.replace_all_uses_with(new)
         gm.graph.erase_node(node)
         gm.graph.erase_node(cat)
         count += 1
     return count
+
+
+def _channel_cat_parts(cat) -> list | None:
+    """The parts of torch.cat(parts, dim=1) where only one node reads the concatenation; else None."""
+    if not (isinstance(cat, torch.fx.Node) and cat.op == "call_function" and cat.target is torch.cat
+            and len(cat.users) == 1 and isinstance(cat.args[0], (list, tuple))):
+        return None
+    return list(cat.args[0]) if cat.kwargs.get("dim", cat.args[1] if len(cat.args) > 1 else 0) == 1 else None
 
 
 def _is_add(node) -> bool:
@@ -397,12 +403,10 @@ def _fuse_relu_into_concat(gm: torch.fx.GraphModule) -> int:
     for node in list(gm.graph.nodes):
         if not _is_relu(gm, node):
             continue
-        cat = node.args[0] if node.op != "call_module" else node.args[0] if node.args else None
-        if not (isinstance(cat, torch.fx.Node) and cat.op == "call_function" and cat.target is torch.cat
-                and len(cat.users) == 1 and isinstance(cat.args[0], (list, tuple))
-                and cat.kwargs.get("dim", cat.args[1] if len(cat.args) > 1 else 0) == 1):
+        cat = node.args[0] if node.args else None
+        parts = _channel_cat_parts(cat)
+        if parts is None:
             continue
-        parts = list(cat.args[0])
         modules = []
         for part in parts:
             module = gm.get_submodule(part.target) if (isinstance(part, torch.fx.Node) and part.op == "call_module"

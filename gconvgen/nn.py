@@ -38,9 +38,8 @@ class Conv2d(nn.Conv2d):
         weight, bias = self._parameters["weight"], self._parameters["bias"]
         inputs = (x, weight) if residual is None else (x, weight, residual)
         hit = self.__dict__.get("_last")
-        if (hit is not None and hit[0] == (x.shape, x.stride(), x.dtype, x.device, weight.shape, weight.dtype, bias is None,
-                                           None if residual is None else (residual.shape, residual.stride()))
-                and _direct(*inputs) and x.data_ptr() % 64 == 0 and (residual is None or residual.data_ptr() % 64 == 0)):
+        if (hit is not None and hit[0] == _call_key(x, weight, bias, residual) and _direct(*inputs)
+                and x.data_ptr() % 64 == 0 and (residual is None or residual.data_ptr() % 64 == 0)):
             # The last call's kernel, when the inputs look the same (and start 64-byte aligned, as
             # the kernels' vector loads need; parameters are torch's own allocations): skips even
             # the op's own lookup.
@@ -70,9 +69,8 @@ class Conv2d(nn.Conv2d):
                     not torch_ops.strided_pointwise(weight, self.stride, padding)) and (
                     residual is None or residual.is_contiguous(memory_format=layout)):
                 spec = found[0]
-                key = (x.shape, x.stride(), x.dtype, x.device, weight.shape, weight.dtype, bias is None,
-                       None if residual is None else (residual.shape, residual.stride()))
-                self.__dict__["_last"] = (key, *found, (spec.batch, spec.out_channels, spec.out_height, spec.out_width))
+                self.__dict__["_last"] = (_call_key(x, weight, bias, residual), *found,
+                                          (spec.batch, spec.out_channels, spec.out_height, spec.out_width))
             return y
         return torch.ops.gconvgen.conv2d(x, weight, bias, *args, residual)
 
@@ -188,6 +186,12 @@ class Linear(nn.Linear):
         new.weight = linear.weight
         new.bias = linear.bias
         return new
+
+
+def _call_key(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None) -> tuple:
+    """What a Conv2d call's kernel depends on beyond the module's own settings."""
+    return (x.shape, x.stride(), x.dtype, x.device, weight.shape, weight.dtype, bias is None,
+            None if residual is None else (residual.shape, residual.stride()))
 
 
 def _direct(*tensors: torch.Tensor) -> bool:

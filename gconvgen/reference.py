@@ -40,17 +40,16 @@ def forward(spec: KernelSpec, x: torch.Tensor, weight: torch.Tensor | None = Non
     if spec.op == "channel_shuffle":
         return channel_shuffle(x, spec.groups)
     top, left, bottom, right = spec.padding
-    if spec.op == "max_pool2d":
+    if spec.op in ("max_pool2d", "avg_pool2d"):
+        # torch pools with symmetric padding of at most half the window: other padding goes in first
+        # (-inf under a max, zeros in an average, which counts its padding)
         if (top, left) != (bottom, right) or top * 2 > spec.kernel[0] or left * 2 > spec.kernel[1]:
-            x, pad = F.pad(x, (left, right, top, bottom), value=float("-inf")), 0
+            fill = float("-inf") if spec.op == "max_pool2d" else 0.0
+            x, pad = F.pad(x, (left, right, top, bottom), value=fill), 0
         else:
             pad = (top, left)
-        return F.max_pool2d(x, spec.kernel, spec.stride, pad, spec.dilation)
-    if spec.op == "avg_pool2d":
-        if (top, left) != (bottom, right) or top * 2 > spec.kernel[0] or left * 2 > spec.kernel[1]:
-            x, pad = F.pad(x, (left, right, top, bottom)), 0
-        else:
-            pad = (top, left)
+        if spec.op == "max_pool2d":
+            return F.max_pool2d(x, spec.kernel, spec.stride, pad, spec.dilation)
         return activate(F.avg_pool2d(x, spec.kernel, spec.stride, pad, count_include_pad=True), spec.activation)
     if spec.op == "conv2d_wgrad":   # weight = the output's gradient here
         x = x if (top, left) == (bottom, right) else F.pad(x, (left, right, top, bottom))

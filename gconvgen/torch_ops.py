@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -487,25 +488,32 @@ def _pool_spec(x: torch.Tensor, kernel_size, stride, padding, dilation, op: str 
         return None
 
 
+def _pool(x: torch.Tensor, kernel_size, stride, padding, dilation, op: str, activation: str,
+          aten: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """A pooling op's call: recorded, or on its (cached) kernel, or `aten` where ours does not serve it."""
+    if _recording is not None:
+        spec = _pool_spec(x, kernel_size, stride, padding, dilation, op, activation)
+        _recording.extend([spec] if spec is not None else [])
+        return aten()
+    call = (op, tuple(x.shape), x.dtype, x.device, _channels_last(x), tuple(kernel_size), tuple(stride),
+            tuple(padding), tuple(dilation), activation)
+    hit = _calls.get(call)
+    if hit is None:
+        spec = _pool_spec(x, kernel_size, stride, padding, dilation, op, activation)
+        hit = _calls[call] = (spec, _kernel(spec) if spec is not None else None)
+    spec, kernel = hit
+    if kernel is None:
+        return aten()
+    return _run(kernel, spec, x)
+
+
 @torch.library.custom_op("gconvgen::max_pool2d", mutates_args=())
 def max_pool2d(x: torch.Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
                dilation: list[int]) -> torch.Tensor:
     """F.max_pool2d's result (floor mode, no indices) for NCHW or channels_last float32 CPU input on our
     kernel (the depthwise window, reduced with max); anything else on aten, with torch's errors."""
-    if _recording is not None:
-        spec = _pool_spec(x, kernel_size, stride, padding, dilation)
-        _recording.extend([spec] if spec is not None else [])
-        return F.max_pool2d(x, kernel_size, stride, padding, dilation)
-    call = ("max_pool2d", tuple(x.shape), x.dtype, x.device, _channels_last(x), tuple(kernel_size), tuple(stride),
-            tuple(padding), tuple(dilation))
-    hit = _calls.get(call)
-    if hit is None:
-        spec = _pool_spec(x, kernel_size, stride, padding, dilation)
-        hit = _calls[call] = (spec, _kernel(spec) if spec is not None else None)
-    spec, kernel = hit
-    if kernel is None:
-        return F.max_pool2d(x, kernel_size, stride, padding, dilation)
-    return _run(kernel, spec, x)
+    return _pool(x, kernel_size, stride, padding, dilation, "max_pool2d", "none",
+                 lambda: F.max_pool2d(x, kernel_size, stride, padding, dilation))
 
 
 @max_pool2d.register_fake
@@ -546,20 +554,8 @@ def avg_pool2d(x: torch.Tensor, kernel_size: list[int], stride: list[int], paddi
     window of the whole image."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    if _recording is not None:
-        spec = _pool_spec(x, kernel_size, stride, padding, [1, 1], "avg_pool2d", activation)
-        _recording.extend([spec] if spec is not None else [])
-        return _aten_avg_pool(x, kernel_size, stride, padding, activation)
-    call = ("avg_pool2d", tuple(x.shape), x.dtype, x.device, _channels_last(x), tuple(kernel_size), tuple(stride),
-            tuple(padding), activation)
-    hit = _calls.get(call)
-    if hit is None:
-        spec = _pool_spec(x, kernel_size, stride, padding, [1, 1], "avg_pool2d", activation)
-        hit = _calls[call] = (spec, _kernel(spec) if spec is not None else None)
-    spec, kernel = hit
-    if kernel is None:
-        return _aten_avg_pool(x, kernel_size, stride, padding, activation)
-    return _run(kernel, spec, x)
+    return _pool(x, kernel_size, stride, padding, [1, 1], "avg_pool2d", activation,
+                 lambda: _aten_avg_pool(x, kernel_size, stride, padding, activation))
 
 
 @avg_pool2d.register_fake
@@ -574,8 +570,8 @@ def _avg_pool_backward(ctx, grad):
     """Through the activation at the recomputed mean, then aten's average-pool gradient."""
     (x,) = ctx.saved_tensors
     kernel, stride, padding, activation = ctx.args
-    slope = _activation_grad(F.avg_pool2d(x, kernel, stride, padding), activation)
-    grad = grad if slope is None else grad * slope
+    if activation != "none":
+        grad = grad * _activation_grad(F.avg_pool2d(x, kernel, stride, padding), activation)
     return (torch.ops.aten.avg_pool2d_backward(grad, x, kernel, stride, padding, False, True, None),
             None, None, None, None)
 

@@ -61,21 +61,22 @@ def torch_forward(spec: dict, args: dict) -> torch.Tensor:
     if spec["op"] == "channel_shuffle":
         return shuffle(x, spec["groups"])
     pad = spec["padding"]
-    if spec["op"] == "max_pool2d":
-        if len(pad) == 4 or any(2 * p > k for p, k in zip(pad, spec["kernel"])):
+    if spec["op"] in ("max_pool2d", "avg_pool2d"):
+        if len(pad) == 4 or any(2 * p > k for p, k in zip(pad, spec["kernel"])):   # beyond torch's padding
             pad4 = pad if len(pad) == 4 else [pad[0], pad[1], pad[0], pad[1]]
-            x, pad = F.pad(x, (pad4[1], pad4[3], pad4[0], pad4[2]), value=float("-inf")), [0, 0]
-        return F.max_pool2d(x, spec["kernel"], spec["stride"], pad, spec["dilation"])
-    if spec["op"] == "avg_pool2d":   # padding counted in the mean (count_include_pad)
-        if len(pad) == 4 or any(2 * p > k for p, k in zip(pad, spec["kernel"])):
-            pad4 = pad if len(pad) == 4 else [pad[0], pad[1], pad[0], pad[1]]
-            x, pad = F.pad(x, (pad4[1], pad4[3], pad4[0], pad4[2])), [0, 0]
-        y = F.avg_pool2d(x, spec["kernel"], spec["stride"], pad)
-        act = {"relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish}
-        return act[spec["epilogue"][0]](y) if spec["epilogue"] else y
+            fill = float("-inf") if spec["op"] == "max_pool2d" else 0.0   # an average counts its padding
+            x, pad = F.pad(x, (pad4[1], pad4[3], pad4[0], pad4[2]), value=fill), [0, 0]
+        if spec["op"] == "max_pool2d":
+            return F.max_pool2d(x, spec["kernel"], spec["stride"], pad, spec["dilation"])
+        return epilogue(F.avg_pool2d(x, spec["kernel"], spec["stride"], pad), spec, args)
     if len(pad) == 4:
         x, pad = F.pad(x, (pad[1], pad[3], pad[0], pad[2])), [0, 0]
     y = F.conv2d(x, args["weight"], args.get("bias"), spec["stride"], pad, spec["dilation"], spec["groups"])
+    return epilogue(y, spec, args)
+
+
+def epilogue(y: torch.Tensor, spec: dict, args: dict) -> torch.Tensor:
+    """The epilogue's steps after the conv (whose bias went in) or the pool, in their order."""
     for e in spec["epilogue"]:
         if e == "residual":
             y = y + args["residual"]
