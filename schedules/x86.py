@@ -105,13 +105,7 @@ class PointwiseNCHW(ScheduleRule):
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         lanes = vector_lanes(target)
-        width = spec.width
-        # One pixel axis p = h * W + w for the accumulator, the conv and the epilogue, so a pixel
-        # tile is one contiguous range (a box), which fusing the epilogue needs.
-        sch.transform_layout(conv, ("write", 0), lambda n, o, h, w: (n, o, h * width + w))
-        sch.transform_block_layout(conv, lambda n, o, h, w, r: (n, o, h * width + w, r))
-        sch.transform_block_layout(out, lambda n, o, h, w: (n, o, h * width + w))
-        n, o, p, r = sch.get_loops(conv)
+        n, o, p, r = _flatten_pixels(sch, conv, out, spec.width)
         cig, cog = spec.in_channels // spec.groups, spec.out_channels // spec.groups
         pixel_vectors = spec.height * spec.width // lanes
         # (28x28 planes are 49 vectors: a one-vector tile, which loses blocked: 192->64 168 vs 152 us)
@@ -128,13 +122,56 @@ class PointwiseNCHW(ScheduleRule):
         else:
             sch.reorder(n, po, oo, r, oi_, pv, pl)
             tile, reduction = sch.fuse(n, po, oo), r
-        sch.parallel(tile)
-        sch.unroll(oi_)
-        sch.unroll(pv)
-        sch.vectorize(pl)
-        sch.reverse_compute_at(out, tile, preserve_unit_loops=True)
-        sch.vectorize(sch.get_loops(out)[-1])
-        sch.decompose_reduction(conv, reduction)
+        _pixel_tile_tail(sch, conv, out, tile, [oi_, pv], pl, reduction)
+
+
+class PointwiseWideTileNCHW(ScheduleRule):
+    """Dense 1x1 stride-1 unpadded conv in NCHW on planes whose pixel vectors have no divisor from 2
+    to 4 but one from 5 to 7 (28x28 = 49 vectors of 16), with enough channels to feed it (input x
+    output at least `min_work`): there PointwiseNCHW is left with a 1-vector tile. Here a register
+    tile of 4 output channels x up to 7 pixel vectors (28 accumulators: per input channel, 7 loads
+    and 4 broadcasts feed 28 FMAs); tasks are groups of up to `group` channel tiles, and the
+    reduction runs in blocks of `block` input channels, each sweeping all pixel tiles, so one block
+    of input (64 channels x 112 pixels, 28 KB) stays in L1 while the group's channel tiles use it.
+    Here (2 cores, AVX-512): 512->512 at 28x28 2.4-2.8 ms vs 3.4-3.8 (torch channels_last 2.3-2.4),
+    1024->256 2.6 vs 3.8, 512->256 1.2 vs 1.8, 192->64 109 vs 156 us; on fewer channels the small
+    tile's kernels stay faster (192->32 75 vs 102 us). Does not apply to other planes, groups,
+    shuffles, or output channels no multiple of the tile."""
+
+    name = "x86.PointwiseWideTileNCHW"
+
+    def __init__(self, channel_tile: int = 4, vectors: int = 7, group: int = 8, block: int = 64,
+                 min_work: int = 12288) -> None:
+        self.channel_tile = channel_tile
+        self.vectors = vectors
+        self.group = group
+        self.block = block
+        self.min_work = min_work
+
+    def applies(self, spec, target: Target) -> bool:
+        lanes = vector_lanes(target)
+        pixels = spec.height * spec.width
+        if not (_plain_pointwise_nchw(spec) and spec.groups == 1 and spec.weight_layout == "OIHW"
+                and pixels % lanes == 0 and spec.out_channels % self.channel_tile == 0
+                and spec.in_channels * spec.out_channels >= self.min_work):
+            return False
+        vectors = pixels // lanes
+        return divisor_at_most(vectors, 4) == 1 and divisor_at_most(vectors, self.vectors) > 4
+
+    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+        lanes = vector_lanes(target)
+        n, o, p, r = _flatten_pixels(sch, conv, out, spec.width)
+        tiles = spec.out_channels // self.channel_tile
+        # Groups of channel tiles, at least two tasks (one per core here).
+        group = max([g for g in range(1, self.group + 1) if tiles % g == 0 and tiles // g >= 2] or [1])
+        oo, oi = sch.split(o, factors=[None, self.channel_tile])
+        og, ot = split(sch, oo, group, tunable, max_inner=16)
+        pq, pl = sch.split(p, factors=[None, lanes])
+        po, pv = sch.split(pq, factors=[None, divisor_at_most(spec.height * spec.width // lanes, self.vectors)])
+        ro, ri = split(sch, r, divisor_at_most(spec.in_channels, self.block), tunable, max_inner=256)
+        sch.reorder(n, og, ro, po, ot, ri, oi, pv, pl)
+        _pixel_tile_tail(sch, conv, out, sch.fuse(n, og), [oi, pv], pl, ro)
 
 
 class _PackedWeightRule(ScheduleRule):
@@ -545,6 +582,27 @@ def _plain_pointwise_nchw(spec) -> bool:
             and spec.padding == (0, 0, 0, 0) and spec.shuffle_groups == 1)
 
 
+def _flatten_pixels(sch: s_tir.Schedule, conv, out, width: int) -> list:
+    """One pixel axis p = h * W + w for the accumulator, the conv and the epilogue, so a pixel tile is
+    one contiguous range (a box), which fusing the epilogue needs. Returns the conv's loops (n, o, p, r)."""
+    sch.transform_layout(conv, ("write", 0), lambda n, o, h, w: (n, o, h * width + w))
+    sch.transform_block_layout(conv, lambda n, o, h, w, r: (n, o, h * width + w, r))
+    sch.transform_block_layout(out, lambda n, o, h, w: (n, o, h * width + w))
+    return sch.get_loops(conv)
+
+
+def _pixel_tile_tail(sch: s_tir.Schedule, conv, out, tile, unrolled: list, vector, reduction) -> None:
+    """The parallel `tile` loop, the register tile unrolled around one pixel vector, and the epilogue
+    run on each task's outputs while they are hot."""
+    sch.parallel(tile)
+    for loop in unrolled:
+        sch.unroll(loop)
+    sch.vectorize(vector)
+    sch.reverse_compute_at(out, tile, preserve_unit_loops=True)
+    sch.vectorize(sch.get_loops(out)[-1])
+    sch.decompose_reduction(conv, reduction)
+
+
 def _register_tile(sch: s_tir.Schedule, block, outer, reductions, unrolled, vector):
     """outer (fused, parallel) -> reductions -> unrolled register tile -> one vector; returns the
     parallel loop. The tile's accumulators stay in registers across the reduction loops."""
@@ -568,6 +626,6 @@ def _parallel_vectorize(sch: s_tir.Schedule, block, flatten_inner: bool = False)
     sch.vectorize(inner)
 
 
-RULES: list[ScheduleRule] = [DepthwiseNCHW(), PointwiseNCHW(), PointwisePackedNCHW(), MatVecNCHW(), GroupConvPackedNCHW(),
+RULES: list[ScheduleRule] = [DepthwiseNCHW(), PointwiseWideTileNCHW(), PointwiseNCHW(), PointwisePackedNCHW(), MatVecNCHW(), GroupConvPackedNCHW(),
                              GroupConvNCHW(), ChannelVectorNHWC(), ChannelShuffle(),
                              WeightGradNCHW(), InputGradNCHW()]

@@ -122,6 +122,19 @@ def test_packed_weight_pointwise_matches_torch(spec, host):
     assert relative_error(spec, host) < 1e-4
 
 
+# Dense pointwise layers on 28x28 planes (49 vectors): the 4-channel x 7-vector tile, channel-tile tasks.
+WIDE_TILE = [KernelSpec.from_json({"batch": n, "in_channels": i, "out_channels": o, "height": 28, "width": 28,
+                                   "epilogue": e})
+             for n, i, o, e in ((1, 512, 256, ["bias", "relu"]), (1, 192, 64, ["bias", "residual"]), (2, 256, 128, []))]
+
+
+@pytest.mark.parametrize("spec", WIDE_TILE, ids=lambda s: s.key)
+def test_wide_tile_pointwise_matches_torch(spec, host):
+    from gconvgen.schedule import rule_schedule
+    assert rule_schedule(spec, host).source == "x86.PointwiseWideTileNCHW"
+    assert relative_error(spec, host) < 1e-4
+
+
 # Grouped convs on small planes with the weight packed (HWIO): vectors along a group's output channels.
 GROUP_PACKED = [KernelSpec.from_json({"batch": n, "in_channels": c, "out_channels": c, "height": h, "width": h,
                                       "kernel": k, "stride": s, "padding": k // 2, "groups": g, "epilogue": e,
