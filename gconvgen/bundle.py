@@ -198,7 +198,8 @@ From Python:
 
 Arguments are in manifest.json's order and shapes (`args`): NCHW or NHWC activations per `layout`;
 weights in torch's OIHW, or HWIO (`kh, kw, in/groups, out`) where the spec says so
-(`weight_layout`, or any NHWC kernel); a `residual` argument has the output's shape.
+(`weight_layout`, or any NHWC kernel), or HWIO<t> (`out/t, kh, kw, in/groups, t`: HWIO with the output
+channels in blocks of t, block-major); a `residual` argument has the output's shape.
 
 ## C
 `loader/gconvgen_run.c` loads gconvgen.so through tvm-ffi's C ABI and calls kernels with DLTensor

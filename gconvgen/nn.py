@@ -44,7 +44,7 @@ class Conv2d(nn.Conv2d):
             # the kernels' vector loads need; parameters are torch's own allocations): skips even
             # the op's own lookup.
             spec, kernel = hit[1], hit[2]
-            params = (weight if spec.weight_layout == "OIHW" else torch_ops._hwio_weight(weight),) \
+            params = (torch_ops.weight_for(spec, weight),) \
                 + (() if bias is None else (bias,))
             if spec.layout == "NCHW":   # the common case, inline
                 out = torch.empty(*hit[3])   # unpacked: 0.5 µs less argument parsing than a tuple

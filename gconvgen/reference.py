@@ -105,8 +105,17 @@ def to_kernel_layout(spec: KernelSpec, name: str, t: torch.Tensor) -> torch.Tens
     For a channels_last input the NHWC view is already contiguous: no copy is made."""
     if spec.layout == "NHWC" and name in ("input", "output", "residual"):
         t = t.permute(0, 2, 3, 1)
-    elif name == "weight" and spec.weight_layout == "HWIO":
-        t = t.permute(2, 3, 1, 0)
+    elif name == "weight" and spec.weight_layout != "OIHW":
+        t = packed_weight(t, spec.weight_block)
+    return t.contiguous()
+
+
+def packed_weight(w: torch.Tensor, block: int = 0) -> torch.Tensor:
+    """torch's OIHW weight in HWIO, or with block t in HWIO<t>: (out/t, kh, kw, in/groups, t)."""
+    t = w.permute(2, 3, 1, 0)
+    if block:
+        kh, kw, cig, o = t.shape
+        t = t.reshape(kh, kw, cig, o // block, block).permute(3, 0, 1, 2, 4)
     return t.contiguous()
 
 

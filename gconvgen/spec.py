@@ -10,7 +10,9 @@ OPS = ("conv2d", "channel_shuffle", "conv2d_wgrad", "conv2d_dgrad", "max_pool2d"
 POOLS = ("max_pool2d", "avg_pool2d")   # a window per channel: in_channels == out_channels == groups
 GRADIENTS = ("conv2d_wgrad", "conv2d_dgrad")
 LAYOUTS = ("NCHW", "NHWC")
-WEIGHT_LAYOUTS = ("OIHW", "HWIO")   # torch's own; output channels innermost (an NHWC kernel's, and packed pointwise)
+WEIGHT_LAYOUTS = ("OIHW", "HWIO")   # torch's own; output channels innermost (an NHWC kernel's, packed grouped convs)
+# and HWIO<t>, e.g. HWIO16: HWIO with the output channels in blocks of t, block-major, (out/t, kh, kw, in/groups,
+# t), so the weights of t output channels are one contiguous panel (packed pointwise)
 DTYPES = ("float32", "float16")
 ACTIVATIONS = ("relu", "relu6", "hardswish")
 OP_CLASSES = ("depthwise", "grouped", "pointwise", "dense", "shuffle", "pool", "wgrad", "dgrad")
@@ -63,6 +65,12 @@ class KernelSpec:
         if not self.weight_layout:
             object.__setattr__(self, "weight_layout", self.default_weight_layout)
         self._validate()
+
+    @property
+    def weight_block(self) -> int:
+        """t of a blocked HWIO<t> weight layout; 0 for the plain layouts."""
+        suffix = self.weight_layout[4:] if self.weight_layout.startswith("HWIO") else ""
+        return int(suffix) if suffix.isdigit() and suffix == str(int(suffix)) and int(suffix) > 0 else 0
 
     @property
     def default_weight_layout(self) -> str:
@@ -146,6 +154,8 @@ class KernelSpec:
         if which == "weight":
             kh, kw = self.kernel
             cig = self.in_channels // self.groups
+            if self.weight_block:
+                return (self.out_channels // self.weight_block, kh, kw, cig, self.weight_block)
             return (self.out_channels, cig, kh, kw) if self.weight_layout == "OIHW" else (kh, kw, cig, self.out_channels)
         if which == "bias":
             return (self.out_channels,)
@@ -226,9 +236,11 @@ class KernelSpec:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.weight_layout != self.default_weight_layout and (
-                self.weight_layout not in WEIGHT_LAYOUTS or self.op != "conv2d" or self.layout != "NCHW"):
-            raise ValueError(f"weight_layout must be one of {WEIGHT_LAYOUTS}, and other than the layout's own "
-                             f"({self.default_weight_layout}) only for an NCHW conv2d; got {self.weight_layout!r} "
+                (self.weight_layout not in WEIGHT_LAYOUTS and not self.weight_block) or self.op != "conv2d"
+                or self.layout != "NCHW" or (self.weight_block and self.out_channels % self.weight_block)):
+            raise ValueError(f"weight_layout must be one of {WEIGHT_LAYOUTS} or HWIO<t> (t dividing out_channels), and other than "
+                             f"the layout's own ({self.default_weight_layout}) only for an NCHW conv2d; got "
+                             f"{self.weight_layout!r} "
                              f"for a {self.layout} {self.op}")
         for name in ("batch", "in_channels", "out_channels", "height", "width", "groups"):
             value = getattr(self, name)

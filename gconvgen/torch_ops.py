@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from . import reference
 from .reference import activate
 from .spec import KernelSpec
 
@@ -127,8 +128,8 @@ def _compiler_profile():
 
 
 def weight_for(spec: KernelSpec, weight: torch.Tensor) -> torch.Tensor:
-    """The weight as spec's kernel takes it: torch's own, or its HWIO copy (cached per tensor)."""
-    return weight if spec.weight_layout == "OIHW" else _hwio_weight(weight)
+    """The weight as spec's kernel takes it: torch's own, or its HWIO (HWIO<t>) copy, cached per tensor."""
+    return weight if spec.weight_layout == "OIHW" else _packed_weight(weight, spec.weight_block)
 
 
 def strided_pointwise(weight: torch.Tensor, stride, padding) -> bool:
@@ -231,7 +232,7 @@ def _run(kernel, spec: KernelSpec, x: torch.Tensor, *params: torch.Tensor) -> to
 # Call signature -> (spec, kernel): a model calls the same few shapes over and over, and building
 # and validating a KernelSpec costs more than a small kernel runs.
 _calls: dict[tuple, tuple[KernelSpec | None, object]] = {}
-_hwio: dict[tuple, tuple[torch.Tensor, int, torch.Tensor]] = {}
+_packed: dict[tuple, tuple[torch.Tensor, int, torch.Tensor]] = {}
 
 
 _last: tuple[KernelSpec | None, object] | None = None
@@ -242,20 +243,20 @@ def last_call() -> tuple[KernelSpec | None, object] | None:
     return _last
 
 
-def _hwio_weight(weight: torch.Tensor) -> torch.Tensor:
-    """The HWIO copy NHWC (and packed pointwise) kernels take, made once per weight tensor and version.
-    A view (gconvgen.nn.Linear's 4-D weight, made each call) counts as its base tensor; views share its
-    version. The entry holds the tensor itself, so its id (and memory) cannot be reused by another
-    tensor while cached."""
+def _packed_weight(weight: torch.Tensor, block: int = 0) -> torch.Tensor:
+    """The HWIO copy NHWC kernels and packed grouped convs take (HWIO<block> for packed pointwise), made
+    once per weight tensor, version and layout. A view (gconvgen.nn.Linear's 4-D weight, made each call)
+    counts as its base tensor; views share its version. The entry holds the tensor itself, so its id
+    (and memory) cannot be reused by another tensor while cached."""
     root = weight._base if weight._base is not None else weight
-    key = (id(root), tuple(weight.shape), weight.storage_offset())
-    entry = _hwio.get(key)
+    key = (id(root), tuple(weight.shape), weight.storage_offset(), block)
+    entry = _packed.get(key)
     if entry is not None and entry[0] is root and entry[1] == weight._version:
         return entry[2]
-    if len(_hwio) > 512:
-        _hwio.clear()
-    w = weight.detach().permute(2, 3, 1, 0).contiguous()
-    _hwio[key] = (root, weight._version, w)
+    if len(_packed) > 512:
+        _packed.clear()
+    w = reference.packed_weight(weight.detach(), block)
+    _packed[key] = (root, weight._version, w)
     return w
 
 

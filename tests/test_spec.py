@@ -139,8 +139,13 @@ def test_weight_layout_variant():
     assert packed.key == natural.key + "_wHWIO" and natural.key.endswith("_float32")   # old keys unchanged
     assert packed.shape("weight") == (1, 1, 232, 232) and packed.shape("output") == natural.shape("output")
     assert KernelSpec.from_json(packed.to_json()) == packed and "weight_layout" not in natural.to_json()
+    blocked = KernelSpec.from_json({**row, "weight_layout": "HWIO8"})   # output channels in blocks of 8
+    assert blocked.key == natural.key + "_wHWIO8" and blocked.weight_block == 8 and packed.weight_block == 0
+    assert blocked.shape("weight") == (29, 1, 1, 232, 8) and KernelSpec.from_json(blocked.to_json()) == blocked
     for bad in ({**row, "weight_layout": "OHWI"}, {**row, "layout": "NHWC", "weight_layout": "OIHW"},
-                {"op": "conv2d_wgrad", **row, "epilogue": [], "weight_layout": "HWIO"}):
+                {"op": "conv2d_wgrad", **row, "epilogue": [], "weight_layout": "HWIO"},
+                {**row, "weight_layout": "HWIO16"}, {**row, "weight_layout": "HWIO0"},   # 16 does not divide 232
+                {**row, "layout": "NHWC", "weight_layout": "HWIO8"}):
         with pytest.raises(ValueError, match="weight_layout"):
             KernelSpec.from_json(bad)
 

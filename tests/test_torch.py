@@ -372,13 +372,14 @@ def test_max_pool_op_and_module(channels_last):
 
 
 def test_pointwise_on_small_planes_takes_the_packed_weight_kernel():
-    # 7x7 planes: the op calls the kernel that takes an HWIO copy of the weight (made once per weight
-    # tensor and version); the result is torch's, also after the weight changes in place.
+    # 7x7 planes: the op calls the kernel that takes a packed copy of the weight (HWIO blocked by the
+    # channel vector, made once per weight tensor and version); the result is torch's, also after the
+    # weight changes in place.
     x, w, b = torch.randn(1, 64, 7, 7), torch.randn(96, 64, 1, 1) / 8, torch.randn(96)
     call = lambda: torch.ops.gconvgen.conv2d(x, w, b, [1, 1], [0, 0], [1, 1], 1, "relu", 0)  # noqa: E731
     torch.testing.assert_close(call(), F.relu(F.conv2d(x, w, b)), rtol=1e-4, atol=1e-5)
     spec, kernel = gconvgen.torch_ops.last_call()
-    assert spec.weight_layout == "HWIO" and kernel is not None
+    assert spec.weight_layout.startswith("HWIO") and spec.weight_block and kernel is not None
     w.mul_(-1)
     torch.testing.assert_close(call(), F.relu(F.conv2d(x, w, b)), rtol=1e-4, atol=1e-5)
     conv = gnn.Conv2d(64, 96, 1, activation="relu")

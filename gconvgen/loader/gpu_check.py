@@ -94,8 +94,12 @@ def epilogue(y: torch.Tensor, spec: dict, args: dict) -> torch.Tensor:
 def kernel_layout(spec: dict, name: str, t: torch.Tensor) -> torch.Tensor:
     if spec["layout"] == "NHWC" and name in ("input", "output", "residual"):
         t = t.permute(0, 2, 3, 1)
-    elif name == "weight" and spec.get("weight_layout", "HWIO" if spec["layout"] == "NHWC" else "OIHW") == "HWIO":
+    elif name == "weight" and spec.get("weight_layout", "HWIO" if spec["layout"] == "NHWC" else "OIHW") != "OIHW":
         t = t.permute(2, 3, 1, 0)
+        block = int(spec.get("weight_layout", "HWIO")[4:] or 0)   # HWIO<t>: output channels in blocks of t
+        if block:
+            kh, kw, cig, o = t.shape
+            t = t.reshape(kh, kw, cig, o // block, block).permute(3, 0, 1, 2, 4)
     return t.contiguous()
 
 

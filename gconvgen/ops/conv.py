@@ -62,6 +62,8 @@ def group_conv2d(spec: KernelSpec) -> list[te.Tensor]:
 
     if spec.layout == "NCHW":
         def weight(o):
+            if spec.weight_block:
+                return Wt[o // spec.weight_block, rhv, rwv, rcv, o % spec.weight_block]
             return Wt[o, rcv, rhv, rwv] if spec.weight_layout == "OIHW" else Wt[rhv, rwv, rcv, o]
 
         def term(n, o, h, w):
