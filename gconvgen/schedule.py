@@ -23,6 +23,9 @@ from .targets import TargetProfile, host_features
 from .tunelog import Record, TuneLog, workload_of
 
 TRANSFER_CANDIDATES = 3   # nearest tuned kernels whose trace we try on a new shape
+# A trace replayed on another shape can unroll a whole channel loop (4->4096 channels at 28x28: a
+# 4096-step unroll LLVM compiled for over 5 minutes); such a transfer is skipped.
+MAX_TRANSFER_UNROLL = 256
 COLD_FLUSH_BYTES = 8 << 20   # written between timed calls in `fastest`: more than a core's L2
 
 
@@ -103,7 +106,21 @@ def _replay(mod: tvm.IRModule, record: Record, adapt: bool = False):
         trace.apply_to_schedule(sch, remove_postproc=False, decision_provider=fit_tiles if adapt else None)
     except Exception:  # noqa: BLE001 - any schedule error means: this trace does not fit
         return None
+    if adapt and _largest_unroll(sch) > MAX_TRANSFER_UNROLL:
+        return None
     return sch
+
+
+def _largest_unroll(sch) -> int:
+    """The longest explicitly unrolled loop of a schedule."""
+    from tvm import tirx
+
+    def blocks(parent):
+        for b in sch.get_child_blocks(parent):
+            yield b
+            yield from blocks(b)
+    return max((int(sch.get(loop).extent) for b in blocks(sch.get_sblock("root")) for loop in sch.get_loops(b)
+                if sch.get(loop).kind == tirx.ForKind.UNROLLED), default=0)
 
 
 def _tuned(spec: KernelSpec, mod: tvm.IRModule, profile: TargetProfile) -> tuple[Scheduled | None, TuneLog | None]:

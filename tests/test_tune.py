@@ -123,6 +123,20 @@ def test_transfer_to_a_new_shape_is_validated(tuned):
     assert relative_error(wider, profile) < 1e-4
 
 
+def test_transfer_that_unrolls_a_whole_channel_loop_is_skipped(host):
+    # The shipped log's nearest record, replayed on 4096 output channels, unrolls all of them (LLVM then
+    # compiled for over 5 minutes); the next candidate or the rule serves instead, at once.
+    import time
+    from tvm import s_tir
+    from gconvgen.schedule import MAX_TRANSFER_UNROLL, _largest_unroll
+    spec = KernelSpec(op="conv2d", batch=1, in_channels=4, out_channels=4096, height=28, width=28, epilogue=("relu6",))
+    start = time.perf_counter()
+    got = schedule(spec, host)
+    assert time.perf_counter() - start < 120
+    assert _largest_unroll(s_tir.Schedule(got.func)) <= MAX_TRANSFER_UNROLL
+    assert relative_error(spec, host) < 1e-4
+
+
 def test_fastest_takes_the_faster_kernel(host):
     from gconvgen.ops import prim_func
     from gconvgen.schedule import Scheduled, fastest, rule_schedule
