@@ -21,6 +21,7 @@ shuffles for gconvgen's, folding BatchNorm and the following activation into the
 from __future__ import annotations
 
 import copy
+import functools
 import operator
 import warnings
 
@@ -59,10 +60,40 @@ def convert(model: nn.Module, inplace: bool = False, trace: bool = True, torch_t
         model = _trace_shuffles(model)
     _prepare_eager(model, torch_threads)
     if isinstance(model, torch.fx.GraphModule):
-        # GraphModule's deepcopy rebuilds the module and drops forward hooks (and the attribute
-        # shortcuts): without the thread limit a copy ran ShuffleNet v2 4x slower here.
-        model._register_deepcopy_hook(lambda copied: _prepare_eager(copied, torch_threads))
+        _keep_eager_setup(model, torch_threads)
     return model
+
+
+def _keep_eager_setup(gm: torch.fx.GraphModule, torch_threads: int | None) -> None:
+    """GraphModule's deepcopy and pickling rebuild the module and drop forward hooks and the attribute
+    shortcuts (without the thread limit a copy ran ShuffleNet v2 4x slower here): both re-apply them.
+    GraphModule makes a class per instance (a copy gets a new one), so the settings live on it."""
+    cls = type(gm)
+    cls.gconvgen_torch_threads = torch_threads
+    cls.__reduce__ = _reduce_converted
+    gm._register_deepcopy_hook(functools.partial(_restore_eager, torch_threads=torch_threads))
+
+
+def _restore_eager(gm: torch.fx.GraphModule, torch_threads: int | None) -> None:
+    _prepare_eager(gm, torch_threads)
+    _keep_eager_setup(gm, torch_threads)
+
+
+def _reduce_converted(gm: torch.fx.GraphModule) -> tuple:
+    """torch.save of a converted model: GraphModule's own pickling (its generated code and state),
+    with the live thread-limit hooks left out; loading makes them anew."""
+    load, (body, import_block) = torch.fx.GraphModule.__reduce__(gm)
+    body = {k: (type(v)() if k in _EAGER_HOOKS else v) for k, v in body.items()}
+    return _load_converted, (load, body, import_block, type(gm).gconvgen_torch_threads)
+
+
+_EAGER_HOOKS = ("_forward_pre_hooks", "_forward_hooks", "_forward_hooks_always_called", "_deepcopy_hooks")
+
+
+def _load_converted(load, body: dict, import_block: str, torch_threads: int | None) -> torch.fx.GraphModule:
+    gm = load(body, import_block)
+    _restore_eager(gm, torch_threads)
+    return gm
 
 
 def _prepare_eager(model: nn.Module, torch_threads: int | None) -> None:
@@ -87,19 +118,26 @@ def _shortcut_submodules(gm: torch.fx.GraphModule) -> None:
 def _limit_torch_threads(model: nn.Module, threads: int) -> None:
     """The whole forward, stem included: after a parallel region libgomp's workers spin for about
     300k pause instructions (milliseconds), so two threads for the stem slow every kernel after it."""
-    saved: list[int] = []
+    limit = _TorchThreads(threads)
+    model.register_forward_pre_hook(limit.enter)
+    model.register_forward_hook(limit.exit, always_call=True)
 
-    def limit(module, args):
+
+class _TorchThreads:
+    """The hooks of _limit_torch_threads, as an object so that a model holding them pickles."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self.saved: list[int] = []
+
+    def enter(self, module, args) -> None:
         if not torch.compiler.is_compiling():
-            saved.append(torch.get_num_threads())
-            torch.set_num_threads(min(threads, saved[-1]))
+            self.saved.append(torch.get_num_threads())
+            torch.set_num_threads(min(self.threads, self.saved[-1]))
 
-    def restore(module, args, output):
-        if saved and not torch.compiler.is_compiling():
-            torch.set_num_threads(saved.pop())
-
-    model.register_forward_pre_hook(limit)
-    model.register_forward_hook(restore, always_call=True)
+    def exit(self, module, args, output) -> None:
+        if self.saved and not torch.compiler.is_compiling():
+            torch.set_num_threads(self.saved.pop())
 
 
 def _swap(module: nn.Module) -> None:
@@ -160,6 +198,12 @@ def _trace_shuffles(model: nn.Module) -> nn.Module:
     if not (replaced or fused):
         return model
     gm.graph.eliminate_dead_code()
+    for node in gm.graph.nodes:
+        if isinstance(node.type, str):
+            # An annotation left a string by `from __future__ import annotations` ('torch.Tensor')
+            # becomes a string global of the generated code, which torch.save's import block cannot
+            # name: pickling the converted model failed. The annotation documents nothing here.
+            node.type = None
     called = {n.target for n in gm.graph.nodes if n.op == "call_module"}
     for name in [n for n in gm._modules if n.startswith("gconvgen_") and n not in called]:
         delattr(gm, name)   # shuffles that a fusion absorbed (the model's own modules all stay)
@@ -168,7 +212,11 @@ def _trace_shuffles(model: nn.Module) -> nn.Module:
 
 
 class _Tracer(torch.fx.Tracer):
-    """Keeps gconvgen's modules whole, so their eager fast path survives tracing."""
+    """Keeps gconvgen's modules whole, so their eager fast path survives tracing, and the functions
+    convert puts in the graph (torch.load traces the saved code again with this tracer)."""
+
+    def __init__(self) -> None:
+        super().__init__(autowrap_functions=(concat_shuffle,))
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return (isinstance(m, (Conv2d, ChannelShuffle, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Linear))

@@ -199,6 +199,30 @@ def test_convert_runs_torch_on_one_thread_and_restores_it():
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("name", ["shufflenet_v2", "shufflenet_v1"])
+def test_converted_model_saves_and_loads_whole(name, tmp_path):
+    # torch.save of the whole model: fx's pickling re-traces the saved code on load (concat_shuffle
+    # stays a call) and drops forward hooks; ours, and the attribute shortcuts, come back.
+    model = gconvgen.convert(models.create(name))
+    torch.save(model, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    x = torch.randn(1, 3, 64, 64)
+    seen = []
+    probe = loaded.fc.register_forward_hook(lambda m, a, o: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            assert torch.equal(loaded(x), model(x))
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    probe.remove()   # a lambda: it would not pickle
+    assert loaded.__dict__["fc"] is loaded._modules["fc"]
+    torch.save(copy.deepcopy(loaded), tmp_path / "again.pt")   # a copy of a loaded model saves too
+    assert set(torch.load(tmp_path / "again.pt", weights_only=False).state_dict()) == set(model.state_dict())
+
+
 def test_converted_submodule_shortcuts_follow_replacement():
     model = gconvgen.convert(models.create("mobilenet_v2"))
     keys = set(model.state_dict())
