@@ -67,16 +67,21 @@ def convert(model: nn.Module, inplace: bool = False, trace: bool = True, torch_t
 def _keep_eager_setup(gm: torch.fx.GraphModule, torch_threads: int | None) -> None:
     """GraphModule's deepcopy and pickling rebuild the module and drop forward hooks and the attribute
     shortcuts (without the thread limit a copy ran ShuffleNet v2 4x slower here): both re-apply them.
-    GraphModule makes a class per instance (a copy gets a new one), so the settings live on it."""
+    A copy keeps the deepcopy hooks, this one included, so the hook is registered once."""
+    _portable(gm, torch_threads)
+    gm._register_deepcopy_hook(functools.partial(_copied, torch_threads=torch_threads))
+
+
+def _portable(gm: torch.fx.GraphModule, torch_threads: int | None) -> None:
+    """GraphModule makes a class per instance (a copy gets a new one): the pickling lives on it."""
     cls = type(gm)
     cls.gconvgen_torch_threads = torch_threads
     cls.__reduce__ = _reduce_converted
-    gm._register_deepcopy_hook(functools.partial(_restore_eager, torch_threads=torch_threads))
 
 
-def _restore_eager(gm: torch.fx.GraphModule, torch_threads: int | None) -> None:
+def _copied(gm: torch.fx.GraphModule, torch_threads: int | None) -> None:
     _prepare_eager(gm, torch_threads)
-    _keep_eager_setup(gm, torch_threads)
+    _portable(gm, torch_threads)
 
 
 def _reduce_converted(gm: torch.fx.GraphModule) -> tuple:
@@ -92,7 +97,8 @@ _EAGER_HOOKS = ("_forward_pre_hooks", "_forward_hooks", "_forward_hooks_always_c
 
 def _load_converted(load, body: dict, import_block: str, torch_threads: int | None) -> torch.fx.GraphModule:
     gm = load(body, import_block)
-    _restore_eager(gm, torch_threads)
+    _prepare_eager(gm, torch_threads)
+    _keep_eager_setup(gm, torch_threads)
     return gm
 
 

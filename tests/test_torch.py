@@ -195,6 +195,8 @@ def test_convert_runs_torch_on_one_thread_and_restores_it():
         with torch.no_grad():
             copied(torch.randn(1, 3, 64, 64))
         assert seen[2:] == [1, 1] and torch.get_num_threads() == 2   # fc's first hook was copied too
+        again = copy.deepcopy(copy.deepcopy(copied))   # copies of copies: still one thread limit
+        assert len(again._forward_pre_hooks) == 1 and len(again._deepcopy_hooks) == 1
     finally:
         torch.set_num_threads(before)
 
