@@ -244,7 +244,7 @@ def last_call() -> tuple[KernelSpec | None, object] | None:
 
 
 def _packed_weight(weight: torch.Tensor, block: int = 0) -> torch.Tensor:
-    """The HWIO copy NHWC kernels and packed grouped convs take (HWIO<block> for packed pointwise), made
+    """The HWIO copy NHWC kernels take (HWIO<block> for the packed pointwise and grouped rules), made
     once per weight tensor, version and layout. A view (gconvgen.nn.Linear's 4-D weight, made each call)
     counts as its base tensor; views share its version. The entry holds the tensor itself, so its id
     (and memory) cannot be reused by another tensor while cached."""

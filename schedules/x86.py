@@ -202,7 +202,7 @@ class PointwisePackedNCHW(_PackedWeightRule):
     vectors x a few pixels accumulates in registers; each step loads the channel vectors of one
     input channel and broadcasts its pixels. The store is a transpose (scalar), cheap next to the
     reduction when input channels are many. Weights in OIHW would need that transpose on every
-    call, so `preferred` asks callers that hold the weight (gconvgen.torch_ops) for HWIO.
+    call, so `preferred` asks callers that hold the weight (gconvgen.torch_ops) for a packed copy.
     Here (2 cores, AVX-512): 232->232 at 7x7 46 us vs 100-150 us pixel-vectorized and 70 us torch.
     With full-vector tiles, tasks are channel tiles and the reduction runs in blocks of `block`
     input channels, each over all pixel tiles of the task: a tile's input column (one cache line per
