@@ -6,6 +6,8 @@
     DIR/loader/gconvgen_loader.py      the Python loader (tvm-ffi only; --verify checks the vectors)
     DIR/loader/gconvgen_run.c          the C example on tvm-ffi's C ABI, with its Makefile and headers
     DIR/loader/gpu_check.py            every kernel against torch, timed (CUDA events on a GPU)
+    DIR/python/gconvgen/               (CUDA) the package, for torch.ops.gconvgen and convert on the GPU
+                                       host without a compiler: gconvgen.torch_ops.use_library(DIR)
     DIR/vectors/ (with vectors=True)   inputs and PyTorch's outputs for every kernel, to check a board
     DIR/README.md                      how to install and run it on the board
 
@@ -32,6 +34,7 @@ from .targets import TargetProfile
 
 LOADER_FILES = ("gconvgen_loader.py", "gconvgen_run.c", "Makefile", "gpu_check.py")
 HEADERS = ("tvm/ffi/c_api.h", "dlpack/dlpack.h")
+CUDART = "libcudart.so.13"   # the CUDA runtime TVM 0.27's CUDA plugin links against
 RUNTIME_LIBS = {"libtvm_runtime.so": "tvm/lib/", "libtvm_ffi.so": "tvm_ffi/lib/",
                 "libtvm_runtime_cuda.so": "tvm/lib/"}   # the last only in CUDA bundles
 
@@ -53,6 +56,9 @@ def make(specs: Iterable[KernelSpec], profile: TargetProfile, out_dir: str | Pat
     for header in HEADERS:
         (loader / "include" / header).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(include / header, loader / "include" / header)
+    if profile.target.get("kind") == "cuda":   # torch on the GPU host: gconvgen's ops, runtime only
+        shutil.rmtree(out / "python", ignore_errors=True)
+        shutil.copytree(PACKAGE_DIR, out / "python" / "gconvgen", ignore=shutil.ignore_patterns("__pycache__", "*.c"))
     if vectors:
         write_vectors(out, specs)
     (out / "README.md").write_text(_readme(profile, len(specs)))
@@ -60,12 +66,19 @@ def make(specs: Iterable[KernelSpec], profile: TargetProfile, out_dir: str | Pat
 
 
 def copy_runtime(out: Path, profile: TargetProfile) -> None:
-    """The TVM runtime libraries a library for `profile` needs, into out/lib/."""
+    """The TVM runtime libraries a library for `profile` needs, into out/lib/; for CUDA on an x86-64
+    host also the CUDA runtime (libcudart) TVM's CUDA plugin links against: a GPU host's PyTorch may
+    carry another CUDA's, or keep its own off the loader's search path (a Jetson has JetPack's)."""
     (out / "lib").mkdir(exist_ok=True)
     cuda = profile.target.get("kind") == "cuda"
     for name, path in runtime_libraries(profile.arch).items():
         if cuda or name != "libtvm_runtime_cuda.so":
             shutil.copy2(path, out / "lib" / name)
+    if cuda:
+        from .cuda import cudart
+        runtime = cudart(profile.arch)
+        if runtime is not None:
+            shutil.copy2(runtime, out / "lib" / CUDART)
 
 
 def write_vectors(out: Path, specs: list[KernelSpec], seed: int = 0) -> None:
@@ -220,6 +233,18 @@ driver's libcuda and CUDA 13's libcudart). On the GPU host, with PyTorch install
 
     pip install apache-tvm-ffi==__FFI__        # or: pip install wheels/*.whl (built with --wheel-python)
     python loader/gpu_check.py .               # every kernel vs torch, CUDA-event times, % of copy bandwidth
+
+In PyTorch (`python/` holds the gconvgen package; it needs no TVM compiler), CUDA tensors then run
+these kernels on torch's current stream, in CUDA graphs too (warm each shape up before capturing):
+
+    import sys; sys.path.insert(0, "python")
+    import gconvgen
+    from gconvgen import torch_ops
+    torch_ops.use_library(".")
+    fast = gconvgen.convert(model.eval(), torch_threads=None).cuda()   # a bundle built with --model
+
+`python loader/gpu_check.py . --model mobilenet_v2` does that for MobileNetV2 (a bundle built with
+`--model mobilenet_v2`) and times it against torch, eager and in CUDA graphs.
 """
 
 

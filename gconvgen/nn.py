@@ -46,12 +46,12 @@ class Conv2d(nn.Conv2d):
             spec, kernel = hit[1], hit[2]
             params = (torch_ops.weight_for(spec, weight),) \
                 + (() if bias is None else (bias,))
-            if spec.layout == "NCHW":   # the common case, inline
+            if hit[3] is not None:   # the common case (CPU, NCHW), inline
                 out = torch.empty(*hit[3])   # unpacked: 0.5 µs less argument parsing than a tuple
                 kernel.function(x, *params, *(() if residual is None else (residual,)), out)
                 return out
             if residual is not None:
-                params += (residual.permute(0, 2, 3, 1),)
+                params += (residual.permute(0, 2, 3, 1) if spec.layout == "NHWC" else residual,)
             return torch_ops._run(kernel, spec, x, *params)
         padding = self.padding
         if self.padding_mode != "zeros" or isinstance(padding, str):
@@ -69,8 +69,10 @@ class Conv2d(nn.Conv2d):
                     not torch_ops.strided_pointwise(weight, self.stride, padding)) and (
                     residual is None or residual.is_contiguous(memory_format=layout)):
                 spec = found[0]
+                inline = spec.layout == "NCHW" and x.device.type == "cpu"
                 self.__dict__["_last"] = (_call_key(x, weight, bias, residual), *found,
-                                          (spec.batch, spec.out_channels, spec.out_height, spec.out_width))
+                                          (spec.batch, spec.out_channels, spec.out_height, spec.out_width)
+                                          if inline else None)
             return y
         return torch.ops.gconvgen.conv2d(x, weight, bias, *args, residual)
 

@@ -6,8 +6,12 @@ Each call becomes a KernelSpec; its compiled kernel comes from a library registe
 or rule) and cached. Calls are zero-copy through DLPack; a channels_last input runs the NHWC kernel
 on its NHWC view and returns a channels_last tensor, as torch does.
 
-What our kernels do not cover (other dtypes or devices, invalid shapes) goes to aten, so results and
-error messages are torch's own. Without a compiler (a runtime-only install) a spec missing from the
+CPU float32 tensors run CPU kernels; CUDA float32 and float16 tensors run CUDA kernels (from a
+registered CUDA library, or compiled for the GPU's profile where TVM's compiler is installed), on
+torch's current stream, so they order with torch's own work and are captured by CUDA graphs (warm
+each shape up once before capturing: the first call loads its kernel). What our kernels do not cover
+(other dtypes or devices, mixed devices, invalid shapes) goes to aten, so results and error messages
+are torch's own. Without a compiler (a runtime-only install) a spec missing from the
 registered libraries also goes to aten, with one warning, or raises when strict mode is on
 (`set_strict(True)` or GCONVGEN_STRICT=1).
 """
@@ -26,11 +30,12 @@ from .spec import KernelSpec
 
 ACTIVATIONS = ("none", "relu", "relu6", "hardswish")
 
-_kernels: dict[str, object] = {}
+_kernels: dict[tuple[str, str], object] = {}   # (device type, spec key) -> kernel
 _libraries: list = []
 _strict = os.environ.get("GCONVGEN_STRICT", "") not in ("", "0")
 _warned = False
-_profile = None
+_profiles: dict[str, object] = {}
+DTYPES = {"cpu": {torch.float32: "float32"}, "cuda": {torch.float32: "float32", torch.float16: "float16"}}
 
 
 _recording: list[KernelSpec] | None = None
@@ -57,48 +62,65 @@ def set_strict(strict: bool) -> None:
 
 
 def use_library(folder: str | os.PathLike) -> None:
-    """Serve the kernels of a built library (gconvgen build) before looking at the cache."""
+    """Serve the kernels of a built library (gconvgen build) before looking at the cache: a CPU
+    library's for CPU tensors, a CUDA library's for CUDA tensors."""
     from .runtime import load
     _libraries.append(load(folder))
 
 
-def _kernel(spec: KernelSpec):
-    """The compiled kernel for spec, or None where only aten can serve it."""
-    k = _kernels.get(spec.key)
+def _served_dtype(*tensors: torch.Tensor | None) -> str | None:
+    """The kernels' dtype name for these tensors (None ones skipped), or None where they are not on
+    one device of a type and dtype our kernels serve."""
+    first = tensors[0]
+    kind = first.device.type
+    dtype = DTYPES.get(kind, {}).get(first.dtype)
+    if dtype is None or any(t is not None and (t.device != first.device or t.dtype != first.dtype)
+                            for t in tensors[1:]):
+        return None
+    return dtype
+
+
+def _libraries_for(device: torch.device) -> list:
+    return [lib for lib in _libraries if lib.is_cuda == (device.type == "cuda")]
+
+
+def _kernel(spec: KernelSpec, device: torch.device):
+    """The compiled kernel for spec on that device, or None where only aten can serve it."""
+    k = _kernels.get((device.type, spec.key))
     if k is not None:
         return k
-    for lib in _libraries:
+    for lib in _libraries_for(device):
         if spec in lib:
-            k = _kernels[spec.key] = lib.kernel(spec)
+            k = _kernels[device.type, spec.key] = lib.kernel(spec)
             return k
-    profile = _compiler_profile()
+    profile = _compiler_profile(device)
     if profile is None:
         return None
     from . import build
     from .runtime import load
     folder, _ = build.cached(spec, profile)
-    k = _kernels[spec.key] = load(folder).kernel(spec)
+    k = _kernels[device.type, spec.key] = load(folder).kernel(spec)
     return k
 
 
-def _conv_kernel(spec: KernelSpec) -> tuple[KernelSpec, object]:
+def _conv_kernel(spec: KernelSpec, device: torch.device) -> tuple[KernelSpec, object]:
     """(spec, kernel) for a conv call: a loaded library's kernel of the same call (in any weight
     layout), else the variant of spec the target's rules prefer (a packed weight layout), compiled."""
-    variant = _variants.get(spec.key)
+    variant = _variants.get((device.type, spec.key))
     if variant is None:
-        variant = next((s for lib in _libraries for s in lib.specs() if _same_call(s, spec)), None)
+        variant = next((s for lib in _libraries_for(device) for s in lib.specs() if _same_call(s, spec)), None)
         if variant is None:
-            profile = _compiler_profile()
+            profile = _compiler_profile(device)
             if profile is not None:
                 from schedules import preferred_spec
                 variant = preferred_spec(spec, profile.family, profile.tvm_target())
             else:
                 variant = spec
-        _variants[spec.key] = variant
-    return variant, _kernel(variant)
+        _variants[device.type, spec.key] = variant
+    return variant, _kernel(variant, device)
 
 
-_variants: dict[str, KernelSpec] = {}
+_variants: dict[tuple[str, str], KernelSpec] = {}
 
 
 def _same_call(a: KernelSpec, b: KernelSpec) -> bool:
@@ -107,24 +129,36 @@ def _same_call(a: KernelSpec, b: KernelSpec) -> bool:
     return replace(a, weight_layout=b.weight_layout) == b
 
 
-def _compiler_profile():
-    """The host's target profile where TVM's compiler is installed; None in a runtime-only install
-    (warned once, or raised in strict mode)."""
-    global _warned, _profile
+def _compiler_profile(device: torch.device):
+    """The target profile kernels for `device` are compiled with where TVM's compiler is installed
+    (the host's; for a GPU, cuda-sm<capability>); None in a runtime-only install or for a GPU without
+    a profile (warned once, or raised in strict mode)."""
     try:
         from . import build, targets  # noqa: F401
     except ImportError as e:  # runtime-only install: no TVM compiler
-        if _strict:
-            raise RuntimeError(f"gconvgen: a kernel is missing from the loaded libraries and there is no "
-                               f"compiler to build it ({e}); build a library for it with `gconvgen build`") from e
-        if not _warned:
-            warnings.warn(f"gconvgen: no compiler installed ({e}); kernels missing from the loaded libraries "
-                          f"run on aten instead", stacklevel=5)
-            _warned = True
-        return None
-    if _profile is None:
-        _profile = targets.load("host")
-    return _profile
+        return _missing(f"no compiler installed ({e})")
+    name = "host"
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        name = f"cuda-sm{major}{minor}"
+        if name not in targets.list_profiles():
+            return _missing(f"no target profile {name} for {torch.cuda.get_device_name(device)} in targets/")
+    if name not in _profiles:
+        _profiles[name] = targets.load(name)
+    return _profiles[name]
+
+
+def _missing(why: str) -> None:
+    """A kernel is not in the loaded libraries and cannot be compiled: raise (strict) or warn once."""
+    global _warned
+    if _strict:
+        raise RuntimeError(f"gconvgen: a kernel is missing from the loaded libraries and cannot be built here: "
+                           f"{why}; build a library for it with `gconvgen build`")
+    if not _warned:
+        warnings.warn(f"gconvgen: {why}; kernels missing from the loaded libraries run on aten instead",
+                      stacklevel=6)
+        _warned = True
+    return None
 
 
 def weight_for(spec: KernelSpec, weight: torch.Tensor) -> torch.Tensor:
@@ -153,9 +187,8 @@ def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
 def _conv_spec(x, weight, bias, stride, padding, dilation, groups, activation, shuffle,
                residual=None) -> KernelSpec | None:
     """The spec of a call our kernels serve, or None (aten serves it, and raises torch's errors)."""
-    if (x.device.type != "cpu" or weight.device.type != "cpu" or x.dtype != torch.float32
-            or weight.dtype != torch.float32 or x.dim() != 4 or weight.dim() != 4
-            or (bias is not None and (bias.dtype != torch.float32 or bias.device.type != "cpu"))):
+    dtype = _served_dtype(x, weight, bias, residual)
+    if dtype is None or x.dim() != 4 or weight.dim() != 4:
         return None
     n, c, h, w = x.shape
     o, cg, kh, kw = weight.shape
@@ -163,15 +196,13 @@ def _conv_spec(x, weight, bias, stride, padding, dilation, groups, activation, s
         return None
     if activation not in ACTIVATIONS:
         return None
-    if residual is not None and (residual.device.type != "cpu" or residual.dtype != torch.float32):
-        return None
     epilogue = (("bias",) if bias is not None else ()) + (("residual",) if residual is not None else ()) \
         + ((activation,) if activation != "none" else ()) + ((f"shuffle:{shuffle}",) if shuffle > 1 else ())
     try:
         spec = KernelSpec(op="conv2d", batch=n, in_channels=c, out_channels=o, height=h, width=w, kernel=(kh, kw),
                           stride=tuple(stride), padding=(padding[0], padding[1], padding[0], padding[1]),
                           dilation=tuple(dilation), groups=groups, epilogue=epilogue,
-                          layout="NHWC" if _channels_last(x) else "NCHW", dtype="float32")
+                          layout="NHWC" if _channels_last(x) else "NCHW", dtype=dtype)
     except ValueError:
         return None
     if residual is not None and tuple(residual.shape) != (n, o, spec.out_height, spec.out_width):
@@ -221,7 +252,7 @@ def _run(kernel, spec: KernelSpec, x: torch.Tensor, *params: torch.Tensor) -> to
     fn = kernel.function   # the tvm-ffi function itself: the Kernel wrapper's checks were done once
     x = _aligned(x.contiguous(memory_format=torch.channels_last if spec.layout == "NHWC" else torch.contiguous_format))
     params = tuple(_aligned(p.contiguous()) for p in params)
-    out = torch.empty(spec.shape("output"), dtype=x.dtype)
+    out = torch.empty(spec.shape("output"), dtype=x.dtype, device=x.device)
     if spec.layout == "NHWC":
         fn(x.permute(0, 2, 3, 1), *params, out)
         return out.permute(0, 3, 1, 2)     # a channels_last NCHW view, as torch returns
@@ -286,7 +317,7 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
     hit = _calls.get(call)
     if hit is None:
         spec = _conv_spec(x, weight, bias, *args, residual)
-        hit = _calls[call] = _conv_kernel(spec) if spec is not None else (None, None)
+        hit = _calls[call] = _conv_kernel(spec, x.device) if spec is not None else (None, None)
     global _last
     _last = hit
     spec, kernel = hit
@@ -350,7 +381,7 @@ def _gradient_kernel(op: str, a: torch.Tensor, b: torch.Tensor, shape: list[int]
             if spec is not None and (tuple(a.shape) != spec.shape(names[0]) or tuple(b.shape) != spec.shape(names[1])
                                      or tuple(shape) != spec.shape("output")):
                 spec = None
-        hit = _calls[call] = (spec, _kernel(spec) if spec is not None else None)
+        hit = _calls[call] = (spec, _kernel(spec, a.device) if spec is not None else None)
     return hit
 
 
@@ -426,20 +457,20 @@ conv2d.register_autograd(_conv_backward, setup_context=_conv_setup)
 @torch.library.custom_op("gconvgen::channel_shuffle", mutates_args=())
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """ShuffleNet's channel shuffle (nn.ChannelShuffle's result) for NCHW or channels_last input."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or groups < 1 or x.shape[1] % groups:
+    dtype = _served_dtype(x)
+    if dtype is None or x.dim() != 4 or groups < 1 or x.shape[1] % groups:
         return _aten_shuffle(x, groups).clone()
+    n, c, h, w = x.shape
     if _recording is not None:
-        n, c, h, w = x.shape
         _recording.append(KernelSpec(op="channel_shuffle", batch=n, in_channels=c, out_channels=c, height=h, width=w,
-                                     groups=groups, layout="NHWC" if _channels_last(x) else "NCHW"))
+                                     groups=groups, layout="NHWC" if _channels_last(x) else "NCHW", dtype=dtype))
         return _aten_shuffle(x, groups).clone()
-    call = ("shuffle", tuple(x.shape), _channels_last(x), groups)
+    call = ("shuffle", tuple(x.shape), x.dtype, x.device, _channels_last(x), groups)
     hit = _calls.get(call)
     if hit is None:
-        n, c, h, w = x.shape
         spec = KernelSpec(op="channel_shuffle", batch=n, in_channels=c, out_channels=c, height=h, width=w,
-                          groups=groups, layout="NHWC" if _channels_last(x) else "NCHW")
-        hit = _calls[call] = (spec, _kernel(spec))
+                          groups=groups, layout="NHWC" if _channels_last(x) else "NCHW", dtype=dtype)
+        hit = _calls[call] = (spec, _kernel(spec, x.device))
     spec, kernel = hit
     if kernel is None:
         return _aten_shuffle(x, groups).clone()
@@ -475,7 +506,8 @@ def pool_args(kernel_size, stride=None, padding=0, dilation=1) -> tuple[list[int
 
 def _pool_spec(x: torch.Tensor, kernel_size, stride, padding, dilation, op: str = "max_pool2d",
                activation: str = "none") -> KernelSpec | None:
-    if not (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and len(kernel_size) == 2
+    dtype = _served_dtype(x)
+    if not (dtype is not None and x.dim() == 4 and len(kernel_size) == 2
             and all(2 * p <= k for p, k in zip(padding, kernel_size))):
         return None
     n, c, h, w = x.shape
@@ -484,7 +516,7 @@ def _pool_spec(x: torch.Tensor, kernel_size, stride, padding, dilation, op: str 
                           kernel=tuple(kernel_size), stride=tuple(stride), dilation=tuple(dilation),
                           padding=(padding[0], padding[1], padding[0], padding[1]),
                           epilogue=() if activation == "none" else (activation,),
-                          layout="NHWC" if _channels_last(x) else "NCHW")
+                          layout="NHWC" if _channels_last(x) else "NCHW", dtype=dtype)
     except ValueError:
         return None
 
@@ -501,7 +533,7 @@ def _pool(x: torch.Tensor, kernel_size, stride, padding, dilation, op: str, acti
     hit = _calls.get(call)
     if hit is None:
         spec = _pool_spec(x, kernel_size, stride, padding, dilation, op, activation)
-        hit = _calls[call] = (spec, _kernel(spec) if spec is not None else None)
+        hit = _calls[call] = (spec, _kernel(spec, x.device) if spec is not None else None)
     spec, kernel = hit
     if kernel is None:
         return aten()

@@ -54,3 +54,39 @@ def test_gpu_check_script_runs_on_a_cpu_bundle(host, tmp_path):
     assert "3 of 3 kernels match torch" in done.stdout
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
     assert all(r["ok"] and r["ours_us"] > 0 and r["bandwidth_fraction"] > 0 for r in rows)
+
+
+@needs_nvcc
+def test_cuda_bundle_is_refused_clearly_without_a_gpu(tmp_path):
+    """Here (no driver, or the compile-only stub) a CUDA library names what it needs instead of
+    failing inside TVM's module loader; the bundle carries the CUDA runtime its plugin links against."""
+    out = bundle.make(SPECS[:1], targets.load("cuda-sm90"), tmp_path / "sm90")
+    assert (out / "lib" / bundle.CUDART).exists()
+    with pytest.raises(RuntimeError, match="sm_90.*no CUDA driver or GPU"):
+        runtime.load(out)
+    from gconvgen import torch_ops
+    with pytest.raises(RuntimeError, match="no CUDA driver or GPU"):
+        torch_ops.use_library(out)
+    assert not [lib for lib in torch_ops._libraries if lib.is_cuda]
+
+
+def test_gpu_architecture_compatibility():
+    from gconvgen.loader.gconvgen_loader import runs_on
+    assert runs_on("sm_90", (9, 0)) and runs_on("sm_80", (8, 7)) and runs_on("sm_80", (8, 9))
+    assert not runs_on("sm_87", (8, 0)) and not runs_on("sm_80", (9, 0)) and not runs_on("sm_90", (10, 0))
+    assert runs_on("sm_90a", (9, 0)) and not runs_on("sm_90a", (9, 1))
+    assert runs_on("sm_100", (10, 3)) and not runs_on("sm_100", (12, 0))
+
+
+def test_gpu_check_model_runs_on_a_cpu_bundle(host, tmp_path):
+    """The whole-model part of the GPU check (converted model on the bundle's kernels vs torch), on a
+    CPU bundle of MobileNetV2's layers here; on a GPU it adds the CUDA graphs."""
+    from gconvgen.models import layer_specs
+    from schedules import preferred_spec
+    target = host.tvm_target()
+    specs = [preferred_spec(s, host.family, target) for s in layer_specs("mobilenet_v2")]
+    out = bundle.make(specs, host, tmp_path / "mbv2")
+    done = subprocess.run([sys.executable, out / "loader" / "gpu_check.py", out, "--device", "cpu",
+                           "--model", "mobilenet_v2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ok   mobilenet_v2 float32 batch 1" in done.stdout and "all models match torch" in done.stdout

@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import glob
 import os
+import platform
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,6 +20,12 @@ from ..paths import PACKAGE_DIR, cache_dir
 
 _ready = False
 FATBIN_MAGIC = (0xBA55ED50).to_bytes(4, "little")
+
+
+def cudart(arch: str = platform.machine()) -> Path | None:
+    """The toolkit's CUDA runtime library for a host of `arch`: this machine's, else None (a Jetson
+    brings its own with JetPack)."""
+    return _cudart() if arch == platform.machine() else None
 
 
 def _cudart() -> Path:

@@ -98,11 +98,13 @@ def check_compatible(data: dict[str, Any], lib: Path) -> None:
 
 
 def runtime_library(bundle: Path | None = None) -> Path | None:
-    """libtvm_runtime.so: $GCONVGEN_TVM_RUNTIME, else the bundle's lib/, else an installed apache-tvm's."""
+    """libtvm_runtime.so: $GCONVGEN_TVM_RUNTIME, else the bundle's lib/ (unless apache-tvm is imported),
+    else an installed apache-tvm's."""
     env = os.environ.get("GCONVGEN_TVM_RUNTIME")
     if env:
         return Path(env)
-    if bundle is not None and (Path(bundle) / "lib" / "libtvm_runtime.so").exists():
+    if "tvm" not in sys.modules and bundle is not None and (Path(bundle) / "lib" / "libtvm_runtime.so").exists():
+        # (an imported apache-tvm has loaded its own runtime already: a second copy would abort)
         return Path(bundle) / "lib" / "libtvm_runtime.so"
     spec = importlib.util.find_spec("tvm")   # locates the package without importing the compiler
     if spec is not None and spec.origin:
@@ -122,22 +124,78 @@ def load_runtime(bundle: Path | None = None) -> Path:
             raise RuntimeError("libtvm_runtime.so not found: install apache-tvm, or set GCONVGEN_TVM_RUNTIME "
                                "to its path (a bundle ships it in lib/)")
         ctypes.CDLL(str(path), ctypes.RTLD_GLOBAL)
-        cuda = path.parent / "libtvm_runtime_cuda.so"
-        if bundle is not None and (Path(bundle) / "lib" / "libtvm_runtime_cuda.so").exists():
-            cuda = Path(bundle) / "lib" / "libtvm_runtime_cuda.so"
-        if cuda.exists() and _cuda_driver():
-            # loads CUDA modules (fatbins) from libraries; needs the driver's libcuda and libcudart
-            ctypes.CDLL(str(cuda), ctypes.RTLD_GLOBAL)
         _runtime_loaded = path
     return _runtime_loaded
 
 
-def _cuda_driver() -> bool:
+_cuda_plugin: Path | None = None
+
+
+def load_cuda_runtime(bundle: Path | None, what: str) -> None:
+    """TVM's CUDA plugin, which loads the fatbins of the CUDA libraries (`what`: the one that needs
+    it, for errors; check_gpu first). CUDA 13's libcudart comes from the bundle's lib/ where it
+    carries one (a host's PyTorch may ship another CUDA's)."""
+    global _cuda_plugin
+    runtime = load_runtime(bundle)
+    if _cuda_plugin is not None:
+        return
+    plugin = runtime.parent / "libtvm_runtime_cuda.so"   # the one built with the runtime loaded
+    if not plugin.exists():
+        raise RuntimeError(f"{what}: libtvm_runtime_cuda.so (TVM's CUDA runtime) not found beside {runtime}")
+    for cudart in ([Path(bundle) / "lib" / "libcudart.so.13"] if bundle is not None else []) \
+            + [runtime.parent / "libcudart.so.13"]:
+        if cudart.exists():
+            ctypes.CDLL(str(cudart), ctypes.RTLD_GLOBAL)
+            break
     try:
-        ctypes.CDLL("libcuda.so.1", ctypes.RTLD_GLOBAL)
-        return True
+        ctypes.CDLL(str(plugin), ctypes.RTLD_GLOBAL)
+    except OSError as e:
+        raise RuntimeError(f"{what}: TVM's CUDA runtime {plugin} does not load ({e}); it needs the driver's "
+                           f"libcuda.so.1 and CUDA 13's libcudart.so.13 (a bundle carries the latter in lib/)") from e
+    _cuda_plugin = plugin
+
+
+def cuda_devices() -> list[tuple[int, int]]:
+    """The compute capability (major, minor) of each CUDA device the driver sees; [] without a driver
+    or GPU (also under the compile-only libcuda stub, whose cuInit reports no device)."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1", ctypes.RTLD_GLOBAL)
     except OSError:
-        return False
+        return []
+    count = ctypes.c_int(0)
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return []
+    found = []
+    for i in range(count.value):
+        major, minor = ctypes.c_int(0), ctypes.c_int(0)
+        cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, i)   # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
+        cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, i)   # ... _MINOR
+        found.append((major.value, minor.value))
+    return found
+
+
+def runs_on(arch: str, capability: tuple[int, int]) -> bool:
+    """Whether machine code for `arch` ('sm_90', 'sm_90a') runs on a GPU of that compute capability:
+    the same major version, at least the minor one ('a' variants: exactly that GPU)."""
+    digits = arch.removeprefix("sm_").rstrip("af")
+    built = (int(digits[:-1]), int(digits[-1]))
+    if arch.endswith(("a", "f")):
+        return capability == built
+    return capability[0] == built[0] and capability[1] >= built[1]
+
+
+def check_gpu(data: dict[str, Any], lib: Path) -> None:
+    """Refuse a CUDA library where no GPU here can run its machine code, naming what differs."""
+    target = data["target"]
+    arch = target.get("tvm_target", {}).get("arch", "?")
+    devices = cuda_devices()
+    if not devices:
+        raise RuntimeError(f"{lib} holds CUDA kernels for {arch} (target profile {target.get('profile')!r}), but "
+                           f"this machine has no CUDA driver or GPU: run it on a GPU host, or build for 'host'")
+    if not any(runs_on(arch, d) for d in devices):
+        seen = ", ".join(f"sm_{a}{b}" for a, b in devices)
+        raise RuntimeError(f"{lib} holds CUDA kernels for {arch} (target profile {target.get('profile')!r}), which "
+                           f"the GPUs here ({seen}) cannot run: build with the profile of this GPU")
 
 
 class Library:
@@ -156,12 +214,20 @@ class Library:
                                f"{self.manifest['sha256'][:12]}...): the file was changed or corrupted; rebuild it")
         check_compatible(self.manifest, lib)
         load_runtime(self.folder)
+        if self.is_cuda:
+            check_gpu(self.manifest, lib)
+            load_cuda_runtime(self.folder, str(lib))
         self.module = tvm_ffi.load_module(str(lib))
         self.entries = {e["key"]: e for e in self.manifest["kernels"]}
 
     @property
     def target(self) -> dict[str, Any]:
         return self.manifest["target"]
+
+    @property
+    def is_cuda(self) -> bool:
+        """Its kernels run on a GPU (they take CUDA tensors)."""
+        return self.manifest["target"].get("family") == "cuda"
 
     def keys(self) -> list[str]:
         return list(self.entries)

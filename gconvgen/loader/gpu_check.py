@@ -2,7 +2,8 @@
 """Check and time a gconvgen bundle against PyTorch on the machine it was built for: one command
 for a GPU host that has PyTorch but no TVM compiler (the bundle carries the runtime libraries).
 
-    python loader/gpu_check.py BUNDLE [--device cuda|cpu] [--budget-seconds 240]
+    python loader/gpu_check.py BUNDLE [--device cuda|cpu] [--budget-seconds 240] [--json FILE]
+    python loader/gpu_check.py BUNDLE --model mobilenet_v2 [--model ...] [--dtypes float32,float16]
 
 For every kernel in the manifest: random inputs, our kernel vs torch's conv2d + bias + activation
 (+ shuffle) as a model runs it, in float32 or float16 (fp16 compared at 1e-2 relative); times ours
@@ -10,10 +11,16 @@ and torch's in NCHW and channels_last (CUDA events on a GPU, medians), counting 
 layout; and the fraction of the device's copy bandwidth each kernel reached (bytes it must move:
 input + weight + output, over its time; the copy bandwidth is measured with torch's own copy).
 Needs: torch, apache-tvm-ffi, and the bundle's lib/ (libtvm_runtime*.so).
+
+With --model (a bundle of that model's layers: gconvgen build --model NAME): the whole model at batch 1
+through gconvgen.convert and torch.ops.gconvgen on CUDA tensors (the bundle's python/ copy of the
+gconvgen package, runtime only, in strict mode: a layer missing from the bundle is an error), checked
+against torch, then ours and torch's (NCHW and channels_last) each captured in a CUDA graph and replayed.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import statistics
@@ -107,9 +114,14 @@ class Timer:
     def __init__(self, device: str) -> None:
         self.device = device
 
-    def __call__(self, fn, reps: int = 20, rounds: int = 5) -> float:
-        """Median µs per call."""
+    def __call__(self, fn, reps: int = 20, rounds: int = 5, graph: bool = True) -> float:
+        """Median µs per call. On a GPU (with graph) the reps calls are replayed as one CUDA graph, so
+        the time is the device's alone: launched one by one from Python, a few-µs kernel would be
+        timed at the host's pace (and torch's several kernels per layer even more so)."""
         fn()
+        if self.device == "cuda" and graph:
+            g, _ = capture(lambda: [fn() for _ in range(reps)])
+            fn, reps = g.replay, 1
         samples = []
         for _ in range(rounds):
             if self.device == "cuda":
@@ -128,6 +140,21 @@ class Timer:
         return statistics.median(samples)
 
 
+def capture(fn):
+    """fn() captured in a CUDA graph after three warm-up calls on a side stream (the first call of
+    each of our kernels loads it, which a capture must not do). Returns (graph, fn's output)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
+
+
 def copy_bandwidth(device: str, timer: Timer) -> float:
     """Bytes per µs of torch's device-to-device copy of a 256 MiB (CPU: 64 MiB) buffer, read + write."""
     n = (256 if device == "cuda" else 64) * 2 ** 20 // 4
@@ -136,24 +163,79 @@ def copy_bandwidth(device: str, timer: Timer) -> float:
     return 2 * n * 4 / us
 
 
+def check_models(bundle: str, names: list[str], dtypes: list[str], device: str, timer: Timer) -> int:
+    """Each model converted and run on the bundle's kernels vs torch, eager and in CUDA graphs.
+    Returns the failures."""
+    sys.path.insert(0, str(Path(bundle).resolve() / "python"))
+    try:
+        import gconvgen
+        from gconvgen import models, torch_ops
+    except ImportError as e:
+        print(f"--model needs the gconvgen package (the bundle's python/ or PYTHONPATH): {e}")
+        return 1
+    torch_ops.use_library(bundle)
+    torch_ops.set_strict(True)   # every layer on the bundle's kernels, or an error naming the one missing
+    failures = 0
+    for name in names:
+        for dtype in dtypes:
+            dt = DTYPES[dtype]
+            model = models.create(name)
+            ours = gconvgen.convert(model, torch_threads=None).to(device, dt)
+            model = model.to(device, dt)
+            x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1)).to(device, dt)
+            x_cl = x.contiguous(memory_format=torch.channels_last)
+            model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+            with torch.no_grad():
+                expected = model(x).float()
+                scale = expected.abs().max().item() or 1.0
+                err = (ours(x).float() - expected).abs().max().item() / scale
+                row = {"model": name, "dtype": dtype, "rel_err": err}
+                if device == "cuda":
+                    g_ours, y_ours = capture(lambda: ours(x))
+                    g_nchw, _ = capture(lambda: model(x))
+                    g_cl, _ = capture(lambda: model_cl(x_cl))
+                    g_ours.replay()
+                    row["graph_rel_err"] = (y_ours.float() - expected).abs().max().item() / scale
+                    err = max(err, row["graph_rel_err"])
+                    row["ours_graph_us"] = timer(g_ours.replay, graph=False)
+                    row["torch_graph_us"] = min(timer(g_nchw.replay, graph=False), timer(g_cl.replay, graph=False))
+                row["ours_eager_us"] = timer(lambda: ours(x), graph=False)
+                row["torch_eager_us"] = min(timer(lambda: model(x), graph=False),
+                                            timer(lambda: model_cl(x_cl), graph=False))
+            ok = err < (2e-2 if dtype == "float16" else 1e-3)
+            failures += not ok
+            graphs = (f"CUDA graphs: ours {row['ours_graph_us']:7.1f} us, torch's better layout "
+                      f"{row['torch_graph_us']:7.1f} us, x{row['torch_graph_us'] / row['ours_graph_us']:.2f}; "
+                      if "ours_graph_us" in row else "")
+            print(f"{'ok  ' if ok else 'FAIL'} {name} {dtype} batch 1: err {err:.1e}  {graphs}eager: ours "
+                  f"{row['ours_eager_us']:7.1f} us, torch {row['torch_eager_us']:7.1f} us", flush=True)
+    return failures
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("bundle")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--budget-seconds", type=float, default=240.0, help="stop timing new kernels after this long")
     p.add_argument("--json", default=None)
+    p.add_argument("--model", action="append", default=[], help="check and time this model at batch 1 instead "
+                   "(its layers' bundle, see above); repeatable")
+    p.add_argument("--dtypes", default="float32", help="with --model: these dtypes (default float32)")
     args = p.parse_args(argv)
     start = time.monotonic()
-    lib = gconvgen_loader.Library(args.bundle)
-    import tvm_ffi
     timer = Timer(args.device)
+    if args.model:
+        failures = check_models(args.bundle, args.model, args.dtypes.split(","), args.device, timer)
+        print(f"{'all models match torch' if not failures else f'{failures} model run(s) differ'}; "
+              f"{time.monotonic() - start:.0f} s")
+        return 1 if failures else 0
+    lib = gconvgen_loader.Library(args.bundle)
     bandwidth = copy_bandwidth(args.device, timer)
     dev = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     print(f"{lib.target.get('profile')} on {dev}: copy bandwidth {bandwidth / 1e3:.0f} GB/s; "
           f"{len(lib.entries)} kernels", flush=True)
     rows, failures = [], 0
     gen = torch.Generator().manual_seed(0)
-    stream = tvm_ffi.use_torch_stream() if args.device == "cuda" else None
     for key, entry in lib.entries.items():
         spec = entry["spec"]
         fn = lib.function(key)
@@ -163,12 +245,8 @@ def main(argv: list[str]) -> int:
         kargs = [kernel_layout(spec, n, targs[n]) for n in names[:-1]]
         out = torch.empty(entry["args"][-1]["shape"], device=args.device, dtype=DTYPES[spec["dtype"]])
 
-        def ours():
-            if stream is not None:
-                with tvm_ffi.use_torch_stream():
-                    fn(*kargs, out)
-            else:
-                fn(*kargs, out)
+        def ours():   # tvm-ffi runs it on torch's current stream (it reads it from the CUDA tensors)
+            fn(*kargs, out)
         ours()
         got = out.permute(0, 3, 1, 2) if spec["layout"] == "NHWC" else out
         scale = expected.abs().max().item() or 1.0

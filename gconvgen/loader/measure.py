@@ -70,10 +70,12 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     folder = Path(args.folder)
     data = json.loads((folder / "candidates.json").read_text())
+    device = data["device"]
     gconvgen_loader.load_runtime(folder)
+    if device == "cuda":
+        gconvgen_loader.load_cuda_runtime(folder, str(folder / data["library"]))
     import tvm_ffi
     module = tvm_ffi.load_module(str(folder / data["library"]))
-    device = data["device"]
     results, start = {}, time.monotonic()
     for i, entry in enumerate(data["candidates"], 1):
         try:
