@@ -102,10 +102,12 @@ def _context(task: Task, target, rule, seed: int) -> ms.TuneContext:
     def space(sch):
         rule.schedule(sch, task.spec, target, tunable=True)
         return sch
+    postprocs = [ms.postproc.DisallowDynamicLoop(), ms.postproc.RewriteParallelVectorizeUnroll(),
+                 ms.postproc.RewriteReductionBlock()]
+    if target.kind.name == "cuda":   # drop tilings over the GPU's thread and shared-memory limits
+        postprocs.append(ms.postproc.VerifyGPUCode())
     generator = ms.space_generator.ScheduleFn(
-        space, sch_rules=[],
-        postprocs=[ms.postproc.DisallowDynamicLoop(), ms.postproc.RewriteParallelVectorizeUnroll(),
-                   ms.postproc.RewriteReductionBlock()],
+        space, sch_rules=[], postprocs=postprocs,
         mutator_probs={ms.mutator.MutateTileSize(): 1.0})
     # Our spaces hold a few tile decisions, not MetaSchedule's thousands: a small population
     # keeps each search round to seconds instead of a minute on a 2-core box.

@@ -35,9 +35,15 @@ def split(sch: s_tir.Schedule, loop, inner: int, tunable: bool, max_inner: int =
     """Split `loop` into (outer, inner) with `inner` iterations inside. Tunable: the factors are a
     sampled perfect tile whose default decision is `inner`, so MetaSchedule's MutateTileSize can
     move it while the untuned schedule stays exactly the rule's choice."""
+    return sch.split(loop, factors=tile_factors(sch, loop, inner, tunable, max_inner))
+
+
+def tile_factors(sch: s_tir.Schedule, loop, inner: int, tunable: bool, max_inner: int = 64) -> list:
+    """split's factors: [None, inner], or when tunable the sampled tile [outer, inner] (inner must
+    divide the loop's extent then), whose variables a rule may combine (a thread count is a product
+    of two tiles)."""
     if not tunable:
-        return sch.split(loop, factors=[None, inner])
+        return [None, inner]
     extent = int(sch.get(loop).extent)
-    factors = sch.sample_perfect_tile(loop, n=2, max_innermost_factor=max(inner, max_inner),
-                                      decision=[extent // inner, inner])
-    return sch.split(loop, factors=factors)
+    return list(sch.sample_perfect_tile(loop, n=2, max_innermost_factor=max(inner, max_inner),
+                                        decision=[extent // inner, inner]))

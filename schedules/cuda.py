@@ -11,7 +11,7 @@ from tvm import s_tir
 from tvm.target import Target
 
 from . import ScheduleRule
-from .common import divisor_at_most, has_block
+from .common import divisor_at_most, has_block, split, tile_factors
 
 _SPATIAL = 0  # IterVar.DataPar
 
@@ -24,8 +24,8 @@ def _inline_pad(sch: s_tir.Schedule) -> None:
 class DepthwiseNCHW(ScheduleRule):
     """Depthwise conv in NCHW: a thread block per (image, channel, band of output rows); the band's
     input rows plus the halo are staged in shared memory by all threads together (coalesced along
-    rows); each thread computes several adjacent outputs of a row from it, taps unrolled. Does not
-    apply to NHWC or with an output shuffle."""
+    rows); each thread computes several adjacent outputs of a row from it, taps unrolled. Tunable:
+    the band's rows and the outputs per thread. Does not apply to NHWC or with an output shuffle."""
 
     name = "cuda.DepthwiseNCHW"
 
@@ -40,11 +40,13 @@ class DepthwiseNCHW(ScheduleRule):
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         oh, ow = spec.out_height, spec.out_width
-        wi = divisor_at_most(ow, self.per_thread)
-        hi = divisor_at_most(oh, self.rows)
         n, c, h, w = sch.get_loops(out)
-        ho, hi_ = sch.split(h, factors=[None, hi])
-        wo, wi_ = sch.split(w, factors=[None, wi])
+        # at most 1024 threads a block: rows x (ow / outputs per thread)
+        hf = tile_factors(sch, h, divisor_at_most(oh, self.rows), tunable, max_inner=16)
+        wf = tile_factors(sch, w, divisor_at_most(ow, self.per_thread), tunable, max_inner=8)
+        ho, hi_ = sch.split(h, factors=hf)
+        wo, wi_ = sch.split(w, factors=wf)
+        threads = [hf[1], wf[0] if tunable else ow // wf[1]]   # rows x runs: one factor each, as a trace stores them
         sch.reorder(n, c, ho, hi_, wo, wi_)
         block = sch.fuse(n, c, ho)
         thread = sch.fuse(hi_, wo)
@@ -62,10 +64,60 @@ class DepthwiseNCHW(ScheduleRule):
             sch.set_scope(pad, 0, "shared")
             pad_loops = sch.get_loops(pad)[1:]
             fused = sch.fuse(*pad_loops)
-            _, tx = sch.split(fused, factors=[None, hi * (ow // wi)])
-            sch.bind(tx, "threadIdx.x")
+            _, *tx = sch.split(fused, factors=[None, *threads])
+            sch.bind(sch.fuse(*tx), "threadIdx.x")
         if sch.get(conv).reads and any(int(iv.iter_type) != _SPATIAL for iv in sch.get(conv).iter_vars):
             sch.decompose_reduction(conv, sch.get_loops(conv)[2])
+
+
+class DepthwiseNHWC(ScheduleRule):
+    """Depthwise conv (and pooling) in NHWC: a thread per (pixel, vector of 4 channels), so each
+    tap's load and the store are one wide access (16 bytes in float32, 8 in float16), and a
+    block's threads run over all channel vectors of a few pixels, so a warp's accesses are
+    contiguous; taps unrolled, the window's reuse left to L1. Every split divides its loop, which
+    keeps the thread mapping affine (TVM vectorizes the accumulation only then). Does not apply to
+    NCHW or with an output shuffle."""
+
+    name = "cuda.DepthwiseNHWC"
+
+    def __init__(self, threads: int = 256) -> None:
+        self.threads = threads
+
+    def applies(self, spec, target: Target) -> bool:
+        return (target.kind.name == "cuda" and spec.op_class in ("depthwise", "pool") and spec.layout == "NHWC"
+                and spec.shuffle_groups == 1)
+
+    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        _inline_pad(sch)
+        conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+        # 4 lanes in either dtype: float16 would fit 8 in 16 bytes, but TVM's CUDA codegen cannot
+        # emit the 8-lane float32 accumulator (it writes a make_ulonglong4 of 8 floats)
+        lanes = divisor_at_most(spec.out_channels, 4)
+        vectors = spec.out_channels // lanes
+        per_block = divisor_at_most(vectors, self.threads)   # channel vectors a block takes
+        # pixels of one output row a block takes (a run crossing rows would make the mapping non-affine)
+        run = divisor_at_most(spec.out_width, max(1, self.threads // per_block))
+        n, h, w, c = sch.get_loops(out)
+        co, cv = sch.split(c, factors=[None, lanes])
+        coo, coi = sch.split(co, factors=[None, per_block])
+        wo, wi = sch.split(w, factors=[None, run])
+        sch.reorder(n, h, wo, coo, wi, coi, cv)
+        tx = sch.fuse(wi, coi)
+        sch.bind(sch.fuse(n, h, wo, coo), "blockIdx.x")
+        sch.bind(tx, "threadIdx.x")
+        sch.vectorize(cv)
+        sch.compute_at(conv, tx, preserve_unit_loops=True)
+        sch.set_scope(conv, 0, "local")
+        iter_vars = sch.get(conv).iter_vars
+        own = list(zip(sch.get_loops(conv)[-len(iter_vars):], iter_vars))
+        spatial = [loop for loop, iv in own if int(iv.iter_type) == _SPATIAL]
+        red = [loop for loop, iv in own if int(iv.iter_type) != _SPATIAL]
+        if red:
+            sch.reorder(*red, *spatial)   # the channel vector innermost, under the unrolled taps
+            for loop in red:
+                sch.unroll(loop)
+            sch.vectorize(spatial[-1])   # before the split into init and update: TVM vectorizes a reduction
+            sch.decompose_reduction(conv, red[0])
 
 
 class GroupConvNCHW(ScheduleRule):
@@ -80,6 +132,12 @@ class GroupConvNCHW(ScheduleRule):
         self.channels = channels
         self.threads = threads
 
+    def _threads(self, spec) -> int:
+        """Threads a block: the whole plane, rounded up to a warp, where it takes at most 256 (7x7 and
+        14x14 planes would leave most of 128 threads idle), else `threads`."""
+        pixels = spec.out_height * spec.out_width
+        return -(-pixels // 32) * 32 if pixels <= 256 else self.threads
+
     def applies(self, spec, target: Target) -> bool:
         return (target.kind.name == "cuda" and spec.op == "conv2d" and spec.op_class != "depthwise"
                 and spec.layout == "NCHW")
@@ -92,13 +150,13 @@ class GroupConvNCHW(ScheduleRule):
         if spec.shuffle_groups > 1:   # the remap is no box: the accumulation gets its own kernel
             _thread_per_element(sch, out, self.threads)
             n, o, h, w, *red = sch.get_loops(conv)
-            oi_ = self._tile(sch, n, o, h, w, red, oi)
+            oi_ = self._tile(sch, spec, n, o, h, w, red, oi, tunable)
             sch.unroll(oi_)
             if red:
                 sch.decompose_reduction(conv, red[0])
             return
         n, o, h, w = sch.get_loops(out)
-        self._tile(sch, n, o, h, w, [], oi)
+        self._tile(sch, spec, n, o, h, w, [], oi, tunable)
         sch.compute_at(conv, sch.get_loops(out)[-2], preserve_unit_loops=True)   # under the thread loop
         sch.set_scope(conv, 0, "local")
         iter_vars = sch.get(conv).iter_vars
@@ -111,11 +169,11 @@ class GroupConvNCHW(ScheduleRule):
                 sch.unroll(loop)
             sch.decompose_reduction(conv, red[0])
 
-    def _tile(self, sch: s_tir.Schedule, n, o, h, w, red: list, oi: int):
+    def _tile(self, sch: s_tir.Schedule, spec, n, o, h, w, red: list, oi: int, tunable: bool):
         """Blocks of (image, tile of oi output channels, run of pixels), a thread per pixel; the
-        reductions (if any) then the thread's channels inside. Returns the channel loop."""
-        oo, oi_ = sch.split(o, factors=[None, oi])
-        bp, tp = sch.split(sch.fuse(h, w), factors=[None, self.threads])
+        reductions (if any) then the thread's channels inside (tunable). Returns the channel loop."""
+        oo, oi_ = split(sch, o, oi, tunable, max_inner=16)
+        bp, tp = sch.split(sch.fuse(h, w), factors=[None, self._threads(spec)])
         sch.reorder(n, oo, bp, tp, *red, oi_)
         sch.bind(sch.fuse(n, oo, bp), "blockIdx.x")
         sch.bind(tp, "threadIdx.x")
@@ -123,7 +181,7 @@ class GroupConvNCHW(ScheduleRule):
 
 
 class Fallback(ScheduleRule):
-    """Anything else on a GPU (NHWC convs, shuffles, gradients): every block a kernel of one thread
+    """Anything else on a GPU (NHWC grouped convs, shuffles, gradients): every block a kernel of one thread
     per output element, reductions serial in the thread. Correct everywhere; fast nowhere in
     particular."""
 
@@ -153,4 +211,4 @@ def _thread_per_element(sch: s_tir.Schedule, block, threads: int) -> None:
         sch.decompose_reduction(block, red[0])
 
 
-RULES: list[ScheduleRule] = [DepthwiseNCHW(), GroupConvNCHW(), Fallback()]
+RULES: list[ScheduleRule] = [DepthwiseNCHW(), DepthwiseNHWC(), GroupConvNCHW(), Fallback()]

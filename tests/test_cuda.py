@@ -28,7 +28,7 @@ def test_cuda_bundle_embeds_fatbins(name, tmp_path):
     assert has_fatbin(out / "gconvgen.so"), "the library carries CUDA source, not device code"
     data = json.loads((out / "manifest.json").read_text())
     rules = {k["rule"] for k in data["kernels"]}
-    assert {"cuda.DepthwiseNCHW", "cuda.GroupConvNCHW", "cuda.Fallback"} <= rules
+    assert {"cuda.DepthwiseNCHW", "cuda.DepthwiseNHWC", "cuda.GroupConvNCHW", "cuda.Fallback"} <= rules
     assert data["target"]["tvm_target"]["arch"] == name.replace("cuda-sm", "sm_")
     for f in ("lib/libtvm_runtime.so", "lib/libtvm_runtime_cuda.so", "lib/libtvm_ffi.so", "loader/gpu_check.py"):
         assert (out / f).exists(), f
@@ -90,3 +90,17 @@ def test_gpu_check_model_runs_on_a_cpu_bundle(host, tmp_path):
                            "--model", "mobilenet_v2"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ok   mobilenet_v2 float32 batch 1" in done.stdout and "all models match torch" in done.stdout
+
+
+@needs_nvcc
+def test_cuda_rules_are_tuning_spaces(tmp_path):
+    """The depthwise and grouped rules sample their tiles, so candidates for a GPU host differ (and
+    the ones past the GPU's thread limit are dropped here); all of them compile with nvcc."""
+    from gconvgen import offline
+    specs = [dataclasses.replace(SPECS[0], batch=8), dataclasses.replace(SPECS[2], batch=8)]
+    out = offline.export(specs, targets.load("cuda-sm90"), tmp_path / "cands", trials=6)
+    data = json.loads((out / "candidates.json").read_text())
+    for spec in specs:
+        records = [json.dumps(c["record"]) for c in data["candidates"] if c["key"] == spec.key]
+        assert len(set(records)) >= 3, (spec.key, len(records))
+    assert has_fatbin(out / offline.LIBRARY)
