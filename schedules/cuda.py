@@ -106,12 +106,7 @@ class DepthwiseNHWC(ScheduleRule):
         sch.bind(sch.fuse(n, h, wo, coo), "blockIdx.x")
         sch.bind(tx, "threadIdx.x")
         sch.vectorize(cv)
-        sch.compute_at(conv, tx, preserve_unit_loops=True)
-        sch.set_scope(conv, 0, "local")
-        iter_vars = sch.get(conv).iter_vars
-        own = list(zip(sch.get_loops(conv)[-len(iter_vars):], iter_vars))
-        spatial = [loop for loop, iv in own if int(iv.iter_type) == _SPATIAL]
-        red = [loop for loop, iv in own if int(iv.iter_type) != _SPATIAL]
+        spatial, red = _accumulate_in_thread(sch, conv, tx)
         if red:
             sch.reorder(*red, *spatial)   # the channel vector innermost, under the unrolled taps
             for loop in red:
@@ -157,12 +152,7 @@ class GroupConvNCHW(ScheduleRule):
             return
         n, o, h, w = sch.get_loops(out)
         self._tile(sch, spec, n, o, h, w, [], oi, tunable)
-        sch.compute_at(conv, sch.get_loops(out)[-2], preserve_unit_loops=True)   # under the thread loop
-        sch.set_scope(conv, 0, "local")
-        iter_vars = sch.get(conv).iter_vars
-        own = list(zip(sch.get_loops(conv)[-len(iter_vars):], iter_vars))
-        spatial = [loop for loop, iv in own if int(iv.iter_type) == _SPATIAL]
-        red = [loop for loop, iv in own if int(iv.iter_type) != _SPATIAL]
+        spatial, red = _accumulate_in_thread(sch, conv, sch.get_loops(out)[-2])   # under the thread loop
         if red:
             sch.reorder(*red, *spatial)
             for loop in spatial:
@@ -194,6 +184,17 @@ class Fallback(ScheduleRule):
         _inline_pad(sch)
         for block in sch.get_child_blocks(sch.get_sblock("root")):
             _thread_per_element(sch, block, 256)
+
+
+def _accumulate_in_thread(sch: s_tir.Schedule, conv, thread) -> tuple[list, list]:
+    """The accumulation moved under a thread loop, into registers; returns its own (spatial,
+    reduction) loops there."""
+    sch.compute_at(conv, thread, preserve_unit_loops=True)
+    sch.set_scope(conv, 0, "local")
+    iter_vars = sch.get(conv).iter_vars
+    own = list(zip(sch.get_loops(conv)[-len(iter_vars):], iter_vars))
+    return ([loop for loop, iv in own if int(iv.iter_type) == _SPATIAL],
+            [loop for loop, iv in own if int(iv.iter_type) != _SPATIAL])
 
 
 def _thread_per_element(sch: s_tir.Schedule, block, threads: int) -> None:
