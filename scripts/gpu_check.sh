@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a GPU host with PyTorch and no TVM (the bundles from scripts/gpu_bundles.sh in out/gpu/): installs
 # the carried tvm-ffi wheel into a scratch folder, then checks and times every kernel of the suite
-# bundle, and the whole MobileNetV2 at batch 1 (eager and CUDA graphs), against torch. About 4 minutes.
+# bundle (NCHW, then NHWC at batch 64), and the whole MobileNetV2 at batch 1 (eager and CUDA graphs),
+# against torch. About 5 minutes.
 # Results: $OUT (or out/gpu/results) gets suite.json and the printed reports.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -12,5 +13,7 @@ export PYTHONPATH=/tmp/gconvgen-site PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$RESULTS/gpu.txt"
 timeout 300 python3 out/gpu/suite/loader/gpu_check.py out/gpu/suite --budget-seconds 170 \
     --json "$RESULTS/suite.json" 2>&1 | tee "$RESULTS/suite.txt"
+timeout 120 python3 out/gpu/nhwc/loader/gpu_check.py out/gpu/nhwc --budget-seconds 60 \
+    --json "$RESULTS/nhwc.json" 2>&1 | tee "$RESULTS/nhwc.txt"
 timeout 120 python3 out/gpu/model/loader/gpu_check.py out/gpu/model --model mobilenet_v2 \
     --dtypes float32,float16 2>&1 | tee "$RESULTS/model.txt"
