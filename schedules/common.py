@@ -47,3 +47,12 @@ def tile_factors(sch: s_tir.Schedule, loop, inner: int, tunable: bool, max_inner
     extent = int(sch.get(loop).extent)
     return list(sch.sample_perfect_tile(loop, n=2, max_innermost_factor=max(inner, max_inner),
                                         decision=[extent // inner, inner]))
+
+
+def flatten_pixels(sch: s_tir.Schedule, conv, out, width: int) -> list:
+    """One pixel axis p = h * W + w for the accumulator, the conv and the epilogue, so a pixel tile is
+    one contiguous range (a box), which fusing the epilogue needs. Returns the conv's loops (n, o, p, r)."""
+    sch.transform_layout(conv, ("write", 0), lambda n, o, h, w: (n, o, h * width + w))
+    sch.transform_block_layout(conv, lambda n, o, h, w, r: (n, o, h * width + w, r))
+    sch.transform_block_layout(out, lambda n, o, h, w: (n, o, h * width + w))
+    return sch.get_loops(conv)

@@ -11,7 +11,7 @@ from tvm import s_tir
 from tvm.target import Target
 
 from . import ScheduleRule
-from .common import divisor_at_most, has_block, split, tile_factors
+from .common import divisor_at_most, flatten_pixels, has_block, split, tile_factors
 
 _SPATIAL = 0  # IterVar.DataPar
 
@@ -115,6 +115,82 @@ class DepthwiseNHWC(ScheduleRule):
             sch.decompose_reduction(conv, red[0])
 
 
+class PointwiseTiledNCHW(ScheduleRule):
+    """Dense 1x1 conv in NCHW on planes of a few hundred pixels and more, as a GEMM per image,
+    out[o, p] = sum_k w[o, k] x[k, p]: a thread block per tile of (up to) 64 output channels x 64
+    pixels, up to 16x16 threads each accumulating 4 channels x 4 adjacent pixels in registers. The
+    reduction runs in chunks of up to 16 input channels whose weight and input tiles are first
+    staged in shared memory by all threads (the input with 4-wide vector loads), so each value
+    fetched serves 64 multiply-adds instead of the 4 of GroupConvNCHW's thread per pixel; a
+    thread's 4 pixels are one vector in shared memory and one 4-wide store. Every split divides
+    its extent (the thread counts are chosen so), which keeps the loads and stores vectorized.
+    Tunable: the chunk. Does not apply to grouped, strided or padded convs, with an output
+    shuffle, where pixels a plane (at least `min_pixels`) or channels do not tile, or where the
+    tiles would not make `min_blocks` thread blocks (a 56x56 layer at batch 1 with 24 output
+    channels makes 49: too few for a GPU of 132 multiprocessors, which the thread per pixel fills)."""
+
+    name = "cuda.PointwiseTiledNCHW"
+
+    def __init__(self, threads: int = 16, per_thread: int = 4, chunk: int = 16, min_pixels: int = 196,
+                 min_blocks: int = 128) -> None:
+        self.threads = threads
+        self.per_thread = per_thread
+        self.chunk = chunk
+        self.min_pixels = min_pixels
+        self.min_blocks = min_blocks
+
+    def _tiles(self, spec) -> tuple[int, int]:
+        """Threads along the channels and along the pixels (each dividing its axis in units of 4)."""
+        v = self.per_thread
+        pixels = spec.height * spec.width
+        if spec.out_channels % v or pixels % v:
+            return 0, 0
+        return divisor_at_most(spec.out_channels // v, self.threads), divisor_at_most(pixels // v, self.threads)
+
+    def applies(self, spec, target: Target) -> bool:
+        ty, tx = self._tiles(spec)
+        pixels = spec.height * spec.width
+        blocks = spec.batch * spec.out_channels // (4 * ty) * pixels // (4 * tx) if ty and tx else 0
+        return (target.kind.name == "cuda" and spec.op == "conv2d" and spec.layout == "NCHW"
+                and spec.kernel == (1, 1) and spec.groups == 1 and spec.stride == (1, 1) and not any(spec.padding)
+                and spec.shuffle_groups == 1 and spec.weight_layout == "OIHW" and spec.in_channels >= 8
+                and pixels >= self.min_pixels and ty >= 4 and tx >= 7 and blocks >= self.min_blocks)
+
+    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+        v = self.per_thread
+        ty, tx = self._tiles(spec)
+        flatten_pixels(sch, conv, out, spec.width)   # pixel tiles become boxes: conv (n, o, p, k), out (n, o, p)
+        stage_x = sch.cache_read(conv, 0, "shared")  # the input tile, flattened the same way
+        sch.transform_layout(stage_x, ("write", 0), lambda n, k, h, w: (n, k, h * spec.width + w))
+        sch.transform_block_layout(stage_x, lambda n, k, h, w: (n, k, h * spec.width + w))
+        stage_w = sch.cache_read(conv, 1, "shared")  # the weight tile
+        n, o, p = sch.get_loops(out)
+        ob, oy, oi = sch.split(o, factors=[None, ty, v])
+        pb, px, pi = sch.split(p, factors=[None, tx, v])
+        sch.reorder(n, ob, pb, oy, px, oi, pi)
+        sch.bind(sch.fuse(n, ob, pb), "blockIdx.x")
+        sch.bind(oy, "threadIdx.y")
+        sch.bind(px, "threadIdx.x")
+        sch.vectorize(pi)
+        sch.compute_at(conv, px, preserve_unit_loops=True)
+        sch.set_scope(conv, 0, "local")
+        co, cp, k = sch.get_loops(conv)[-3:]
+        ko, ki = split(sch, k, divisor_at_most(spec.in_channels, self.chunk), tunable, max_inner=32)
+        sch.reorder(ko, ki, co, cp)
+        sch.unroll(co)
+        sch.unroll(cp)
+        depth = len(sch.get_loops(conv)) - 3   # the loops down to ko
+        for stage, lanes in ((stage_x, v), (stage_w, 1)):   # staged by all threads together, once per chunk
+            sch.compute_at(stage, ko, preserve_unit_loops=True)
+            fused = sch.fuse(*sch.get_loops(stage)[depth:])
+            _, sy, sx, lane = sch.split(fused, factors=[None, ty, tx, lanes])
+            sch.bind(sy, "threadIdx.y")
+            sch.bind(sx, "threadIdx.x")
+            sch.vectorize(lane)
+        sch.decompose_reduction(conv, ko)
+
+
 class GroupConvNCHW(ScheduleRule):
     """Grouped, pointwise and dense conv in NCHW: a thread per output pixel (threads of a block run
     along a row, so input and output accesses coalesce) computing a few output channels of one
@@ -212,4 +288,4 @@ def _thread_per_element(sch: s_tir.Schedule, block, threads: int) -> None:
         sch.decompose_reduction(block, red[0])
 
 
-RULES: list[ScheduleRule] = [DepthwiseNCHW(), DepthwiseNHWC(), GroupConvNCHW(), Fallback()]
+RULES: list[ScheduleRule] = [DepthwiseNCHW(), DepthwiseNHWC(), PointwiseTiledNCHW(), GroupConvNCHW(), Fallback()]

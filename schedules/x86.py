@@ -5,7 +5,7 @@ from tvm import s_tir
 from tvm.target import Target
 
 from . import ScheduleRule
-from .common import divisor_at_most, has_block, split, vector_lanes
+from .common import divisor_at_most, flatten_pixels, has_block, split, vector_lanes
 
 
 class DepthwiseNCHW(ScheduleRule):
@@ -105,7 +105,7 @@ class PointwiseNCHW(ScheduleRule):
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         lanes = vector_lanes(target)
-        n, o, p, r = _flatten_pixels(sch, conv, out, spec.width)
+        n, o, p, r = flatten_pixels(sch, conv, out, spec.width)
         cig, cog = spec.in_channels // spec.groups, spec.out_channels // spec.groups
         pixel_vectors = spec.height * spec.width // lanes
         # (28x28 planes are 49 vectors: a one-vector tile, which loses blocked: 192->64 168 vs 152 us)
@@ -161,7 +161,7 @@ class PointwiseWideTileNCHW(ScheduleRule):
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         lanes = vector_lanes(target)
-        n, o, p, r = _flatten_pixels(sch, conv, out, spec.width)
+        n, o, p, r = flatten_pixels(sch, conv, out, spec.width)
         tiles = spec.out_channels // self.channel_tile
         # Groups of channel tiles, at least two tasks (one per core here).
         group = max([g for g in range(1, self.group + 1) if tiles % g == 0 and tiles // g >= 2] or [1])
@@ -605,15 +605,6 @@ def _plain_pointwise_nchw(spec) -> bool:
     """A 1x1, stride-1, unpadded NCHW conv without an output shuffle: a GEMM over flattened pixels."""
     return (spec.op == "conv2d" and spec.layout == "NCHW" and spec.kernel == (1, 1) and spec.stride == (1, 1)
             and spec.padding == (0, 0, 0, 0) and spec.shuffle_groups == 1)
-
-
-def _flatten_pixels(sch: s_tir.Schedule, conv, out, width: int) -> list:
-    """One pixel axis p = h * W + w for the accumulator, the conv and the epilogue, so a pixel tile is
-    one contiguous range (a box), which fusing the epilogue needs. Returns the conv's loops (n, o, p, r)."""
-    sch.transform_layout(conv, ("write", 0), lambda n, o, h, w: (n, o, h * width + w))
-    sch.transform_block_layout(conv, lambda n, o, h, w, r: (n, o, h * width + w, r))
-    sch.transform_block_layout(out, lambda n, o, h, w: (n, o, h * width + w))
-    return sch.get_loops(conv)
 
 
 def _pixel_tile_tail(sch: s_tir.Schedule, conv, out, tile, unrolled: list, vector, reduction) -> None:

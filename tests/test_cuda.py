@@ -16,7 +16,9 @@ SPECS = [w.spec for w in suites.load("public")][:2] + [
     KernelSpec.from_json({"op": "conv2d", "in_channels": 64, "out_channels": 128, "height": 14, "width": 14,
                           "groups": 4, "epilogue": ["bias", "relu", "shuffle:4"]}),
     KernelSpec.from_json({"op": "channel_shuffle", "channels": 48, "height": 7, "width": 7, "groups": 3})]
-SPECS += [dataclasses.replace(SPECS[0], dtype="float16"), SPECS[0].with_layout("NHWC")]
+SPECS += [dataclasses.replace(SPECS[0], dtype="float16"), SPECS[0].with_layout("NHWC"),
+          KernelSpec.from_json({"op": "conv2d", "batch": 8, "in_channels": 32, "out_channels": 128, "height": 28,
+                                "width": 28, "epilogue": ["bias", "relu6"], "dtype": "float16"})]
 
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs the CUDA toolkit (nvcc)")
 
@@ -28,7 +30,8 @@ def test_cuda_bundle_embeds_fatbins(name, tmp_path):
     assert has_fatbin(out / "gconvgen.so"), "the library carries CUDA source, not device code"
     data = json.loads((out / "manifest.json").read_text())
     rules = {k["rule"] for k in data["kernels"]}
-    assert {"cuda.DepthwiseNCHW", "cuda.DepthwiseNHWC", "cuda.GroupConvNCHW", "cuda.Fallback"} <= rules
+    assert {"cuda.DepthwiseNCHW", "cuda.DepthwiseNHWC", "cuda.PointwiseTiledNCHW", "cuda.GroupConvNCHW",
+            "cuda.Fallback"} <= rules
     assert data["target"]["tvm_target"]["arch"] == name.replace("cuda-sm", "sm_")
     for f in ("lib/libtvm_runtime.so", "lib/libtvm_runtime_cuda.so", "lib/libtvm_ffi.so", "loader/gpu_check.py"):
         assert (out / f).exists(), f
@@ -97,7 +100,7 @@ def test_cuda_rules_are_tuning_spaces(tmp_path):
     """The depthwise and grouped rules sample their tiles, so candidates for a GPU host differ (and
     the ones past the GPU's thread limit are dropped here); all of them compile with nvcc."""
     from gconvgen import offline
-    specs = [dataclasses.replace(SPECS[0], batch=8), dataclasses.replace(SPECS[2], batch=8)]
+    specs = [dataclasses.replace(SPECS[0], batch=8), dataclasses.replace(SPECS[2], batch=8), SPECS[-1]]
     out = offline.export(specs, targets.load("cuda-sm90"), tmp_path / "cands", trials=6)
     data = json.loads((out / "candidates.json").read_text())
     for spec in specs:
