@@ -291,7 +291,74 @@ def _packed_weight(weight: torch.Tensor, block: int = 0) -> torch.Tensor:
     return w
 
 
-@torch.library.custom_op("gconvgen::conv2d", mutates_args=())
+_lib = torch.library.Library("gconvgen", "DEF")   # noqa: the ops' namespace, held for the process
+
+
+class _OpDef:
+    """torch.library.custom_op's interface (register_fake, register_autograd, calling the op) on a
+    leaner dispatch path. custom_op wraps an implementation in Python layers that run on every call
+    (an autograd kernel that redispatches through another wrapper with an aliasing check). Here the
+    implementation is itself the op's kernel for every backend (CompositeExplicitAutograd: CPU and
+    CUDA, anything else falls back to aten inside), and the autograd kernel enters an
+    autograd.Function only when a gradient is wanted, else it redispatches below autograd at once.
+    On a 32x28x28 depthwise layer the dispatch above the op's own body went from 20-24 to 14-16 µs
+    (no_grad; inference_mode 11-16 to 7-12). torch.compile, export and opcheck see an ordinary op
+    with a fake kernel and an autograd formula."""
+
+    def __init__(self, name: str, impl: Callable) -> None:
+        self.name = name
+        self._init_fn = impl
+        _lib.define(name + torch.library.infer_schema(impl, mutates_args=()))
+        _lib.impl(name, impl, "CompositeExplicitAutograd")
+        self.op = getattr(torch.ops.gconvgen, name).default
+
+    def __call__(self, *args, **kwargs):
+        return self.op(*args, **kwargs)
+
+    def register_fake(self, fake: Callable) -> Callable:
+        torch.library.register_fake(f"gconvgen::{self.name}", fake, lib=_lib)
+        return fake
+
+    def register_autograd(self, backward: Callable, setup_context: Callable) -> None:
+        op = self.op
+        # trailing defaults the caller left out: setup_context and backward see every input
+        defaults = [a.default_value for a in op._schema.arguments]
+
+        def forward(*args):
+            with torch._C._AutoDispatchBelowAutograd():
+                return op(*args)
+
+        # a class made by name, so that autograd's graph nodes read "<op>Backward"
+        Function = type(self.name, (torch.autograd.Function,), {
+            "forward": staticmethod(forward), "setup_context": staticmethod(setup_context),
+            "backward": staticmethod(backward)})
+
+        def autograd_kernel(*args):
+            if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+                return Function.apply(*args, *defaults[len(args):])
+            with torch._C._AutoDispatchBelowAutograd():
+                return op(*args)
+
+        _lib.impl(self.name, autograd_kernel, "Autograd")
+
+
+    def forbid_autograd(self) -> None:
+        """Backward through this op raises, naming it (without an autograd kernel torch would only
+        warn and leave the gradients it cannot reach at zero)."""
+        name = self.name
+
+        def backward(ctx, *grads):
+            raise RuntimeError(f"Trying to backward through gconvgen::{name}, which has no autograd formula "
+                               f"(a conv's second-order gradient through gconvgen is not supported)")
+        self.register_autograd(backward, lambda ctx, inputs, output: None)
+
+
+def _custom_op(name: str) -> Callable[[Callable], _OpDef]:
+    """@_custom_op("gconvgen::NAME") defines the op NAME with the decorated function as its kernel."""
+    return lambda impl: _OpDef(name.split("::")[1], impl)
+
+
+@_custom_op("gconvgen::conv2d")
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int],
            padding: list[int], dilation: list[int], groups: int, activation: str, shuffle: int,
            residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -385,7 +452,7 @@ def _gradient_kernel(op: str, a: torch.Tensor, b: torch.Tensor, shape: list[int]
     return hit
 
 
-@torch.library.custom_op("gconvgen::conv2d_weight_grad", mutates_args=())
+@_custom_op("gconvgen::conv2d_weight_grad")
 def conv2d_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight_shape: list[int], stride: list[int],
                        padding: list[int], dilation: list[int], groups: int) -> torch.Tensor:
     """The weight gradient of conv2d (torch.nn.grad.conv2d_weight's result) on our conv2d_wgrad
@@ -403,7 +470,10 @@ def _(x, grad, weight_shape, stride, padding, dilation, groups):
     return x.new_empty(weight_shape)
 
 
-@torch.library.custom_op("gconvgen::conv2d_input_grad", mutates_args=())
+conv2d_weight_grad.forbid_autograd()
+
+
+@_custom_op("gconvgen::conv2d_input_grad")
 def conv2d_input_grad(grad: torch.Tensor, weight: torch.Tensor, input_shape: list[int], stride: list[int],
                       padding: list[int], dilation: list[int], groups: int) -> torch.Tensor:
     """The input gradient of a strided conv2d (torch.nn.grad.conv2d_input's result) on our
@@ -418,6 +488,9 @@ def conv2d_input_grad(grad: torch.Tensor, weight: torch.Tensor, input_shape: lis
 @conv2d_input_grad.register_fake
 def _(grad, weight, input_shape, stride, padding, dilation, groups):
     return grad.new_empty(input_shape)
+
+
+conv2d_input_grad.forbid_autograd()
 
 
 def _conv_backward(ctx, grad):
@@ -454,7 +527,7 @@ def _conv_backward(ctx, grad):
 conv2d.register_autograd(_conv_backward, setup_context=_conv_setup)
 
 
-@torch.library.custom_op("gconvgen::channel_shuffle", mutates_args=())
+@_custom_op("gconvgen::channel_shuffle")
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """ShuffleNet's channel shuffle (nn.ChannelShuffle's result) for NCHW or channels_last input."""
     dtype = _served_dtype(x)
@@ -540,7 +613,7 @@ def _pool(x: torch.Tensor, kernel_size, stride, padding, dilation, op: str, acti
     return _run(kernel, spec, x)
 
 
-@torch.library.custom_op("gconvgen::max_pool2d", mutates_args=())
+@_custom_op("gconvgen::max_pool2d")
 def max_pool2d(x: torch.Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
                dilation: list[int]) -> torch.Tensor:
     """F.max_pool2d's result (floor mode, no indices) for NCHW or channels_last float32 CPU input on our
@@ -578,7 +651,7 @@ def _aten_avg_pool(x, kernel_size, stride, padding, activation):
     return _aten_conv_epilogue(F.avg_pool2d(x, kernel_size, stride, padding), activation, 0)
 
 
-@torch.library.custom_op("gconvgen::avg_pool2d", mutates_args=())
+@_custom_op("gconvgen::avg_pool2d")
 def avg_pool2d(x: torch.Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
                activation: str = "none") -> torch.Tensor:
     """activation(F.avg_pool2d(x, ...)) (floor mode, padding counted in the mean as torch's default

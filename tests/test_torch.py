@@ -546,3 +546,14 @@ def test_convert_fuses_skip_connections(name, fused):
         for _ in range(2):   # the modules' fast path too
             got = ours(x)
             assert ((got - expected).abs().max() / expected.abs().max()).item() < 1e-4
+
+
+def test_second_order_gradient_through_a_gradient_op_raises():
+    """The gradient ops have no autograd formula: backward through them says so, rather than torch's
+    fallback warning and gradients silently left at zero."""
+    x = torch.randn(1, 4, 8, 8, requires_grad=True)
+    w = torch.randn(8, 2, 3, 3, requires_grad=True)
+    y = torch.ops.gconvgen.conv2d(x, w, None, [2, 2], [1, 1], [1, 1], 2, "none", 0)
+    gx, gw = torch.autograd.grad(y.square().sum(), (x, w), create_graph=True)
+    with pytest.raises(RuntimeError, match="conv2d_input_grad, which has no autograd formula"):
+        gx.square().sum().backward()
