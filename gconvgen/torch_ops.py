@@ -301,9 +301,10 @@ class _OpDef:
     implementation is itself the op's kernel for every backend (CompositeExplicitAutograd: CPU and
     CUDA, anything else falls back to aten inside), and the autograd kernel enters an
     autograd.Function only when a gradient is wanted, else it redispatches below autograd at once.
-    On a 32x28x28 depthwise layer the dispatch above the op's own body went from 20-24 to 14-16 µs
-    (no_grad; inference_mode 11-16 to 7-12). torch.compile, export and opcheck see an ordinary op
-    with a fake kernel and an autograd formula."""
+    On a 32x28x28 depthwise layer, against custom_op around the same body in the same process, the
+    dispatch costs 27-28 instead of 38-45 µs under no_grad and 7-13 instead of 12-19 under
+    inference_mode (which skips the autograd kernel). torch.compile, export and opcheck see an
+    ordinary op with a fake kernel and an autograd formula."""
 
     def __init__(self, name: str, impl: Callable) -> None:
         self.name = name
