@@ -6,8 +6,8 @@
     DIR/loader/gconvgen_loader.py      the Python loader (tvm-ffi only; --verify checks the vectors)
     DIR/loader/gconvgen_run.c          the C example on tvm-ffi's C ABI, with its Makefile and headers
     DIR/loader/gpu_check.py            every kernel against torch, timed (CUDA events on a GPU)
-    DIR/python/gconvgen/               (CUDA) the package, for torch.ops.gconvgen and convert on the GPU
-                                       host without a compiler: gconvgen.torch_ops.use_library(DIR)
+    DIR/python/gconvgen/               the package, for torch.ops.gconvgen and convert where PyTorch runs
+                                       without TVM's compiler (a GPU host, a board): use_library(DIR)
     DIR/vectors/ (with vectors=True)   inputs and PyTorch's outputs for every kernel, to check a board
     DIR/README.md                      how to install and run it on the board
 
@@ -56,9 +56,8 @@ def make(specs: Iterable[KernelSpec], profile: TargetProfile, out_dir: str | Pat
     for header in HEADERS:
         (loader / "include" / header).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(include / header, loader / "include" / header)
-    if profile.target.get("kind") == "cuda":   # torch on the GPU host: gconvgen's ops, runtime only
-        shutil.rmtree(out / "python", ignore_errors=True)
-        shutil.copytree(PACKAGE_DIR, out / "python" / "gconvgen", ignore=shutil.ignore_patterns("__pycache__", "*.c"))
+    shutil.rmtree(out / "python", ignore_errors=True)   # torch on the target: gconvgen's ops, runtime only
+    shutil.copytree(PACKAGE_DIR, out / "python" / "gconvgen", ignore=shutil.ignore_patterns("__pycache__", "*.c"))
     if vectors:
         write_vectors(out, specs)
     (out / "README.md").write_text(_readme(profile, len(specs)))
@@ -220,6 +219,18 @@ pointers; build it on the board with `cd loader && make`, or cross-compile on a 
 `cd loader && {cross}`. `./gconvgen_run ..` checks every kernel on vectors/.
 Under emulation on a PC: `qemu-{arch} -L /usr/{arch}-linux-gnu loader/gconvgen_run .`
 (this is what `gconvgen bench --target {profile.name}` does).
+
+## PyTorch
+Where PyTorch runs, `python/` holds the gconvgen package; it needs no TVM compiler, only tvm-ffi:
+
+    import sys; sys.path.insert(0, "python")
+    import gconvgen
+    from gconvgen import torch_ops
+    torch_ops.use_library(".")          # torch.ops.gconvgen and gconvgen.nn calls run these kernels
+    fast = gconvgen.convert(model.eval())   # a bundle built with --model NAME holds all its layers
+
+A call whose kernel the bundle lacks runs on aten, with one warning (`torch_ops.set_strict(True)`:
+an error naming it).
 {_gpu_section(profile)}""".replace("__FFI__", _ffi_version())
 
 
@@ -234,15 +245,8 @@ driver's libcuda and CUDA 13's libcudart). On the GPU host, with PyTorch install
     pip install apache-tvm-ffi==__FFI__        # or: pip install wheels/*.whl (built with --wheel-python)
     python loader/gpu_check.py .               # every kernel vs torch, CUDA-event times, % of copy bandwidth
 
-In PyTorch (`python/` holds the gconvgen package; it needs no TVM compiler), CUDA tensors then run
-these kernels on torch's current stream, in CUDA graphs too (warm each shape up before capturing):
-
-    import sys; sys.path.insert(0, "python")
-    import gconvgen
-    from gconvgen import torch_ops
-    torch_ops.use_library(".")
-    fast = gconvgen.convert(model.eval(), torch_threads=None).cuda()   # a bundle built with --model
-
+In PyTorch (above), CUDA tensors run these kernels on torch's current stream, in CUDA graphs too
+(warm each shape up before capturing): `gconvgen.convert(model.eval(), torch_threads=None).cuda()`.
 `python loader/gpu_check.py . --model mobilenet_v2` does that for MobileNetV2 (a bundle built with
 `--model mobilenet_v2`) and times it against torch, eager and in CUDA graphs.
 """

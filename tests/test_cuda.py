@@ -2,9 +2,11 @@
 host needs; the GPU check script itself is exercised on this CPU, where it can run."""
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -81,18 +83,43 @@ def test_gpu_architecture_compatibility():
     assert runs_on("sm_100", (10, 3)) and not runs_on("sm_100", (12, 0))
 
 
+NO_COMPILER = """
+import runpy, sys
+class NoTVM:   # as on a GPU host: PyTorch and tvm-ffi, but importing TVM's compiler fails
+    def find_spec(self, name, path=None, target=None):
+        if name == "tvm" or name.startswith("tvm."):
+            raise ModuleNotFoundError("no TVM compiler on this host", name=name)
+sys.meta_path.insert(0, NoTVM())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def _without_compiler(*argv, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, "-c", NO_COMPILER, *map(str, argv)], capture_output=True, text=True,
+                          timeout=300, cwd=cwd, env=env)
+
+
 def test_gpu_check_model_runs_on_a_cpu_bundle(host, tmp_path):
-    """The whole-model part of the GPU check (converted model on the bundle's kernels vs torch), on a
-    CPU bundle of MobileNetV2's layers here; on a GPU it adds the CUDA graphs."""
+    """The whole-model part of the GPU check on a CPU bundle of MobileNetV2's layers, run as on a GPU
+    host without TVM's compiler: the bundle's own gconvgen package, strict, so every layer runs on
+    the bundle's kernels (on a GPU the check adds the CUDA graphs); a layer the bundle lacks is an
+    error naming why, not a compile or a silent aten call."""
     from gconvgen.models import layer_specs
     from schedules import preferred_spec
     target = host.tvm_target()
     specs = [preferred_spec(s, host.family, target) for s in layer_specs("mobilenet_v2")]
     out = bundle.make(specs, host, tmp_path / "mbv2")
-    done = subprocess.run([sys.executable, out / "loader" / "gpu_check.py", out, "--device", "cpu",
-                           "--model", "mobilenet_v2"], capture_output=True, text=True, timeout=300)
+    done = _without_compiler(out / "loader" / "gpu_check.py", out, "--device", "cpu", "--model", "mobilenet_v2",
+                             cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ok   mobilenet_v2 float32 batch 1" in done.stdout and "all models match torch" in done.stdout
+    assert f"gconvgen from {out / 'python' / 'gconvgen'}" in done.stdout
+    short = bundle.make([s for s in specs if s.key != specs[0].key], host, tmp_path / "short")
+    missing = _without_compiler(short / "loader" / "gpu_check.py", short, "--device", "cpu", "--model",
+                                "mobilenet_v2", cwd=tmp_path)
+    assert missing.returncode != 0 and "cannot be built here: no compiler installed" in missing.stderr, missing.stderr
 
 
 @needs_nvcc

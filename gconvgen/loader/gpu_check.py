@@ -173,6 +173,7 @@ def check_models(bundle: str, names: list[str], dtypes: list[str], device: str, 
     except ImportError as e:
         print(f"--model needs the gconvgen package (the bundle's python/ or PYTHONPATH): {e}")
         return 1
+    print(f"gconvgen from {Path(gconvgen.__file__).parent}", flush=True)
     torch_ops.use_library(bundle)
     torch_ops.set_strict(True)   # every layer on the bundle's kernels, or an error naming the one missing
     failures = 0
