@@ -1,5 +1,6 @@
 """CUDA rules (sm_80 / sm_87 / sm_90). Built here with nvcc; checked and timed on a GPU host
-(scripts/gpu_check.py), so each rule keeps to the plain, well-trodden GPU shapes.
+(loader/gpu_check.py, run by scripts/gpu_check.sh), so each rule keeps to plain, well-trodden GPU
+shapes.
 
 Every rule inlines the padding into the loads (out-of-range taps read zero), keeps the float32
 accumulators of a thread in registers (`local` scope) and runs the epilogue on them before the one
@@ -73,8 +74,8 @@ class DepthwiseNCHW(ScheduleRule):
 class DepthwiseNHWC(ScheduleRule):
     """Depthwise conv (and pooling) in NHWC: a thread per (pixel, vector of 4 channels), so each
     tap's load and the store are one wide access (16 bytes in float32, 8 in float16), and a
-    block's threads run over all channel vectors of a few pixels, so a warp's accesses are
-    contiguous; taps unrolled, the window's reuse left to L1. Every split divides its loop, which
+    block's threads run over all channel vectors of a run of pixels in one output row, so a warp's
+    accesses are contiguous; taps unrolled, the window's reuse left to L1. Every split divides its loop, which
     keeps the thread mapping affine (TVM vectorizes the accumulation only then). Does not apply to
     NCHW or with an output shuffle."""
 

@@ -7,9 +7,12 @@ for a GPU host that has PyTorch but no TVM compiler (the bundle carries the runt
 
 For every kernel in the manifest: random inputs, our kernel vs torch's conv2d + bias + activation
 (+ shuffle) as a model runs it, in float32 or float16 (fp16 compared at 1e-2 relative); times ours
-and torch's in NCHW and channels_last (CUDA events on a GPU, medians), counting torch's better
+and torch's in NCHW and channels_last (on a GPU 20 calls captured in a CUDA graph, its replays timed
+with CUDA events; medians), counting torch's better
 layout; and the fraction of the device's copy bandwidth each kernel reached (bytes it must move:
 input + weight + output, over its time; the copy bandwidth is measured with torch's own copy).
+The reference is computed in full float32; torch is timed as it runs by default (cuDNN's TF32 for
+float32 convs).
 Needs: torch, apache-tvm-ffi, and the bundle's lib/ (libtvm_runtime*.so).
 
 With --model (a bundle of that model's layers: gconvgen build --model NAME): the whole model at batch 1
@@ -20,6 +23,7 @@ against torch, then ours and torch's (NCHW and channels_last) each captured in a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -140,6 +144,19 @@ class Timer:
         return statistics.median(samples)
 
 
+@contextlib.contextmanager
+def exact():
+    """torch's float32 convs in full float32 for the reference: cuDNN's default, TF32 tensor cores,
+    keeps 10 mantissa bits, which would fail our float32 kernels against a 1e-4 tolerance. Timings
+    keep torch's default (TF32 allowed), as a user's model runs."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def capture(fn):
     """fn() captured in a CUDA graph after three warm-up calls on a side stream (the first call of
     each of our kernels loads it, which a capture must not do). Returns (graph, fn's output)."""
@@ -187,7 +204,8 @@ def check_models(bundle: str, names: list[str], dtypes: list[str], device: str, 
             x_cl = x.contiguous(memory_format=torch.channels_last)
             model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
             with torch.no_grad():
-                expected = model(x).float()
+                with exact():
+                    expected = model(x).float()
                 scale = expected.abs().max().item() or 1.0
                 err = (ours(x).float() - expected).abs().max().item() / scale
                 row = {"model": name, "dtype": dtype, "rel_err": err}
@@ -241,7 +259,8 @@ def main(argv: list[str]) -> int:
         spec = entry["spec"]
         fn = lib.function(key)
         targs = torch_args(spec, args.device, gen)
-        expected = torch_forward(spec, targs)
+        with exact():
+            expected = torch_forward(spec, targs)
         names = [a["name"] for a in entry["args"]]
         kargs = [kernel_layout(spec, n, targs[n]) for n in names[:-1]]
         out = torch.empty(entry["args"][-1]["shape"], device=args.device, dtype=DTYPES[spec["dtype"]])
