@@ -413,14 +413,16 @@ class ChannelVectorNHWC(ScheduleRule):
     """Any conv in NHWC (depthwise, grouped, pointwise, dense): vectors run along the output
     channels, which are contiguous in input, HWIO weight and output; a few output pixels of a
     row share each weight vector in registers; rows are parallel. The epilogue (and the output
-    shuffle's remap) runs on the tile while it is hot. Depthwise and pooling windows take up to 7
-    pixels with a row's taps unrolled, so each input vector is loaded once for every pixel it
-    serves (ConvNeXt's 7x7 layers 1.4-1.5x faster here, 384 channels at 14x14 160 -> 106 µs, 96 at
-    56x56 299-380 -> 218-312; 3x3 ones the same or up to 16% faster). Does not apply to NCHW."""
+    shuffle's remap) runs on the tile while it is hot. A tile takes up to 7 pixels x 2 channel
+    vectors: with 4 pixels each weight vector served too few (960->320 at 7x7 595 -> 337 µs,
+    ShuffleNet v1's grouped 480->120 at 14x14 239 -> 126, ResNeXt's 32-group 3x3 at 14x14 454 ->
+    286). Depthwise and pooling windows also unroll a row's taps, so each input vector is loaded
+    once for every pixel it serves (ConvNeXt's 7x7 layers 1.4-1.5x faster here, 384 channels at
+    14x14 160 -> 106 µs; 3x3 ones the same or up to 16% faster). Does not apply to NCHW."""
 
     name = "x86.ChannelVectorNHWC"
 
-    def __init__(self, pixels: int = 4, vectors: int = 2, window_pixels: int = 7, unroll_taps: bool = True) -> None:
+    def __init__(self, pixels: int = 7, vectors: int = 2, window_pixels: int = 7, unroll_taps: bool = True) -> None:
         self.pixels = pixels
         self.vectors = vectors
         self.window_pixels = window_pixels
