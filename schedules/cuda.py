@@ -150,8 +150,8 @@ class PointwiseTiledNCHW(ScheduleRule):
 
     def applies(self, spec, target: Target) -> bool:
         ty, tx = self._tiles(spec)
-        pixels = spec.height * spec.width
-        blocks = spec.batch * spec.out_channels // (4 * ty) * pixels // (4 * tx) if ty and tx else 0
+        v, pixels = self.per_thread, spec.height * spec.width
+        blocks = spec.batch * spec.out_channels // (v * ty) * pixels // (v * tx) if ty and tx else 0
         return (target.kind.name == "cuda" and spec.op == "conv2d" and spec.layout == "NCHW"
                 and spec.kernel == (1, 1) and spec.groups == 1 and spec.stride == (1, 1) and not any(spec.padding)
                 and spec.shuffle_groups == 1 and spec.weight_layout == "OIHW" and spec.in_channels >= 8

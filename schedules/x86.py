@@ -422,10 +422,9 @@ class ChannelVectorNHWC(ScheduleRule):
 
     name = "x86.ChannelVectorNHWC"
 
-    def __init__(self, pixels: int = 7, vectors: int = 2, window_pixels: int = 7, unroll_taps: bool = True) -> None:
+    def __init__(self, pixels: int = 7, vectors: int = 2, unroll_taps: bool = True) -> None:
         self.pixels = pixels
         self.vectors = vectors
-        self.window_pixels = window_pixels
         self.unroll_taps = unroll_taps
 
     def applies(self, spec, target: Target) -> bool:
@@ -437,7 +436,7 @@ class ChannelVectorNHWC(ScheduleRule):
         n, h, w, o, *red = sch.get_loops(conv)
         oi = self._channel_vector(spec, lanes)
         window = spec.op_class in ("depthwise", "pool")
-        wi = divisor_at_most(spec.out_width, self.window_pixels if window else self.pixels)
+        wi = divisor_at_most(spec.out_width, self.pixels)
         oo, oi_ = split(sch, o, oi, tunable, max_inner=4 * lanes)
         wo, wi_ = split(sch, w, wi, tunable, max_inner=8)
         sch.reorder(n, h, wo, oo, *red, wi_, oi_)
