@@ -23,13 +23,16 @@ SMALL = [KernelSpec.from_json(row) for row in (
 
 
 def _arm_subset() -> list[KernelSpec]:
-    """One layer of each kind in the public suite (op class x stride x kernel size), both layouts."""
+    """One layer of each kind in the public suite (op class x stride x kernel size), both layouts, and
+    an NHWC pointwise layer whose channels are no multiple of the vector."""
     picked = {}
     for w in suites.load("public"):
         s = w.spec
         picked.setdefault((s.op_class, s.stride, s.kernel, s.shuffle_groups > 1), s)
     subset = list(picked.values())
-    return (subset + [s.with_layout("NHWC") for s in subset[:3]]
+    padded = KernelSpec.from_json({"in_channels": 10, "out_channels": 6, "height": 6, "width": 6, "epilogue": ["bias"],
+                                   "layout": "NHWC"})   # 6 channels padded to two 4-lane vectors
+    return (subset + [s.with_layout("NHWC") for s in subset[:3]] + [padded]
             + [dataclasses.replace(s, dtype="float16") for s in subset[:2]])
 
 
