@@ -448,9 +448,11 @@ class ChannelVectorNHWC(ScheduleRule):
         sch.vectorize(oi_)
         if spec.shuffle_groups == 1:
             sch.reverse_compute_at(out, oo, preserve_unit_loops=True)
+            sch.vectorize(sch.get_loops(out)[-1])
         else:
             sch.reverse_compute_at(out, wo, preserve_unit_loops=True)
-        sch.vectorize(sch.get_loops(out)[-1])
+            # the shuffle's remap as an interleaved store (ShuffleNet v1's 240->60 at 28x28 166 -> 151 µs)
+            interleave_groups(sch, sch.get_loops(out)[-1], spec.shuffle_groups)
         if has_block(sch, "pad"):
             # zero (or -inf) taps as predicated loads: a padded copy of the whole input, made first in
             # a parallel pass of its own, cost more than the conv (960 channels at 7x7: 75 vs 11 µs)
@@ -626,7 +628,8 @@ class InputGradNCHW(ScheduleRule):
 
 class ChannelShuffle(ScheduleRule):
     """Channel shuffle as a copy: NCHW moves whole channel planes with vector loads and stores;
-    NHWC permutes channels inside each pixel (rows parallel). Applies only to channel_shuffle."""
+    NHWC interleaves each pixel's groups (rows parallel), see `interleave_groups`. Applies only to
+    channel_shuffle."""
 
     name = "x86.ChannelShuffle"
 
@@ -634,7 +637,22 @@ class ChannelShuffle(ScheduleRule):
         return spec.op == "channel_shuffle"
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
-        _parallel_vectorize(sch, sch.get_sblock("out"), flatten_inner=spec.layout == "NCHW")
+        out = sch.get_sblock("out")
+        if spec.layout == "NCHW":
+            _parallel_vectorize(sch, out, flatten_inner=True)
+            return
+        n, h, _, c = sch.get_loops(out)
+        sch.parallel(sch.fuse(n, h))
+        interleave_groups(sch, c, spec.shuffle_groups)
+
+
+def interleave_groups(sch: s_tir.Schedule, channels, groups: int) -> None:
+    """An NHWC channel loop that writes output channel k * groups + g from group g's k-th channel, left
+    to LLVM's loop vectorizer as one interleaved store group: a scalar loop over k with the groups
+    unrolled becomes wide loads of each group plus shuffles. TVM's own vectorize gathers lane by lane
+    (ShuffleNet v2's 116 channels at 28x28: 37 -> 8 µs, v1's 60 in 3 groups 19 -> 8)."""
+    _, g = sch.split(channels, factors=[None, groups])
+    sch.unroll(g)
 
 
 def _plain_pointwise_nchw(spec) -> bool:
