@@ -1,6 +1,8 @@
 """Small helpers the rules share: block lookup, vector width, tile choices."""
 from __future__ import annotations
 
+import math
+
 from tvm import s_tir
 from tvm.target import Target
 from tvm.target import codegen
@@ -31,22 +33,23 @@ def has_block(sch: s_tir.Schedule, name: str) -> bool:
 
 
 
-def split(sch: s_tir.Schedule, loop, inner: int, tunable: bool, max_inner: int = 64) -> list:
-    """Split `loop` into (outer, inner) with `inner` iterations inside. Tunable: the factors are a
-    sampled perfect tile whose default decision is `inner`, so MetaSchedule's MutateTileSize can
-    move it while the untuned schedule stays exactly the rule's choice."""
+def split(sch: s_tir.Schedule, loop, inner: int | tuple[int, ...], tunable: bool, max_inner: int = 64) -> list:
+    """Split `loop` into (outer, inner) with `inner` iterations inside, or into (outer, *inner) for a
+    tuple. Tunable: the factors are a sampled perfect tile whose default decision is `inner`, so
+    MetaSchedule's MutateTileSize can move it while the untuned schedule stays exactly the rule's choice."""
     return sch.split(loop, factors=tile_factors(sch, loop, inner, tunable, max_inner))
 
 
-def tile_factors(sch: s_tir.Schedule, loop, inner: int, tunable: bool, max_inner: int = 64) -> list:
-    """split's factors: [None, inner], or when tunable the sampled tile [outer, inner] (inner must
+def tile_factors(sch: s_tir.Schedule, loop, inner: int | tuple[int, ...], tunable: bool, max_inner: int = 64) -> list:
+    """split's factors: [None, *inner], or when tunable the sampled tile [outer, *inner] (inner must
     divide the loop's extent then), whose variables a rule may combine (a thread count is a product
     of two tiles)."""
+    inner = inner if isinstance(inner, tuple) else (inner,)
     if not tunable:
-        return [None, inner]
+        return [None, *inner]
     extent = int(sch.get(loop).extent)
-    return list(sch.sample_perfect_tile(loop, n=2, max_innermost_factor=max(inner, max_inner),
-                                        decision=[extent // inner, inner]))
+    return list(sch.sample_perfect_tile(loop, n=1 + len(inner), max_innermost_factor=max(inner[-1], max_inner),
+                                        decision=[extent // math.prod(inner), *inner]))
 
 
 def flatten_pixels(sch: s_tir.Schedule, conv, out, width: int) -> list:
