@@ -4,7 +4,8 @@ shapes.
 
 Every rule inlines the padding into the loads (out-of-range taps read zero), keeps the float32
 accumulators of a thread in registers (`local` scope) and runs the epilogue on them before the one
-store, so a layer is one kernel with one read of its input and one write of its output.
+store, so a layer is one kernel with one read of its input and one write of its output. The tensor-core
+rule is TVM DLight's GEMM schedule, its accumulators in WMMA fragments.
 """
 from __future__ import annotations
 
@@ -247,6 +248,33 @@ class GroupConvNCHW(ScheduleRule):
         return oi_
 
 
+class PointwiseTensorCoreNHWC(ScheduleRule):
+    """Dense 1x1 conv in NHWC, float16, as one GEMM over all the batch's pixels on the tensor cores,
+    out[p, o] = sum_k x[p, k] w[k, o] with p = (n, h, w), scheduled by TVM DLight's
+    MatmulTensorization: 128x128 output tiles of 16 warps, WMMA 16x16x16 fragments with float32
+    accumulators, both operands staged in shared memory and double-buffered, the padding to whole
+    tiles read as predicated loads; the epilogue runs as the tile leaves shared memory. Pixels are
+    the rows of the NHWC input, so its loads are contiguous along the reduction. Does not apply to
+    float32 (it would round to TF32; our float32 kernels are exact), NCHW (the pixels of a channel
+    are the contiguous axis there, which this GEMM's loads do not follow), groups, shuffles, or
+    strided or padded 1x1 convs. Not tunable: the schedule is DLight's fixed one."""
+
+    name = "cuda.PointwiseTensorCoreNHWC"
+
+    def applies(self, spec, target: Target) -> bool:
+        return (target.kind.name == "cuda" and spec.dtype == "float16" and spec.op == "conv2d"
+                and spec.layout == "NHWC" and spec.op_class == "pointwise" and spec.groups == 1
+                and spec.stride == (1, 1) and not any(spec.padding) and spec.shuffle_groups == 1)
+
+    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        from tvm.s_tir.dlight.gpu.matmul import MatmulTensorization
+        done = MatmulTensorization().apply(sch.mod["main"], target, False)
+        if done is None:   # DLight found no GEMM in it: a plain schedule rather than none
+            Fallback().schedule(sch, spec, target, tunable)
+            return
+        done.trace.apply_to_schedule(sch, remove_postproc=False)
+
+
 class Fallback(ScheduleRule):
     """Anything else on a GPU (NHWC grouped convs, shuffles, gradients): every block a kernel of one thread
     per output element, reductions serial in the thread. Correct everywhere; fast nowhere in
@@ -289,4 +317,5 @@ def _thread_per_element(sch: s_tir.Schedule, block, threads: int) -> None:
         sch.decompose_reduction(block, red[0])
 
 
-RULES: list[ScheduleRule] = [DepthwiseNCHW(), DepthwiseNHWC(), PointwiseTiledNCHW(), GroupConvNCHW(), Fallback()]
+RULES: list[ScheduleRule] = [DepthwiseNCHW(), DepthwiseNHWC(), PointwiseTiledNCHW(), PointwiseTensorCoreNHWC(),
+                             GroupConvNCHW(), Fallback()]

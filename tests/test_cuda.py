@@ -21,6 +21,7 @@ SPECS = [w.spec for w in suites.load("public")][:2] + [
 SPECS += [dataclasses.replace(SPECS[0], dtype="float16"), SPECS[0].with_layout("NHWC"),
           KernelSpec.from_json({"op": "conv2d", "batch": 8, "in_channels": 32, "out_channels": 128, "height": 28,
                                 "width": 28, "epilogue": ["bias", "relu6"], "dtype": "float16"})]
+SPECS += [SPECS[-1].with_layout("NHWC")]   # the tensor cores
 
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs the CUDA toolkit (nvcc)")
 
@@ -32,8 +33,8 @@ def test_cuda_bundle_embeds_fatbins(name, tmp_path):
     assert has_fatbin(out / "gconvgen.so"), "the library carries CUDA source, not device code"
     data = json.loads((out / "manifest.json").read_text())
     rules = {k["rule"] for k in data["kernels"]}
-    assert {"cuda.DepthwiseNCHW", "cuda.DepthwiseNHWC", "cuda.PointwiseTiledNCHW", "cuda.GroupConvNCHW",
-            "cuda.Fallback"} <= rules
+    assert {"cuda.DepthwiseNCHW", "cuda.DepthwiseNHWC", "cuda.PointwiseTiledNCHW", "cuda.PointwiseTensorCoreNHWC",
+            "cuda.GroupConvNCHW", "cuda.Fallback"} <= rules
     assert data["target"]["tvm_target"]["arch"] == name.replace("cuda-sm", "sm_")
     for f in ("lib/libtvm_runtime.so", "lib/libtvm_runtime_cuda.so", "lib/libtvm_ffi.so", "loader/gpu_check.py"):
         assert (out / f).exists(), f
@@ -124,13 +125,14 @@ def test_gpu_check_model_runs_on_a_cpu_bundle(host, tmp_path):
 
 @needs_nvcc
 def test_cuda_rules_are_tuning_spaces(tmp_path):
-    """The depthwise and grouped rules sample their tiles, so candidates for a GPU host differ (and
-    the ones past the GPU's thread limit are dropped here); all of them compile with nvcc."""
+    """The depthwise, pointwise and grouped rules sample their tiles, so candidates for a GPU host differ
+    (and the ones past the GPU's thread limit are dropped here); all of them compile with nvcc."""
     from gconvgen import offline
-    specs = [dataclasses.replace(SPECS[0], batch=8), dataclasses.replace(SPECS[2], batch=8), SPECS[-1]]
-    out = offline.export(specs, targets.load("cuda-sm90"), tmp_path / "cands", trials=6)
+    specs = [dataclasses.replace(SPECS[0], batch=8), dataclasses.replace(SPECS[2], batch=8), SPECS[-2]]
+    tensor_cores = SPECS[-1]   # DLight's fixed schedule: one candidate, its trace replayed
+    out = offline.export(specs + [tensor_cores], targets.load("cuda-sm90"), tmp_path / "cands", trials=6)
     data = json.loads((out / "candidates.json").read_text())
-    for spec in specs:
+    for spec in specs + [tensor_cores]:
         records = [json.dumps(c["record"]) for c in data["candidates"] if c["key"] == spec.key]
-        assert len(set(records)) >= 3, (spec.key, len(records))
+        assert len(set(records)) >= (1 if spec is tensor_cores else 3), (spec.key, len(records))
     assert has_fatbin(out / offline.LIBRARY)
