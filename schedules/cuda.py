@@ -72,29 +72,32 @@ class DepthwiseNCHW(ScheduleRule):
             sch.decompose_reduction(conv, sch.get_loops(conv)[2])
 
 
-class DepthwiseNHWC(ScheduleRule):
-    """Depthwise conv (and pooling) in NHWC: a thread per (pixel, vector of 4 channels), so each
-    tap's load and the store are one wide access (16 bytes in float32, 8 in float16), and a
-    block's threads run over all channel vectors of a run of pixels in one output row, so a warp's
-    accesses are contiguous; taps unrolled, the window's reuse left to L1. Every split divides its loop, which
-    keeps the thread mapping affine (TVM vectorizes the accumulation only then). Does not apply to
-    NCHW or with an output shuffle."""
+class ChannelVectorNHWC(ScheduleRule):
+    """Any conv (and pooling) in NHWC: a thread per (pixel, vector of 4 output channels), so each
+    tap's load, the weight's and the store are one wide access (16 bytes in float32, 8 in float16),
+    and a block's threads run over all channel vectors of a run of pixels in one output row, so a
+    warp's accesses are contiguous; window taps unrolled, their reuse left to L1. In a grouped,
+    pointwise or dense conv the vector stays inside one group, so each input channel is one load
+    (the same address across the pixel's threads) serving 4 outputs. Every split divides its loop,
+    which keeps the thread mapping affine (TVM vectorizes the accumulation only then). Does not apply
+    to NCHW or with an output shuffle."""
 
-    name = "cuda.DepthwiseNHWC"
+    name = "cuda.ChannelVectorNHWC"
 
     def __init__(self, threads: int = 256) -> None:
         self.threads = threads
 
     def applies(self, spec, target: Target) -> bool:
-        return (target.kind.name == "cuda" and spec.op_class in ("depthwise", "pool") and spec.layout == "NHWC"
-                and spec.shuffle_groups == 1)
+        return (target.kind.name == "cuda" and (spec.op == "conv2d" or spec.op_class == "pool")
+                and spec.layout == "NHWC" and spec.shuffle_groups == 1)
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         _inline_pad(sch)
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+        window = spec.op_class in ("depthwise", "pool")
         # 4 lanes in either dtype: float16 would fit 8 in 16 bytes, but TVM's CUDA codegen cannot
         # emit the 8-lane float32 accumulator (it writes a make_ulonglong4 of 8 floats)
-        lanes = divisor_at_most(spec.out_channels, 4)
+        lanes = divisor_at_most(spec.out_channels if window else spec.out_channels // spec.groups, 4)
         vectors = spec.out_channels // lanes
         per_block = divisor_at_most(vectors, self.threads)   # channel vectors a block takes
         # pixels of one output row a block takes (a run crossing rows would make the mapping non-affine)
@@ -110,8 +113,9 @@ class DepthwiseNHWC(ScheduleRule):
         sch.vectorize(cv)
         spatial, red = _accumulate_in_thread(sch, conv, tx)
         if red:
-            sch.reorder(*red, *spatial)   # the channel vector innermost, under the unrolled taps
-            for loop in red:
+            sch.reorder(*red, *spatial)   # the channel vector innermost, under the reductions
+            taps = red[1:] if not window else red   # the input channels stay a loop
+            for loop in taps:
                 sch.unroll(loop)
             sch.vectorize(spatial[-1])   # before the split into init and update: TVM vectorizes a reduction
             sch.decompose_reduction(conv, red[0])
@@ -276,9 +280,9 @@ class PointwiseTensorCoreNHWC(ScheduleRule):
 
 
 class Fallback(ScheduleRule):
-    """Anything else on a GPU (NHWC grouped convs, shuffles, gradients): every block a kernel of one thread
-    per output element, reductions serial in the thread. Correct everywhere; fast nowhere in
-    particular."""
+    """Anything else on a GPU (NHWC convs with a fused shuffle, shuffles, gradients): every block a
+    kernel of one thread per output element, reductions serial in the thread. Correct everywhere;
+    fast nowhere in particular."""
 
     name = "cuda.Fallback"
 
@@ -317,5 +321,5 @@ def _thread_per_element(sch: s_tir.Schedule, block, threads: int) -> None:
         sch.decompose_reduction(block, red[0])
 
 
-RULES: list[ScheduleRule] = [DepthwiseNCHW(), DepthwiseNHWC(), PointwiseTiledNCHW(), PointwiseTensorCoreNHWC(),
+RULES: list[ScheduleRule] = [DepthwiseNCHW(), PointwiseTiledNCHW(), PointwiseTensorCoreNHWC(), ChannelVectorNHWC(),
                              GroupConvNCHW(), Fallback()]

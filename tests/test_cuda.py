@@ -33,7 +33,7 @@ def test_cuda_bundle_embeds_fatbins(name, tmp_path):
     assert has_fatbin(out / "gconvgen.so"), "the library carries CUDA source, not device code"
     data = json.loads((out / "manifest.json").read_text())
     rules = {k["rule"] for k in data["kernels"]}
-    assert {"cuda.DepthwiseNCHW", "cuda.DepthwiseNHWC", "cuda.PointwiseTiledNCHW", "cuda.PointwiseTensorCoreNHWC",
+    assert {"cuda.DepthwiseNCHW", "cuda.ChannelVectorNHWC", "cuda.PointwiseTiledNCHW", "cuda.PointwiseTensorCoreNHWC",
             "cuda.GroupConvNCHW", "cuda.Fallback"} <= rules
     assert data["target"]["tvm_target"]["arch"] == name.replace("cuda-sm", "sm_")
     for f in ("lib/libtvm_runtime.so", "lib/libtvm_runtime_cuda.so", "lib/libtvm_ffi.so", "loader/gpu_check.py"):
