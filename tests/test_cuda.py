@@ -58,8 +58,20 @@ def test_gpu_check_script_runs_on_a_cpu_bundle(host, tmp_path):
                            "--json", tmp_path / "r.json"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 of 3 kernels match torch" in done.stdout
-    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    journal = json.loads((tmp_path / "r.json").read_text())
+    rows = journal["rows"]
     assert all(r["ok"] and r["ours_us"] > 0 and r["bandwidth_fraction"] > 0 for r in rows)
+    # a run that died in its last kernel (a fault breaks CUDA's context): --resume counts that kernel
+    # failed and checks none of the others again
+    died = rows.pop()["key"]
+    (tmp_path / "r.json").write_text(json.dumps({**journal, "rows": rows, "current": died}))
+    again = subprocess.run([sys.executable, out / "loader" / "gpu_check.py", out, "--device", "cpu", "--json",
+                            tmp_path / "r.json", "--resume"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "the last run died in this kernel" in again.stdout and "2 of 3 kernels match torch" in again.stdout
+    assert again.stdout.count("ok  ") == 0
+    final = json.loads((tmp_path / "r.json").read_text())
+    assert [r["key"] for r in final["rows"]][-1] == died and final["current"] is None
 
 
 @needs_nvcc

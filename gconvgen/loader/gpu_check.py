@@ -2,7 +2,7 @@
 """Check and time a gconvgen bundle against PyTorch on the machine it was built for: one command
 for a GPU host that has PyTorch but no TVM compiler (the bundle carries the runtime libraries).
 
-    python loader/gpu_check.py BUNDLE [--device cuda|cpu] [--budget-seconds 240] [--json FILE]
+    python loader/gpu_check.py BUNDLE [--device cuda|cpu] [--budget-seconds 240] [--json FILE [--resume]]
     python loader/gpu_check.py BUNDLE --model mobilenet_v2 [--model ...] [--dtypes float32,float16]
 
 For every kernel in the manifest: random inputs, our kernel vs torch's conv2d + bias + activation
@@ -236,7 +236,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("bundle")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--budget-seconds", type=float, default=240.0, help="stop timing new kernels after this long")
-    p.add_argument("--json", default=None)
+    p.add_argument("--json", default=None, help="the results, rewritten after every kernel (a journal for --resume)")
+    p.add_argument("--resume", action="store_true", help="go on from --json's results: the kernel that was "
+                   "running when that run died counts as failed and is skipped")
     p.add_argument("--model", action="append", default=[], help="check and time this model at batch 1 instead "
                    "(its layers' bundle, see above); repeatable")
     p.add_argument("--dtypes", default="float32", help="with --model: these dtypes (default float32)")
@@ -253,41 +255,29 @@ def main(argv: list[str]) -> int:
     dev = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     print(f"{lib.target.get('profile')} on {dev}: copy bandwidth {bandwidth / 1e3:.0f} GB/s; "
           f"{len(lib.entries)} kernels", flush=True)
-    rows, failures = [], 0
+    rows = resumed(lib, args.json) if args.resume else []
+    failures, done = sum(not r["ok"] for r in rows), {r["key"] for r in rows}
     gen = torch.Generator().manual_seed(0)
     for key, entry in lib.entries.items():
-        spec = entry["spec"]
-        fn = lib.function(key)
-        targs = torch_args(spec, args.device, gen)
-        with exact():
-            expected = torch_forward(spec, targs)
-        names = [a["name"] for a in entry["args"]]
-        kargs = [kernel_layout(spec, n, targs[n]) for n in names[:-1]]
-        out = torch.empty(entry["args"][-1]["shape"], device=args.device, dtype=DTYPES[spec["dtype"]])
-
-        def ours():   # tvm-ffi runs it on torch's current stream (it reads it from the CUDA tensors)
-            fn(*kargs, out)
-        ours()
-        got = out.permute(0, 3, 1, 2) if spec["layout"] == "NHWC" else out
-        scale = expected.abs().max().item() or 1.0
-        err = (got.float() - expected.float()).abs().max().item() / scale
-        ok = err < (1e-2 if spec["dtype"] == "float16" else 1e-4)
-        failures += not ok
-        row = {"key": key, "ok": ok, "rel_err": err, "dtype": spec["dtype"], "batch": spec["batch"],
-               "op": spec["op"], "layout": spec["layout"]}
-        if time.monotonic() - start < args.budget_seconds:
-            cl = {k: (v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v) for k, v in targs.items()}
-            row["ours_us"] = timer(ours)
-            row["torch_nchw_us"] = timer(lambda: torch_forward(spec, targs))
-            row["torch_cl_us"] = timer(lambda: torch_forward(spec, cl))
-            moved = sum(t.numel() * t.element_size() for t in kargs) + out.numel() * out.element_size()
-            row["bandwidth_fraction"] = moved / row["ours_us"] / bandwidth
-            row["speedup"] = min(row["torch_nchw_us"], row["torch_cl_us"]) / row["ours_us"]
+        if key in done:
+            continue
+        journal(args.json, dev, bandwidth, rows, current=key)
+        try:
+            row = check_kernel(lib, key, entry, args, timer, bandwidth, gen, start)
+        except Exception as e:  # noqa: BLE001 - a kernel that faults is a result, not the end of the run
+            row = {**_row(key, entry["spec"], False, None), "error": f"{type(e).__name__}: {e}"[:300]}
+            rows.append(row)
+            failures += 1
+            journal(args.json, dev, bandwidth, rows)
+            print(f"FAIL {key[:72]:72s} {row['error']}", flush=True)
+            if args.device == "cuda" and not context_alive():
+                print("the CUDA context is broken after that kernel: run again with --resume to go on", flush=True)
+                return BROKEN
+            continue
+        failures += not row["ok"]
         rows.append(row)
-        timing = (f"ours {row['ours_us']:8.1f} us  torch best {min(row['torch_nchw_us'], row['torch_cl_us']):8.1f} us"
-                  f"  x{row['speedup']:5.2f}  {100 * row['bandwidth_fraction']:5.1f}% of copy bw"
-                  if "ours_us" in row else "(not timed: budget spent)")
-        print(f"{'ok  ' if ok else 'FAIL'} {key[:72]:72s} err {err:.1e}  {timing}", flush=True)
+        journal(args.json, dev, bandwidth, rows)
+    journal(args.json, dev, bandwidth, rows)
     timed = [r for r in rows if "speedup" in r]
     for dtype in sorted({r["dtype"] for r in timed}):
         for batch in sorted({r["batch"] for r in timed}):
@@ -296,9 +286,76 @@ def main(argv: list[str]) -> int:
                 geo = math.exp(sum(math.log(s) for s in sel) / len(sel))
                 print(f"geomean vs torch's better layout, {dtype} batch {batch}: {geo:.2f}x over {len(sel)} kernels")
     print(f"{len(rows) - failures} of {len(rows)} kernels match torch; {time.monotonic() - start:.0f} s")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"device": dev, "copy_bytes_per_us": bandwidth, "rows": rows}, indent=1))
     return 1 if failures else 0
+
+
+BROKEN = 3   # exit status: a kernel left the CUDA context unusable; --resume goes on after it
+
+
+def _row(key: str, spec: dict, ok: bool, err: float | None) -> dict:
+    return {"key": key, "ok": ok, "rel_err": err, "dtype": spec["dtype"], "batch": spec["batch"],
+            "op": spec["op"], "layout": spec["layout"]}
+
+
+def journal(path: str | None, dev: str, bandwidth: float, rows: list[dict], current: str | None = None) -> None:
+    """The results so far, with the kernel about to run: what a run that dies leaves for --resume."""
+    if path:
+        Path(path).write_text(json.dumps({"device": dev, "copy_bytes_per_us": bandwidth, "rows": rows,
+                                          "current": current}, indent=1))
+
+
+def resumed(lib, path: str | None) -> list[dict]:
+    """The rows of an earlier run's journal, plus a failed row for the kernel it died in."""
+    if not path or not Path(path).exists():
+        return []
+    data = json.loads(Path(path).read_text())
+    rows, current = data["rows"], data.get("current")
+    if current and current in lib.entries:
+        rows.append({**_row(current, lib.entries[current]["spec"], False, None),
+                     "error": "the run died in this kernel"})
+        print(f"FAIL {current[:72]:72s} the last run died in this kernel", flush=True)
+    return rows
+
+
+def context_alive() -> bool:
+    try:
+        return torch.ones(1, device="cuda").add_(1).item() == 2.0
+    except Exception:  # noqa: BLE001 - a sticky CUDA error
+        return False
+
+
+def check_kernel(lib, key: str, entry: dict, args, timer, bandwidth: float, gen, start: float) -> dict:
+    """One kernel of the bundle against torch, timed while the budget lasts; prints its line."""
+    spec = entry["spec"]
+    fn = lib.function(key)
+    targs = torch_args(spec, args.device, gen)
+    with exact():
+        expected = torch_forward(spec, targs)
+    names = [a["name"] for a in entry["args"]]
+    kargs = [kernel_layout(spec, n, targs[n]) for n in names[:-1]]
+    out = torch.empty(entry["args"][-1]["shape"], device=args.device, dtype=DTYPES[spec["dtype"]])
+
+    def ours():   # tvm-ffi runs it on torch's current stream (it reads it from the CUDA tensors)
+        fn(*kargs, out)
+    ours()
+    got = out.permute(0, 3, 1, 2) if spec["layout"] == "NHWC" else out
+    scale = expected.abs().max().item() or 1.0
+    err = (got.float() - expected.float()).abs().max().item() / scale
+    ok = err < (1e-2 if spec["dtype"] == "float16" else 1e-4)
+    row = _row(key, spec, ok, err)
+    if time.monotonic() - start < args.budget_seconds:
+        cl = {k: (v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v) for k, v in targs.items()}
+        row["ours_us"] = timer(ours)
+        row["torch_nchw_us"] = timer(lambda: torch_forward(spec, targs))
+        row["torch_cl_us"] = timer(lambda: torch_forward(spec, cl))
+        moved = sum(t.numel() * t.element_size() for t in kargs) + out.numel() * out.element_size()
+        row["bandwidth_fraction"] = moved / row["ours_us"] / bandwidth
+        row["speedup"] = min(row["torch_nchw_us"], row["torch_cl_us"]) / row["ours_us"]
+    timing = (f"ours {row['ours_us']:8.1f} us  torch best {min(row['torch_nchw_us'], row['torch_cl_us']):8.1f} us"
+              f"  x{row['speedup']:5.2f}  {100 * row['bandwidth_fraction']:5.1f}% of copy bw"
+              if "ours_us" in row else "(not timed: budget spent)")
+    print(f"{'ok  ' if ok else 'FAIL'} {key[:72]:72s} err {err:.1e}  {timing}", flush=True)
+    return row
 
 
 if __name__ == "__main__":
