@@ -29,7 +29,7 @@ from .tunelog import FAILED, TuneLog, record_json, workload_of
 CANDIDATES = "candidates.json"
 RESULTS = "results.json"
 LIBRARY = "candidates.so"
-FORMAT = 1
+FORMAT = 2   # 2: each kernel's workload once, in "workloads" by key (1 repeated it per candidate)
 
 
 def _draw(spec: KernelSpec, profile: TargetProfile, count: int, seed: int) -> tuple[tvm.IRModule, list]:
@@ -59,17 +59,16 @@ def export(specs: list[KernelSpec], profile: TargetProfile, out_dir: str | Path,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     target = profile.tvm_target()
-    funcs, entries = {}, []
+    funcs, entries, workloads = {}, [], {}
     for spec in {s.key: s for s in specs}.values():
         mod, drawn = _draw(spec, profile, trials, seed)
-        workload = workload_of(mod)
+        workloads[spec.key] = workload_of(mod)
         for j, (sch, args_info) in enumerate(drawn):
             name = f"c{j}_{spec.func_name}"
             funcs[name] = sch.mod["main"].with_attr("global_symbol", name)
             record = ms.database.TuningRecord(sch.trace, ms.database.Workload(mod), run_secs=None, target=target,
                                               args_info=args_info)
-            entries.append({"function": name, "key": spec.key, "spec": spec.to_json(), "workload": workload,
-                            "record": record_json(record),
+            entries.append({"function": name, "key": spec.key, "spec": spec.to_json(), "record": record_json(record),
                             "args": [{"name": n, "shape": list(spec.shape(n)), "dtype": spec.dtype}
                                      for n in spec.arg_names]})
     build.compile_library(funcs, profile, out / LIBRARY)
@@ -79,7 +78,8 @@ def export(specs: list[KernelSpec], profile: TargetProfile, out_dir: str | Path,
         shutil.copy2(PACKAGE_DIR / "loader" / name, out / "loader" / name)
     (out / CANDIDATES).write_text(json.dumps({
         "format": FORMAT, "profile": profile.name, "tvm_target": profile.target, "arch": profile.arch,
-        "device": "cuda" if profile.target.get("kind") == "cuda" else "cpu", "library": LIBRARY, "candidates": entries}, indent=1) + "\n")
+        "device": "cuda" if profile.target.get("kind") == "cuda" else "cpu", "library": LIBRARY, "candidates": entries,
+        "workloads": workloads}, indent=1) + "\n")
     return out
 
 
@@ -108,7 +108,8 @@ def import_results(folder: str | Path, profile: TargetProfile) -> Counter:
             continue
         record = list(entry["record"])
         record[1] = [float(s) for s in secs] if secs else [FAILED]
-        by_workload.setdefault(entry["workload"][0], (entry["workload"], []))[1].append(record)
+        workload = data["workloads"][entry["key"]]
+        by_workload.setdefault(workload[0], (workload, []))[1].append(record)
         counts[entry["key"]] += 1
     for workload, records in by_workload.values():
         log.append(workload, records)

@@ -2,8 +2,9 @@
 # On a GPU host with PyTorch and no TVM (the bundles from scripts/gpu_bundles.sh in out/gpu/): installs
 # the carried tvm-ffi wheel into a scratch folder, then checks and times every kernel of the suite
 # bundle (NCHW, then NHWC at batch 64), and the whole MobileNetV2 at batch 1 (eager and CUDA graphs),
-# against torch. About 5 minutes.
-# Results: $OUT (or out/gpu/results) gets suite.json and the printed reports.
+# against torch; then times the tuning candidates of out/gpu/cands. About 6 minutes, 9 at most.
+# Results: $OUT (or out/gpu/results) gets suite.json, nhwc.json, the printed reports and cands/ (the
+# candidates and their results.json: `gconvgen tune --target cuda-sm90 --import-results DIR` here).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${OUT:-out/gpu/results}
@@ -28,7 +29,13 @@ check_kernels() {   # bundle, seconds
         echo "(exit $rc: resuming after the kernel that was running)" | tee -a "$RESULTS/$1.txt"
     done
 }
-check_kernels suite 280
-check_kernels nhwc 110
-timeout 120 python3 out/gpu/model/loader/gpu_check.py out/gpu/model --model mobilenet_v2 \
+check_kernels suite 240
+check_kernels nhwc 100
+timeout 100 python3 out/gpu/model/loader/gpu_check.py out/gpu/model --model mobilenet_v2 \
     --dtypes float32,float16 2>&1 | tee "$RESULTS/model.txt"
+# Tuning candidates (each checked against the rule's output); results.json is rewritten as it goes
+if [ -d out/gpu/cands ]; then
+    timeout 80 python3 out/gpu/cands/loader/measure.py out/gpu/cands > "$RESULTS/cands.txt" 2>&1
+    tail -n 3 "$RESULTS/cands.txt"
+    mkdir -p "$RESULTS/cands" && cp out/gpu/cands/candidates.json out/gpu/cands/results.json "$RESULTS/cands/"
+fi

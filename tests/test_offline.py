@@ -44,6 +44,21 @@ def test_export_measure_import(exported):
         assert relative_error(spec, profile) < 1e-4
 
 
+def test_measure_refuses_a_candidate_that_computes_something_else(host, tmp_path):
+    # the kernel without its relu, listed as a candidate of the kernel with it
+    other = dataclasses.replace(SPECS[0], epilogue=())
+    folder = offline.export([SPECS[0], other], host, tmp_path / "c", trials=1)
+    data = json.loads((folder / offline.CANDIDATES).read_text())
+    data["candidates"][1]["key"] = SPECS[0].key
+    (folder / offline.CANDIDATES).write_text(json.dumps(data))
+    done = subprocess.run([sys.executable, folder / "loader" / "measure.py", folder], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "differs from the rule's schedule" in done.stdout
+    results = json.loads((folder / offline.RESULTS).read_text())
+    assert results[data["candidates"][0]["function"]] and results[data["candidates"][1]["function"]] == []
+
+
 def test_import_refuses_other_targets_and_missing_results(exported, tmp_path):
     profile, folder = exported
     copy = tmp_path / "c"

@@ -4,8 +4,11 @@ run and write FOLDER/results.json for `gconvgen tune --import-results`.
 
     python loader/measure.py FOLDER [--rounds 5]
 
-Needs tvm-ffi and the folder's lib/; torch for CUDA candidates (tensors and events). Each
-candidate runs on random data; a candidate that fails is recorded as failed, not fatal.
+Needs tvm-ffi and the folder's lib/; torch for CUDA candidates (tensors and events). The candidates
+of a kernel run on the same random data, and each one's output is compared with the first's (the
+rule's own schedule, which the build machine's tests check against torch): a candidate that fails or
+computes something else is recorded as failed, never as a time. results.json is rewritten after
+every candidate, so a run cut short keeps what it measured.
 """
 from __future__ import annotations
 
@@ -30,14 +33,44 @@ def _tensors(args: list[dict], device: str):
     tensors = []
     for a in args:   # CPU: TVM's own allocator, filled with random bytes of small floats
         t = gconvgen_loader.alloc(a["shape"], a["dtype"])
-        count = 1
-        for d in a["shape"]:
-            count *= d
+        count = _count(a["shape"])
         values = (ctypes.c_float * count)(*[random.uniform(-1, 1) for _ in range(count)]) \
             if a["dtype"] == "float32" else (ctypes.c_uint16 * count)(*[0x3C00] * count)
         ctypes.memmove(t.data_ptr(), values, ctypes.sizeof(values))
         tensors.append(t)
     return tensors
+
+
+def _poison(tensor, dtype: str, device: str) -> None:
+    """NaN in every element, so an output a candidate leaves unwritten cannot pass for a result."""
+    if device == "cuda":
+        tensor.fill_(float("nan"))
+    else:
+        ctypes.memset(tensor.data_ptr(), 0xFF, _count(tensor.shape) * (4 if dtype == "float32" else 2))
+
+
+def _values(tensor, dtype: str, device: str):
+    """The output, copied: a float32 torch tensor on the GPU, else a list of floats."""
+    if device == "cuda":
+        return tensor.float()
+    raw = ctypes.string_at(tensor.data_ptr(), _count(tensor.shape) * (4 if dtype == "float32" else 2))
+    return list(memoryview(raw).cast("f" if dtype == "float32" else "e"))
+
+
+def _count(shape) -> int:
+    count = 1
+    for d in shape:
+        count *= d
+    return count
+
+
+def _differ(got, expected, dtype: str) -> bool:
+    relative = 1e-2 if dtype == "float16" else 1e-4
+    if not isinstance(got, list):   # torch, on the GPU
+        scale = expected.abs().nan_to_num(0.0).max().item() or 1.0
+        return not bool(((got - expected).abs() <= relative * scale).all())   # a NaN differs too
+    scale = max((abs(v) for v in expected if v == v), default=0.0) or 1.0
+    return any(not abs(a - b) <= relative * scale for a, b in zip(got, expected))
 
 
 def _time(fn, device: str, rounds: int) -> list[float]:
@@ -77,10 +110,25 @@ def main(argv: list[str]) -> int:
     import tvm_ffi
     module = tvm_ffi.load_module(str(folder / data["library"]))
     results, start = {}, time.monotonic()
+    inputs, expected = {}, {}   # per kernel key: its random arguments, and the rule's output on them
     for i, entry in enumerate(data["candidates"], 1):
         try:
             fn = module[entry["function"]]
-            tensors = _tensors(entry["args"], device)
+            key = entry["key"]
+            first = key not in inputs   # a kernel's first candidate is the rule's own schedule
+            if first:   # (a kernel's candidates are listed together: the last kernel's data can go)
+                inputs.clear()
+                inputs[key] = _tensors(entry["args"], device)
+            tensors = inputs[key]
+            _poison(tensors[-1], entry["args"][-1]["dtype"], device)
+            fn(*tensors)
+            got = _values(tensors[-1], entry["args"][-1]["dtype"], device)
+            if first:
+                expected[key] = got
+            elif key not in expected:
+                raise ValueError("the rule's schedule failed, so there is nothing to check it against")
+            elif _differ(got, expected[key], entry["args"][-1]["dtype"]):
+                raise ValueError("its output differs from the rule's schedule")
             samples = _time(lambda: fn(*tensors), device, args.rounds)
             results[entry["function"]] = samples
             note = f"{statistics.median(samples) * 1e6:9.1f} us"
@@ -88,7 +136,7 @@ def main(argv: list[str]) -> int:
             results[entry["function"]] = []
             note = f"failed: {str(e)[:80]}"
         print(f"[{i}/{len(data['candidates'])}] {entry['function']} {note}", flush=True)
-    (folder / "results.json").write_text(json.dumps(results) + "\n")
+        (folder / "results.json").write_text(json.dumps(results) + "\n")
     print(f"wrote {folder / 'results.json'}: {len(results)} candidates in {time.monotonic() - start:.0f} s")
     return 0
 
