@@ -29,13 +29,13 @@ check_kernels() {   # bundle, seconds
         echo "(exit $rc: resuming after the kernel that was running)" | tee -a "$RESULTS/$1.txt"
     done
 }
-check_kernels suite 240
+check_kernels suite 260
 check_kernels nhwc 100
-timeout 100 python3 out/gpu/model/loader/gpu_check.py out/gpu/model --model mobilenet_v2 \
+timeout 90 python3 out/gpu/model/loader/gpu_check.py out/gpu/model --model mobilenet_v2 \
     --dtypes float32,float16 2>&1 | tee "$RESULTS/model.txt"
 # Tuning candidates (each checked against the rule's output); results.json is rewritten as it goes
 if [ -d out/gpu/cands ]; then
-    timeout 80 python3 out/gpu/cands/loader/measure.py out/gpu/cands > "$RESULTS/cands.txt" 2>&1
+    timeout 70 python3 out/gpu/cands/loader/measure.py out/gpu/cands > "$RESULTS/cands.txt" 2>&1
     tail -n 3 "$RESULTS/cands.txt"
     mkdir -p "$RESULTS/cands" && cp out/gpu/cands/candidates.json out/gpu/cands/results.json "$RESULTS/cands/"
 fi
