@@ -29,7 +29,8 @@ class DepthwiseNCHW(ScheduleRule):
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         lanes = min(vector_lanes(target), self.max_vector)
-        if (self.band_rows and spec.stride == (1, 1) and spec.dilation == (1, 1) and min(spec.kernel) > 1
+        contiguous_taps = spec.stride == (1, 1) or (spec.stride == (2, 2) and _deinterleaved(spec))
+        if (self.band_rows and contiguous_taps and spec.dilation == (1, 1) and min(spec.kernel) > 1
                 and spec.out_width > lanes and spec.out_width % lanes):
             self._whole_rows(sch, spec, lanes, tunable)
             return
@@ -54,31 +55,16 @@ class DepthwiseNCHW(ScheduleRule):
             sch.vectorize(spatial[-1])
             for loop in spatial[:-1]:
                 sch.unroll(loop)
-        if has_block(sch, "pad"):
-            pad = sch.get_sblock("pad")
-            sch.compute_at(pad, nc, preserve_unit_loops=True)
-            s = spec.stride[1]
-            padded_width = spec.width + spec.padding[1] + spec.padding[3]
-            # Deinterleave columns so that strided taps become contiguous loads; worth it only with
-            # a useful vector of outputs (on tiny planes the gather into the buffer costs more).
-            # The copy loop stays scalar with the phases unrolled: LLVM's loop vectorizer turns
-            # it into wide loads plus shuffles, where TVM's vectorize would gather lane by lane
-            # (1.3-1.6x faster on the 28- and 56-wide stride-2 layers here).
-            if s > 1 and padded_width % s == 0 and spec.out_width >= 8:
-                sch.transform_layout(pad, ("write", 0), lambda n, c, h, w: (n, c, h, w % s, w // s))
-                _, phase = sch.split(sch.get_loops(pad)[-1], factors=[None, s])
-                sch.unroll(phase)
-            else:
-                sch.vectorize(sch.get_loops(pad)[-1])
+        _padded_plane(sch, spec, nc)
         if red:
             sch.decompose_reduction(conv, red[0])
 
     def _whole_rows(self, sch: s_tir.Schedule, spec, lanes: int, tunable: bool) -> None:
-        """Stride-1 rows that are no multiple of the vector (56, 28): a band of `band_rows` whole rows
-        is one register tile, its columns partitioned into full vectors and one narrower tail
-        (56 = 3 x 16 + 8), so the bulk runs at the full width where a divisor would give 8 or 14
-        lanes (ConvNeXt's 7x7 at 56x56 236 -> 172 µs, at 28x28 146 -> 107; MobileNetV2's 3x3 at
-        56x56 93 -> 76, in-process A/B)."""
+        """Output rows that are no multiple of the vector (56, 28), at stride 1 or with a deinterleaved
+        stride 2: a band of `band_rows` whole rows is one register tile, its columns partitioned into
+        full vectors and one narrower tail (56 = 3 x 16 + 8), so the bulk runs at the full width where
+        a divisor would give 8 or 14 lanes. In-process A/B: ConvNeXt's 7x7 at 56x56 325 -> 233 µs, at
+        28x28 167 -> 138; MobileNetV2's 3x3 144x56 124 -> 107, its stride-2 144x56 121 -> 98."""
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         n, c, h, w = sch.get_loops(out)
         ho, _ = split(sch, h, divisor_at_most(spec.out_height, self.band_rows), tunable, max_inner=8)
@@ -86,10 +72,7 @@ class DepthwiseNCHW(ScheduleRule):
         sch.parallel(nc)
         sch.vectorize(w)
         sch.compute_at(conv, ho, preserve_unit_loops=True)
-        if has_block(sch, "pad"):   # placed before the partition, which hides conv from compute_at
-            pad = sch.get_sblock("pad")
-            sch.compute_at(pad, nc, preserve_unit_loops=True)
-            sch.vectorize(sch.get_loops(pad)[-1])
+        _padded_plane(sch, spec, nc)   # before the partition: after it, compute_at put the copy after its reader
         *_, rows, cols, _, _ = sch.get_loops(conv)   # ..., rows, columns, the two tap loops
         sch.reorder(cols, rows)
         full = spec.out_width // lanes * lanes
@@ -119,6 +102,31 @@ class DepthwiseNCHW(ScheduleRule):
         ow = spec.out_width
         wi = divisor_at_most(ow, lanes, prefer_multiple_of=8) if ow > lanes else ow
         return divisor_at_most(spec.out_height, self.rows), wi
+
+
+def _padded_plane(sch: s_tir.Schedule, spec, plane) -> None:
+    """The padded input plane, made by each plane's task (cache-resident). Strided convs deinterleave
+    its columns so that strided taps become contiguous loads; worth it only with a useful vector of
+    outputs (on tiny planes the gather into the buffer costs more). The copy loop stays scalar with
+    the phases unrolled: LLVM's loop vectorizer turns it into wide loads plus shuffles, where TVM's
+    vectorize would gather lane by lane (1.3-1.6x faster on the 28- and 56-wide stride-2 layers here)."""
+    if not has_block(sch, "pad"):
+        return
+    pad = sch.get_sblock("pad")
+    sch.compute_at(pad, plane, preserve_unit_loops=True)
+    s = spec.stride[1]
+    if _deinterleaved(spec):
+        sch.transform_layout(pad, ("write", 0), lambda n, c, h, w: (n, c, h, w % s, w // s))
+        _, phase = sch.split(sch.get_loops(pad)[-1], factors=[None, s])
+        sch.unroll(phase)
+    else:
+        sch.vectorize(sch.get_loops(pad)[-1])
+
+
+def _deinterleaved(spec) -> bool:
+    """Whether the padded plane of a strided depthwise conv or pool is stored column phase by phase."""
+    s = spec.stride[1]
+    return s > 1 and (spec.width + spec.padding[1] + spec.padding[3]) % s == 0 and spec.out_width >= 8
 
 
 class PointwiseNCHW(ScheduleRule):
