@@ -9,8 +9,10 @@ from .common import divisor_at_most, flatten_pixels, has_block, split, vector_la
 
 
 class DepthwiseNCHW(ScheduleRule):
-    """Depthwise conv (and pooling, the same window) in NCHW: one channel plane per task, padded into a cache-resident buffer,
-    then rows x width-vectors of accumulators in registers, the epilogue fused into the store.
+    """Depthwise conv (and pooling, the same window) in NCHW: one channel plane per task, padded into a
+    cache-resident buffer, then rows x width-vectors of accumulators in registers, the epilogue fused
+    into the store. Rows that are no multiple of the vector (56, 28) take bands of whole rows instead,
+    their columns partitioned into full vectors and a tail (`_whole_rows`).
 
     Does not apply to other layouts or op classes, nor with an output shuffle (the channel
     remap would make the per-channel padded plane the wrong one)."""
