@@ -266,18 +266,14 @@ def main(argv: list[str]) -> int:
             row = check_kernel(lib, key, entry, args, timer, bandwidth, gen, start)
         except Exception as e:  # noqa: BLE001 - a kernel that faults is a result, not the end of the run
             row = {**_row(key, entry["spec"], False, None), "error": f"{type(e).__name__}: {e}"[:300]}
-            rows.append(row)
-            failures += 1
-            journal(args.json, dev, bandwidth, rows)
             print(f"FAIL {key[:72]:72s} {row['error']}", flush=True)
-            if args.device == "cuda" and not context_alive():
-                print("the CUDA context is broken after that kernel: run again with --resume to go on", flush=True)
-                return BROKEN
-            continue
         failures += not row["ok"]
         rows.append(row)
         journal(args.json, dev, bandwidth, rows)
-    journal(args.json, dev, bandwidth, rows)
+        if "error" in row and args.device == "cuda" and not context_alive():
+            print("the CUDA context is broken after that kernel: run again with --resume to go on", flush=True)
+            return BROKEN
+    journal(args.json, dev, bandwidth, rows)   # a resumed run with nothing left still clears "current"
     timed = [r for r in rows if "speedup" in r]
     for dtype in sorted({r["dtype"] for r in timed}):
         for batch in sorted({r["batch"] for r in timed}):

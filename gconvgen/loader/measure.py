@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import math
 import random
 import statistics
 import sys
@@ -33,7 +34,7 @@ def _tensors(args: list[dict], device: str):
     tensors = []
     for a in args:   # CPU: TVM's own allocator, filled with random bytes of small floats
         t = gconvgen_loader.alloc(a["shape"], a["dtype"])
-        count = _count(a["shape"])
+        count = math.prod(a["shape"])
         values = (ctypes.c_float * count)(*[random.uniform(-1, 1) for _ in range(count)]) \
             if a["dtype"] == "float32" else (ctypes.c_uint16 * count)(*[0x3C00] * count)
         ctypes.memmove(t.data_ptr(), values, ctypes.sizeof(values))
@@ -46,22 +47,15 @@ def _poison(tensor, dtype: str, device: str) -> None:
     if device == "cuda":
         tensor.fill_(float("nan"))
     else:
-        ctypes.memset(tensor.data_ptr(), 0xFF, _count(tensor.shape) * (4 if dtype == "float32" else 2))
+        ctypes.memset(tensor.data_ptr(), 0xFF, math.prod(tensor.shape) * gconvgen_loader._itemsize(dtype))
 
 
 def _values(tensor, dtype: str, device: str):
     """The output, copied: a float32 torch tensor on the GPU, else a list of floats."""
     if device == "cuda":
         return tensor.float()
-    raw = ctypes.string_at(tensor.data_ptr(), _count(tensor.shape) * (4 if dtype == "float32" else 2))
+    raw = ctypes.string_at(tensor.data_ptr(), math.prod(tensor.shape) * gconvgen_loader._itemsize(dtype))
     return list(memoryview(raw).cast("f" if dtype == "float32" else "e"))
-
-
-def _count(shape) -> int:
-    count = 1
-    for d in shape:
-        count *= d
-    return count
 
 
 def _differ(got, expected, dtype: str) -> bool:
