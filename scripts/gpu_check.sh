@@ -4,7 +4,8 @@
 # bundle (NCHW, then NHWC at batch 64), and the whole MobileNetV2 at batch 1 (eager and CUDA graphs),
 # against torch; then times the tuning candidates of out/gpu/cands. About 6 minutes, 9 at most.
 # Results: $OUT (or out/gpu/results) gets suite.json, nhwc.json, the printed reports and cands/ (the
-# candidates and their results.json: `gconvgen tune --target cuda-sm90 --import-results DIR` here).
+# candidates' cands_results.json: copy it to out/gpu/cands/results.json here, then
+# `gconvgen tune --target cuda-sm90 --import-results out/gpu/cands`). Eight files: the device tool's limit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${OUT:-out/gpu/results}
@@ -37,5 +38,5 @@ timeout 90 python3 out/gpu/model/loader/gpu_check.py out/gpu/model --model mobil
 if [ -d out/gpu/cands ]; then
     timeout 70 python3 out/gpu/cands/loader/measure.py out/gpu/cands > "$RESULTS/cands.txt" 2>&1
     tail -n 3 "$RESULTS/cands.txt"
-    mkdir -p "$RESULTS/cands" && cp out/gpu/cands/candidates.json out/gpu/cands/results.json "$RESULTS/cands/"
+    cp out/gpu/cands/results.json "$RESULTS/cands_results.json"   # candidates.json is the one built here
 fi

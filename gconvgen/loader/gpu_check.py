@@ -123,6 +123,7 @@ class Timer:
         the time is the device's alone: launched one by one from Python, a few-µs kernel would be
         timed at the host's pace (and torch's several kernels per layer even more so)."""
         fn()
+        calls = reps   # calls of fn in one sample: a replay of the graph makes all reps of them
         if self.device == "cuda" and graph:
             g, _ = capture(lambda: [fn() for _ in range(reps)])
             fn, reps = g.replay, 1
@@ -135,12 +136,12 @@ class Timer:
                     fn()
                 end.record()
                 end.synchronize()
-                samples.append(start.elapsed_time(end) * 1e3 / reps)
+                samples.append(start.elapsed_time(end) * 1e3 / calls)
             else:
                 t = time.perf_counter()
                 for _ in range(reps):
                     fn()
-                samples.append((time.perf_counter() - t) * 1e6 / reps)
+                samples.append((time.perf_counter() - t) * 1e6 / calls)
         return statistics.median(samples)
 
 
