@@ -1,7 +1,7 @@
 """Pick a kernel's schedule, first that works:
 1. its best record in the target's tuning logs (tune_logs/<log>/, MetaSchedule's database);
 2. the best record of the nearest tuned kernel of the same family, replayed on this shape and
-   checked against PyTorch before use (transfer);
+   checked against PyTorch before use (transfer; only for a target this machine runs);
 3. a hand rule of the target's family (schedules/<family>.py);
 4. the generic fallback.
 A record from the profile's own (first) log is served as it is. One from another log (the shipped log
@@ -48,7 +48,9 @@ def schedule(spec: KernelSpec, profile: TargetProfile, use_logs: bool = True) ->
     mod = tvm.IRModule({"main": prim_func(spec)})
     if use_logs:
         tuned, log = _tuned(spec, mod, profile)
-        found = tuned or _transferred(spec, mod, profile)
+        # A transfer is checked against PyTorch before use, so only for a target this machine runs
+        # (a CUDA one is not: there the rule serves each shape it was not tuned for)
+        found = tuned or (_transferred(spec, mod, profile) if runs_here(profile) else None)
         if found is None:
             return rule_schedule(spec, profile)
         if log is logs(profile)[0] or not runs_here(profile):   # a record of the profile's own log
