@@ -100,22 +100,32 @@ class ChannelVectorNHWC(ScheduleRule):
         lanes = divisor_at_most(spec.out_channels if window else spec.out_channels // spec.groups, 4)
         vectors = spec.out_channels // lanes
         per_block = divisor_at_most(vectors, self.threads)   # channel vectors a block takes
+        # Outside windows, at stride 1, a thread takes up to 4 adjacent pixels of a row, so each
+        # weight vector it loads serves all of them (loads, not multiply-adds, bound these layers),
+        # while 128K threads remain to keep an H100/H200's multiprocessors busy. On an H200 at batch
+        # 64 this took ResNeXt's g32 128x56 from 236 to 136 µs and ShuffleNet's 1x1s about 2x; at
+        # stride 2 it made the 256 s2 layer slower (232 -> 351 µs). Windows keep one pixel a thread:
+        # their taps' reuse across a thread's pixels is not measured yet
+        units = spec.batch * spec.out_height * spec.out_width * vectors
+        pixels = 1 if window or spec.stride != (1, 1) else max(
+            d for d in range(1, 5) if spec.out_width % d == 0 and units // d >= 1 << 17)
         # pixels of one output row a block takes (a run crossing rows would make the mapping non-affine)
-        run = divisor_at_most(spec.out_width, max(1, self.threads // per_block))
+        run = divisor_at_most(spec.out_width // pixels, max(1, self.threads // per_block))
         n, h, w, c = sch.get_loops(out)
         co, cv = sch.split(c, factors=[None, lanes])
         coo, coi = sch.split(co, factors=[None, per_block])
-        wo, wi = sch.split(w, factors=[None, run])
-        sch.reorder(n, h, wo, coo, wi, coi, cv)
+        wo, wi, wp = sch.split(w, factors=[None, run, pixels])
+        sch.reorder(n, h, wo, coo, wi, coi, wp, cv)
         tx = sch.fuse(wi, coi)
         sch.bind(sch.fuse(n, h, wo, coo), "blockIdx.x")
         sch.bind(tx, "threadIdx.x")
+        sch.unroll(wp)
         sch.vectorize(cv)
         spatial, red = _accumulate_in_thread(sch, conv, tx)
         if red:
             sch.reorder(*red, *spatial)   # the channel vector innermost, under the reductions
             taps = red[1:] if not window else red   # the input channels stay a loop
-            for loop in taps:
+            for loop in taps + spatial[:-1]:
                 sch.unroll(loop)
             sch.vectorize(spatial[-1])   # before the split into init and update: TVM vectorizes a reduction
             sch.decompose_reduction(conv, red[0])
@@ -195,6 +205,71 @@ class PointwiseTiledNCHW(ScheduleRule):
             sch.bind(sx, "threadIdx.x")
             sch.vectorize(lane)
         sch.decompose_reduction(conv, ko)
+
+
+class SplitReductionNCHW(ScheduleRule):
+    """Grouped, pointwise and dense convs in NCHW with too few outputs to fill a GPU with a thread
+    each but a long reduction each (1x1 convs on 7x7 and 14x14 planes at batch 1, the classifier):
+    a thread block per 32 consecutive outputs (threadIdx.x, so input loads and stores coalesce along
+    the plane, and the weight's loads are the same address across a warp) times `slices` threads
+    along the reduction (threadIdx.y), each summing a contiguous slice of it in a register (a few
+    loads in flight), then the slices summed across threads in shared memory (TVM's cross-thread
+    reduction) and the epilogue run by the first slice. With a thread per output (GroupConvNCHW) a
+    7x7 layer at batch 1 keeps a few warps per multiprocessor, each waiting on a serial chain of
+    hundreds of loads from L2: 130 µs on an H200 for MobileNetV2's 960->320 (12 µs split; torch 8),
+    50 -> 6 µs for 384->64 at 14x14. Does not apply to depthwise, NHWC, output shuffles,
+    reductions under `min_reduction`, or more than `max_outputs` outputs: there a thread each,
+    reusing its loads over 4 channels, fills the GPU (ResNeXt's g32 512x14x14, 100K outputs, took
+    21 µs split against 17.5 a thread each). Not tunable."""
+
+    name = "cuda.SplitReductionNCHW"
+
+    def __init__(self, slices: int = 16, max_outputs: int = 81920, min_reduction: int = 64) -> None:
+        self.slices = slices
+        self.max_outputs = max_outputs
+        self.min_reduction = min_reduction
+
+    @staticmethod
+    def _reduction(spec) -> int:
+        return spec.in_channels // spec.groups * spec.kernel[0] * spec.kernel[1]
+
+    def _slices(self, spec) -> int:
+        """The reduction's slices: a power of two dividing it, each slice at least 8 long."""
+        k, r = self._reduction(spec), 1
+        while r < self.slices and k % (2 * r) == 0 and k // (2 * r) >= 8:
+            r *= 2
+        return r
+
+    def applies(self, spec, target: Target) -> bool:
+        outputs = spec.batch * spec.out_channels * spec.out_height * spec.out_width
+        return (target.kind.name == "cuda" and spec.op == "conv2d" and spec.op_class != "depthwise"
+                and spec.layout == "NCHW" and spec.shuffle_groups == 1 and outputs <= self.max_outputs
+                and self._reduction(spec) >= self.min_reduction and self._slices(spec) >= 4)
+
+    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        _inline_pad(sch)
+        conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+        red = sch.get_loops(conv)[4:]
+        ry, _ = sch.split(sch.fuse(*red) if len(red) > 1 else red[0], factors=[self._slices(spec), None])
+        rf = sch.rfactor(ry, factor_axis=0)   # rf[ry, ...]: each slice's sum; conv sums the slices
+        n, o, h, w = sch.get_loops(out)
+        if spec.out_height * spec.out_width % 32 == 0:   # runs inside a plane (flat ones would not be affine)
+            po, tx = sch.split(sch.fuse(h, w), factors=[None, 32])
+            bx = sch.fuse(n, o, po)
+        else:
+            bx, tx = sch.split(sch.fuse(n, o, h, w), factors=[None, 32])
+        sch.bind(bx, "blockIdx.x")
+        sch.bind(tx, "threadIdx.x")
+        sch.compute_at(conv, tx)
+        sch.compute_at(rf, tx)
+        sch.bind(sch.get_loops(conv)[-1], "threadIdx.y")   # the sum over the slices: across threads
+        sch.set_scope(conv, 0, "local")
+        ry, rk = sch.get_loops(rf)[2:]
+        sch.bind(ry, "threadIdx.y")
+        sch.set_scope(rf, 0, "local")
+        rko, rki = sch.split(rk, factors=[None, divisor_at_most(int(sch.get(rk).extent), 4)])
+        sch.unroll(rki)   # a few loads in flight per thread
+        sch.decompose_reduction(rf, rko)
 
 
 class GroupConvNCHW(ScheduleRule):
@@ -322,4 +397,4 @@ def _thread_per_element(sch: s_tir.Schedule, block, threads: int) -> None:
 
 
 RULES: list[ScheduleRule] = [DepthwiseNCHW(), PointwiseTiledNCHW(), PointwiseTensorCoreNHWC(), ChannelVectorNHWC(),
-                             GroupConvNCHW(), Fallback()]
+                             SplitReductionNCHW(), GroupConvNCHW(), Fallback()]

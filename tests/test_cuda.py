@@ -22,6 +22,8 @@ SPECS += [dataclasses.replace(SPECS[0], dtype="float16"), SPECS[0].with_layout("
           KernelSpec.from_json({"op": "conv2d", "batch": 8, "in_channels": 32, "out_channels": 128, "height": 28,
                                 "width": 28, "epilogue": ["bias", "relu6"], "dtype": "float16"})]
 SPECS += [SPECS[-1].with_layout("NHWC")]   # the tensor cores
+SPECS += [KernelSpec.from_json({"op": "conv2d", "in_channels": 960, "out_channels": 320, "height": 7, "width": 7,
+                                "epilogue": ["bias"]})]   # few outputs, a long reduction: split across threads
 
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs the CUDA toolkit (nvcc)")
 
@@ -34,7 +36,7 @@ def test_cuda_bundle_embeds_fatbins(name, tmp_path):
     data = json.loads((out / "manifest.json").read_text())
     rules = {k["rule"] for k in data["kernels"]}
     assert {"cuda.DepthwiseNCHW", "cuda.ChannelVectorNHWC", "cuda.PointwiseTiledNCHW", "cuda.PointwiseTensorCoreNHWC",
-            "cuda.GroupConvNCHW", "cuda.Fallback"} <= rules
+            "cuda.GroupConvNCHW", "cuda.SplitReductionNCHW", "cuda.Fallback"} <= rules
     assert data["target"]["tvm_target"]["arch"] == name.replace("cuda-sm", "sm_")
     for f in ("lib/libtvm_runtime.so", "lib/libtvm_runtime_cuda.so", "lib/libtvm_ffi.so", "loader/gpu_check.py"):
         assert (out / f).exists(), f
@@ -96,6 +98,16 @@ def test_gpu_architecture_compatibility():
     assert runs_on("sm_100", (10, 3)) and not runs_on("sm_100", (12, 0))
 
 
+def test_gpu_check_timer_is_per_call(monkeypatch):
+    """The timer reports µs per call of fn, however many calls a sample makes (a sample of a CUDA graph
+    replays all reps calls at once; once it was divided by one replay, 20x too slow)."""
+    import time
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "gconvgen" / "loader"))
+    import gpu_check
+    us = gpu_check.Timer("cpu")(lambda: time.sleep(0.002), reps=4, rounds=3)
+    assert 1900 < us < 4000, us
+
+
 NO_COMPILER = """
 import runpy, sys
 class NoTVM:   # as on a GPU host: PyTorch and tvm-ffi, but importing TVM's compiler fails
@@ -140,8 +152,8 @@ def test_cuda_rules_are_tuning_spaces(tmp_path):
     """The depthwise, pointwise and grouped rules sample their tiles, so candidates for a GPU host differ
     (and the ones past the GPU's thread limit are dropped here); all of them compile with nvcc."""
     from gconvgen import offline
-    specs = [dataclasses.replace(SPECS[0], batch=8), dataclasses.replace(SPECS[2], batch=8), SPECS[-2]]
-    tensor_cores = SPECS[-1]   # DLight's fixed schedule: one candidate, its trace replayed
+    specs = [dataclasses.replace(SPECS[0], batch=8), dataclasses.replace(SPECS[2], batch=8), SPECS[-3]]
+    tensor_cores = SPECS[-2]   # DLight's fixed schedule: one candidate, its trace replayed
     out = offline.export(specs + [tensor_cores], targets.load("cuda-sm90"), tmp_path / "cands", trials=6)
     data = json.loads((out / "candidates.json").read_text())
     for spec in specs + [tensor_cores]:
