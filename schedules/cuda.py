@@ -79,8 +79,10 @@ class ChannelVectorNHWC(ScheduleRule):
     warp's accesses are contiguous; window taps unrolled, their reuse left to L1. In a grouped,
     pointwise or dense conv the vector stays inside one group, so each input channel is one load
     (the same address across the pixel's threads) serving 4 outputs. Every split divides its loop,
-    which keeps the thread mapping affine (TVM vectorizes the accumulation only then). Does not apply
-    to NCHW or with an output shuffle."""
+    which keeps the thread mapping affine (TVM vectorizes the accumulation only then). Tunable: the
+    channel vectors a block takes, the pixels a block and a thread take (windows and strided convs
+    too, which the untuned rule keeps at one pixel a thread). Does not apply to NCHW or with an
+    output shuffle."""
 
     name = "cuda.ChannelVectorNHWC"
 
@@ -108,13 +110,13 @@ class ChannelVectorNHWC(ScheduleRule):
         # their taps' reuse across a thread's pixels is not measured yet
         units = spec.batch * spec.out_height * spec.out_width * vectors
         pixels = 1 if window or spec.stride != (1, 1) else max(
-            d for d in range(1, 5) if spec.out_width % d == 0 and units // d >= 1 << 17)
+            d for d in range(1, 5) if spec.out_width % d == 0 and (d == 1 or units // d >= 1 << 17))
         # pixels of one output row a block takes (a run crossing rows would make the mapping non-affine)
         run = divisor_at_most(spec.out_width // pixels, max(1, self.threads // per_block))
         n, h, w, c = sch.get_loops(out)
         co, cv = sch.split(c, factors=[None, lanes])
-        coo, coi = sch.split(co, factors=[None, per_block])
-        wo, wi, wp = sch.split(w, factors=[None, run, pixels])
+        coo, coi = split(sch, co, per_block, tunable, max_inner=256)
+        wo, wi, wp = split(sch, w, (run, pixels), tunable, max_inner=8)
         sch.reorder(n, h, wo, coo, wi, coi, wp, cv)
         tx = sch.fuse(wi, coi)
         sch.bind(sch.fuse(n, h, wo, coo), "blockIdx.x")
@@ -220,7 +222,7 @@ class SplitReductionNCHW(ScheduleRule):
     50 -> 6 µs for 384->64 at 14x14. Does not apply to depthwise, NHWC, output shuffles,
     reductions under `min_reduction`, or more than `max_outputs` outputs: there a thread each,
     reusing its loads over 4 channels, fills the GPU (ResNeXt's g32 512x14x14, 100K outputs, took
-    21 µs split against 17.5 a thread each). Not tunable."""
+    21 µs split against 17.5 a thread each). Tunable: the slices."""
 
     name = "cuda.SplitReductionNCHW"
 
@@ -250,7 +252,9 @@ class SplitReductionNCHW(ScheduleRule):
         _inline_pad(sch)
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         red = sch.get_loops(conv)[4:]
-        ry, _ = sch.split(sch.fuse(*red) if len(red) > 1 else red[0], factors=[self._slices(spec), None])
+        red = sch.fuse(*red) if len(red) > 1 else red[0]
+        ry, _ = sch.split(red, factors=tile_factors(sch, red, self._reduction(spec) // self._slices(spec), tunable,
+                                                     max_inner=self._reduction(spec) // 2))
         rf = sch.rfactor(ry, factor_axis=0)   # rf[ry, ...]: each slice's sum; conv sums the slices
         n, o, h, w = sch.get_loops(out)
         if spec.out_height * spec.out_width % 32 == 0:   # runs inside a plane (flat ones would not be affine)
@@ -260,11 +264,14 @@ class SplitReductionNCHW(ScheduleRule):
             bx, tx = sch.split(sch.fuse(n, o, h, w), factors=[None, 32])
         sch.bind(bx, "blockIdx.x")
         sch.bind(tx, "threadIdx.x")
+        # the sum's one loop (at least 2 slices are sampled) must be innermost for the cross-thread
+        # reduction; the slice's unit loops are kept, so a trace's loop counts do not depend on samples
         sch.compute_at(conv, tx)
-        sch.compute_at(rf, tx)
-        sch.bind(sch.get_loops(conv)[-1], "threadIdx.y")   # the sum over the slices: across threads
+        sch.compute_at(rf, tx, preserve_unit_loops=True)
+        sch.bind(sch.get_loops(conv)[2], "threadIdx.y")   # the sum over the slices: across threads
         sch.set_scope(conv, 0, "local")
-        ry, rk = sch.get_loops(rf)[2:]
+        loops = sch.get_loops(rf)
+        ry, rk = loops[2], loops[-1]
         sch.bind(ry, "threadIdx.y")
         sch.set_scope(rf, 0, "local")
         rko, rki = sch.split(rk, factors=[None, divisor_at_most(int(sch.get(rk).extent), 4)])

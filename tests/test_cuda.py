@@ -147,12 +147,25 @@ def test_gpu_check_model_runs_on_a_cpu_bundle(host, tmp_path):
     assert missing.returncode != 0 and "cannot be built here: no compiler installed" in missing.stderr, missing.stderr
 
 
+def test_cuda_rules_schedule_every_suite_layer():
+    """Every layer of the public suite, in either layout, at batch 1 and 64, gets its CUDA rule's
+    schedule (no compile: the rules' own arithmetic once failed on NHWC 1x1s at batch 1)."""
+    from gconvgen.schedule import rule_schedule
+    profile = targets.load("cuda-sm90")
+    for layout in ("NCHW", "NHWC"):
+        for w in suites.load("public", layout):
+            for batch in (1, 64):
+                assert rule_schedule(dataclasses.replace(w.spec, batch=batch), profile).source.startswith("cuda.")
+
+
 @needs_nvcc
 def test_cuda_rules_are_tuning_spaces(tmp_path):
-    """The depthwise, pointwise and grouped rules sample their tiles, so candidates for a GPU host differ
-    (and the ones past the GPU's thread limit are dropped here); all of them compile with nvcc."""
+    """The depthwise, pointwise, grouped, NHWC and split-reduction rules sample their tiles, so
+    candidates for a GPU host differ (and the ones past the GPU's thread limit are dropped here); all
+    of them compile with nvcc."""
     from gconvgen import offline
-    specs = [dataclasses.replace(SPECS[0], batch=8), dataclasses.replace(SPECS[2], batch=8), SPECS[-3]]
+    specs = [dataclasses.replace(SPECS[0], batch=8), dataclasses.replace(SPECS[2], batch=8), SPECS[-3],
+             dataclasses.replace(SPECS[-2], dtype="float32"), SPECS[-1]]
     tensor_cores = SPECS[-2]   # DLight's fixed schedule: one candidate, its trace replayed
     out = offline.export(specs + [tensor_cores], targets.load("cuda-sm90"), tmp_path / "cands", trials=6)
     data = json.loads((out / "candidates.json").read_text())
