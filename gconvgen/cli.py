@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -77,9 +78,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     for w in workloads:
         names.setdefault(w.spec.key, w.name)
     if args.export_candidates:
-        from .offline import export
+        from .offline import CANDIDATES, export
         out = export([w.spec for w in workloads], profile, args.export_candidates, trials=args.trials, seed=args.seed)
-        print(f"wrote {args.trials} candidates for each of {len(names)} kernels to {out}/; on the target run "
+        count = len(json.loads((out / CANDIDATES).read_text())["candidates"])
+        print(f"wrote {count} candidates of {len(names)} kernels (up to {args.trials} from each rule's space, "
+              f"then the later rules that apply) to {out}/; on the target run "
               f"`python {out.name}/loader/measure.py {out.name}`, bring results.json back into {out}/, then "
               f"`gconvgen tune --target {profile.name} --import-results {out}`")
         return 0

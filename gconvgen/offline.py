@@ -1,7 +1,8 @@
 """Tuning for a machine this one cannot reach (a GPU host, a board off the network).
 
 1. `export`: candidates are drawn here from MetaSchedule's evolutionary search over each kernel's
-   rule space (random tilings, the rule's own choice first), built into one library, and written
+   rule space (random tilings, the rule's own choice first), plus the schedules of the family's
+   later rules that apply to it too (alternatives), built into one library, and written
    with the runtime libraries, the loader and `loader/measure.py` into a folder to carry over.
 2. On the machine: `python loader/measure.py FOLDER` times every candidate in one run and writes
    `results.json` (needs tvm-ffi; torch for CUDA tensors).
@@ -33,20 +34,32 @@ FORMAT = 2   # 2: each kernel's workload once, in "workloads" by key (1 repeated
 
 
 def _draw(spec: KernelSpec, profile: TargetProfile, count: int, seed: int) -> tuple[tvm.IRModule, list]:
-    """The kernel's module, and its candidates as (schedule, args_info): the rule's own schedule,
-    then up to count - 1 random points of its space."""
+    """The kernel's module, and its candidates as (schedule, args_info, rule name): the rule's own
+    schedule, up to count - 1 random points of its space, then the schedule of every later rule of
+    the family that applies too (its alternatives, which only a timed candidate can make serve;
+    not the fallbacks)."""
+    from schedules import rules_for
     from .tune import Task, _context
     target = profile.tvm_target()
     mod = tvm.IRModule({"main": prim_func(spec)})
     rule = rule_for(spec, profile)
-    default = rule.apply(mod["main"], target, tunable=True)
-    drawn = [(default, ms.arg_info.ArgInfo.from_entry_func(default.mod, remove_preproc=True))]
+
+    def entry(sch, name: str) -> tuple:
+        return sch, ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True), name
+
+    drawn = [entry(rule.apply(mod["main"], target, tunable=True), rule.name)]
     if count > 1:
         ctx = _context(Task(spec, 1, mod, workload_of(mod)), target, rule, seed)
         ctx.pre_tuning(max_trials=count - 1, num_trials_per_iter=count - 1,
                        design_spaces=ctx.generate_design_space(), database=ms.database.MemoryDatabase(),
                        cost_model=ms.cost_model.RandomModel())
-        drawn += [(c.sch, c.args_info) for c in (ctx.generate_measure_candidates() or [])]
+        drawn += [(c.sch, c.args_info, rule.name) for c in (ctx.generate_measure_candidates() or [])]
+    family = rules_for(profile.family)
+    for alt in family[family.index(rule) + 1:]:
+        if alt.applies(spec, target) and not alt.name.lower().endswith("fallback"):
+            sch = alt.apply(mod["main"], target, tunable=True)
+            if str(sch.trace) != str(drawn[0][0].trace):   # (DLight's GEMM is two rules' schedule)
+                drawn.append(entry(sch, alt.name))
     return mod, drawn
 
 
@@ -63,12 +76,13 @@ def export(specs: list[KernelSpec], profile: TargetProfile, out_dir: str | Path,
     for spec in {s.key: s for s in specs}.values():
         mod, drawn = _draw(spec, profile, trials, seed)
         workloads[spec.key] = workload_of(mod)
-        for j, (sch, args_info) in enumerate(drawn):
+        for j, (sch, args_info, rule) in enumerate(drawn):
             name = f"c{j}_{spec.func_name}"
             funcs[name] = sch.mod["main"].with_attr("global_symbol", name)
             record = ms.database.TuningRecord(sch.trace, ms.database.Workload(mod), run_secs=None, target=target,
                                               args_info=args_info)
-            entries.append({"function": name, "key": spec.key, "spec": spec.to_json(), "record": record_json(record),
+            entries.append({"function": name, "key": spec.key, "rule": rule, "spec": spec.to_json(),
+                            "record": record_json(record),
                             "args": [{"name": n, "shape": list(spec.shape(n)), "dtype": spec.dtype}
                                      for n in spec.arg_names]})
     build.compile_library(funcs, profile, out / LIBRARY)

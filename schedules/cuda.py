@@ -354,11 +354,46 @@ class PointwiseTensorCoreNHWC(ScheduleRule):
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         from tvm.s_tir.dlight.gpu.matmul import MatmulTensorization
-        done = MatmulTensorization().apply(sch.mod["main"], target, False)
-        if done is None:   # DLight found no GEMM in it: a plain schedule rather than none
-            Fallback().schedule(sch, spec, target, tunable)
-            return
-        done.trace.apply_to_schedule(sch, remove_postproc=False)
+        _dlight(sch, spec, target, MatmulTensorization())
+
+
+class PointwiseGemm(ScheduleRule):
+    """Dense 1x1 conv, either layout, as one GEMM over all the batch's pixels (the pixels of every
+    image are its rows), scheduled by TVM DLight: `MatmulTensorization` in float16 (as
+    PointwiseTensorCoreNHWC), the SIMT `Matmul` in float32 (4x4 outputs a thread in 32x64 tiles,
+    both operands staged in shared memory, padding to whole tiles). Listed after the rules that
+    serve these layers by default (ChannelVectorNHWC, PointwiseTiledNCHW, SplitReductionNCHW,
+    GroupConvNCHW), so it serves a kernel only through a tuned record: `gconvgen tune
+    --export-candidates` offers every applicable rule's schedule as a candidate, and a GPU run
+    keeps it where it is faster (960->320 at 7x7, batch 64, takes 267 µs on an H200 with
+    ChannelVectorNHWC against torch's 20 with TF32). Does not apply to groups, shuffles, or
+    strided or padded 1x1 convs, or fewer than 32 pixels (a classifier: a GEMV, which DLight's GEMMs
+    refuse). Not tunable: DLight's fixed schedule."""
+
+    name = "cuda.PointwiseGemm"
+
+    def applies(self, spec, target: Target) -> bool:
+        return (target.kind.name == "cuda" and spec.op == "conv2d" and spec.op_class == "pointwise"
+                and spec.groups == 1 and spec.stride == (1, 1) and not any(spec.padding)
+                and spec.shuffle_groups == 1 and spec.batch * spec.height * spec.width >= 32)
+
+    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        from tvm.s_tir.dlight.gpu.matmul import Matmul, MatmulTensorization
+        _dlight(sch, spec, target, MatmulTensorization() if spec.dtype == "float16" else Matmul())
+
+
+def _dlight(sch: s_tir.Schedule, spec, target: Target, rule) -> None:
+    """DLight's schedule of the function, its trace replayed into sch (so tuning records keep it);
+    the fallback's where DLight finds no GEMM in it (a plain schedule rather than none)."""
+    try:
+        with target:
+            done = rule.apply(sch.mod["main"], target, False)
+    except AssertionError:   # DLight asserts on shapes it cannot map to a GEMM
+        done = None
+    if done is None:
+        Fallback().schedule(sch, spec, target, False)
+        return
+    done.trace.apply_to_schedule(sch, remove_postproc=False)
 
 
 class Fallback(ScheduleRule):
@@ -403,5 +438,7 @@ def _thread_per_element(sch: s_tir.Schedule, block, threads: int) -> None:
         sch.decompose_reduction(block, red[0])
 
 
+# The first that applies serves a kernel untuned; the later ones that apply are its alternatives,
+# offered as tuning candidates (gconvgen.offline) and served where a tuned record says so.
 RULES: list[ScheduleRule] = [DepthwiseNCHW(), PointwiseTiledNCHW(), PointwiseTensorCoreNHWC(), ChannelVectorNHWC(),
-                             SplitReductionNCHW(), GroupConvNCHW(), Fallback()]
+                             SplitReductionNCHW(), GroupConvNCHW(), PointwiseGemm(), Fallback()]

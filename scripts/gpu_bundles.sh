@@ -3,11 +3,16 @@
 #   out/gpu/suite  the public suite at batch 1 and 64, float32 and float16 (issue 6's kernel table)
 #   out/gpu/nhwc   the same in NHWC at batch 64 (the depthwise bandwidth target, in either layout)
 #   out/gpu/model  MobileNetV2's layers at batch 1, float32 and float16 (the whole model, CUDA graphs)
-#   out/gpu/cands  tuning candidates of the suite's depthwise layers at batch 64, float32 and float16, 4
-#                  each (the rule's own first), for the GPU host to time (loader/measure.py); their
-#                  results come back with `gconvgen tune --target cuda-sm90 --import-results DIR`
-# Each carries the runtime libraries, libcudart, the tvm-ffi wheel for Python 3.12 and gconvgen's
-# python package. Then, on the GPU host (or through the device tool, carrying out/gpu):
+#   out/gpu/cands  tuning candidates, 4 each (the rule's own first) plus the schedules of the later
+#                  rules that apply (gconvgen.offline), of the kernels whose spaces no GPU has timed:
+#                  the suite's NHWC convs at batch 64 (cuda.ChannelVectorNHWC), MobileNetV2's
+#                  split-reduction layers at batch 1, and the dense 1x1s at batch 64 in either layout
+#                  (beside them, DLight's GEMM, cuda.PointwiseGemm); the GPU host times them
+#                  (loader/measure.py) and `gconvgen tune --target cuda-sm90 --import-results DIR`
+#                  brings them into tune_logs/. (The NCHW depthwise layers at batch 64 were timed so.)
+# The suite bundle carries the runtime libraries, libcudart and the tvm-ffi wheel for Python 3.12; the
+# others' lib/ is dropped here and copied from it there (the device tool carries 64 MiB). Then, on the
+# GPU host (or through the device tool, carrying out/gpu):
 #   scripts/gpu_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,15 +21,28 @@ TARGET=${TARGET:-cuda-sm90}
     --wheel-python 3.12 -o out/gpu/suite
 .venv/bin/gconvgen build --target "$TARGET" --suite public --layout NHWC --batches 64 --dtypes float32,float16 \
     -o out/gpu/nhwc
-.venv/bin/gconvgen build --target "$TARGET" --model mobilenet_v2 --dtypes float32,float16 \
-    --wheel-python 3.12 -o out/gpu/model
-.venv/bin/python - <<'EOF'
-import json
-from gconvgen import suites
-rows = [{**w.spec.to_json(), "name": f"{w.name}.{dtype}", "batch": 64, "dtype": dtype}
-        for w in suites.load("public") if w.spec.op_class == "depthwise" for dtype in ("float32", "float16")]
-json.dump({"version": 1, "workloads": rows}, open("out/gpu/depthwise64.json", "w"), indent=1)
+.venv/bin/gconvgen build --target "$TARGET" --model mobilenet_v2 --dtypes float32,float16 -o out/gpu/model
+TARGET=$TARGET .venv/bin/python - <<'EOF'
+import dataclasses, json, os
+from gconvgen import suites, targets
+from gconvgen.models import layer_specs
+from gconvgen.schedule import rule_for
+profile = targets.load(os.environ["TARGET"])
+from schedules.cuda import PointwiseGemm
+untimed = {"cuda.ChannelVectorNHWC", "cuda.SplitReductionNCHW"}   # rules whose spaces no GPU has timed
+gemm, target = PointwiseGemm(), profile.tvm_target()
+named = [(f"{w.name}.nhwc64", dataclasses.replace(w.spec, batch=64)) for w in suites.load("public", "NHWC")]
+named += [(f"mobilenet_v2.{i}", s) for i, s in enumerate(layer_specs("mobilenet_v2"))]
+named += [(f"{w.name}.nchw64", dataclasses.replace(w.spec, batch=64)) for w in suites.load("public", "NCHW")
+          if gemm.applies(w.spec, target)]   # dense 1x1s at batch 64: their DLight GEMM alternative
+rows = [{**spec.to_json(), "name": f"{name}.{dtype}", "dtype": dtype}
+        for name, s in named for dtype in ("float32", "float16")
+        for spec in [dataclasses.replace(s, dtype=dtype)]
+        if rule_for(spec, profile).name in untimed or gemm.applies(spec, target)]
+json.dump({"version": 1, "workloads": rows}, open("out/gpu/cands.json", "w"), indent=1)
+print(f"{len(rows)} kernels to draw candidates for")
 EOF
 rm -rf out/gpu/cands
-.venv/bin/gconvgen tune --target "$TARGET" --suite out/gpu/depthwise64.json --trials 4 --export-candidates out/gpu/cands
+.venv/bin/gconvgen tune --target "$TARGET" --suite out/gpu/cands.json --trials 4 --export-candidates out/gpu/cands
+rm -rf out/gpu/nhwc/lib out/gpu/model/lib out/gpu/cands/lib
 du -sh out/gpu

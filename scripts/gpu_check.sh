@@ -2,7 +2,7 @@
 # On a GPU host with PyTorch and no TVM (the bundles from scripts/gpu_bundles.sh in out/gpu/): installs
 # the carried tvm-ffi wheel into a scratch folder, then checks and times every kernel of the suite
 # bundle (NCHW, then NHWC at batch 64), and the whole MobileNetV2 at batch 1 (eager and CUDA graphs),
-# against torch; then times the tuning candidates of out/gpu/cands. About 6 minutes, 9 at most.
+# against torch; then times the tuning candidates of out/gpu/cands. About 4 minutes on an H200, 12 at most.
 # Results: $OUT (or out/gpu/results) gets suite.json, nhwc.json, the printed reports and cands/ (the
 # candidates' cands_results.json: copy it to out/gpu/cands/results.json here, then
 # `gconvgen tune --target cuda-sm90 --import-results out/gpu/cands`). Eight files: the device tool's limit.
@@ -11,6 +11,9 @@ cd "$(dirname "$0")/.."
 RESULTS=${OUT:-out/gpu/results}
 mkdir -p "$RESULTS"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/gconvgen-site out/gpu/suite/wheels/*.whl || exit 1
+for b in nhwc model cands; do   # gpu_bundles.sh ships the runtime libraries once, in the suite bundle
+    [ -d "out/gpu/$b" ] && [ ! -d "out/gpu/$b/lib" ] && cp -r out/gpu/suite/lib "out/gpu/$b/"
+done
 # tvm-ffi would JIT-compile a torch extension (a minute or more) where torch lacks the C DLPack
 # exchange API; its fallback reads torch's current stream too, and the GPU times come from graphs
 export PYTHONPATH=/tmp/gconvgen-site PYTHONUNBUFFERED=1 TVM_FFI_DISABLE_TORCH_C_DLPACK=1
@@ -30,13 +33,13 @@ check_kernels() {   # bundle, seconds
         echo "(exit $rc: resuming after the kernel that was running)" | tee -a "$RESULTS/$1.txt"
     done
 }
-check_kernels suite 260
-check_kernels nhwc 100
-timeout 90 python3 out/gpu/model/loader/gpu_check.py out/gpu/model --model mobilenet_v2 \
+check_kernels suite 200
+check_kernels nhwc 80
+timeout 60 python3 out/gpu/model/loader/gpu_check.py out/gpu/model --model mobilenet_v2 \
     --dtypes float32,float16 2>&1 | tee "$RESULTS/model.txt"
 # Tuning candidates (each checked against the rule's output); results.json is rewritten as it goes
 if [ -d out/gpu/cands ]; then
-    timeout 70 python3 out/gpu/cands/loader/measure.py out/gpu/cands > "$RESULTS/cands.txt" 2>&1
+    timeout 240 python3 out/gpu/cands/loader/measure.py out/gpu/cands > "$RESULTS/cands.txt" 2>&1
     tail -n 3 "$RESULTS/cands.txt"
     cp out/gpu/cands/results.json "$RESULTS/cands_results.json"   # candidates.json is the one built here
 fi

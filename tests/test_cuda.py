@@ -171,5 +171,11 @@ def test_cuda_rules_are_tuning_spaces(tmp_path):
     data = json.loads((out / "candidates.json").read_text())
     for spec in specs + [tensor_cores]:
         records = [json.dumps(c["record"]) for c in data["candidates"] if c["key"] == spec.key]
-        assert len(set(records)) >= (1 if spec is tensor_cores else 3), (spec.key, len(records))
+        assert len(set(records)) >= (2 if spec is tensor_cores else 3), (spec.key, len(records))
+    # the later rules that apply are candidates too: DLight's GEMM for dense 1x1s, a thread per
+    # output beside the split reduction, the channel vectors beside the tensor cores
+    rules = {(c["key"], c["rule"]) for c in data["candidates"]}
+    assert (specs[3].key, "cuda.PointwiseGemm") in rules and (specs[4].key, "cuda.GroupConvNCHW") in rules
+    assert (tensor_cores.key, "cuda.ChannelVectorNHWC") in rules
+    assert (tensor_cores.key, "cuda.PointwiseGemm") not in rules   # the same schedule: offered once
     assert has_fatbin(out / offline.LIBRARY)

@@ -29,16 +29,20 @@ def exported(host, tmp_path_factory):
 def test_export_measure_import(exported):
     profile, folder = exported
     data = json.loads((folder / offline.CANDIDATES).read_text())
-    assert len(data["candidates"]) == 6 and data["device"] == "cpu"
-    assert all(c["function"].startswith("c") for c in data["candidates"])
+    per_key = {spec.key: [c["rule"] for c in data["candidates"] if c["key"] == spec.key] for spec in SPECS}
+    # each kernel: its rule's schedule and 2 drawn from its space, then the later rules that apply too
+    # (the dense 1x1 also fits the x86 grouped/dense rule), each schedule offered once
+    assert per_key[SPECS[0].key] == ["x86.DepthwiseNCHW"] * 3
+    assert per_key[SPECS[1].key][:3] == ["x86.PointwiseNCHW"] * 3 and len(per_key[SPECS[1].key]) == 4
+    assert data["device"] == "cpu" and all(c["function"].startswith("c") for c in data["candidates"])
     done = subprocess.run([sys.executable, folder / "loader" / "measure.py", folder], capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     results = json.loads((folder / offline.RESULTS).read_text())
-    assert len(results) == 6 and all(samples and min(samples) > 0 for samples in results.values())
+    assert len(results) == 7 and all(samples and min(samples) > 0 for samples in results.values())
     counts = offline.import_results(folder, profile)
-    assert sorted(counts.values()) == [3, 3]
-    assert len(tunelog.TuneLog(profile.log_dirs[0]).records()) == 6
+    assert sorted(counts.values()) == [3, 4]
+    assert len(tunelog.TuneLog(profile.log_dirs[0]).records()) == 7
     for spec in SPECS:
         assert schedule(spec, profile).kind == "tuned"
         assert relative_error(spec, profile) < 1e-4

@@ -129,7 +129,7 @@ def main(argv: list[str]) -> int:
         except Exception as e:  # noqa: BLE001 - a failing candidate is a result, not the end of the run
             results[entry["function"]] = []
             note = f"failed: {str(e)[:80]}"
-        print(f"[{i}/{len(data['candidates'])}] {entry['function']} {note}", flush=True)
+        print(f"[{i}/{len(data['candidates'])}] {entry['function']} {entry.get('rule', '')} {note}", flush=True)
         (folder / "results.json").write_text(json.dumps(results) + "\n")
     print(f"wrote {folder / 'results.json'}: {len(results)} candidates in {time.monotonic() - start:.0f} s")
     return 0
