@@ -55,11 +55,13 @@ POOL = KernelSpec.from_json({"op": "max_pool2d", "in_channels": 8, "height": 12,
 
 
 def test_gpu_check_script_runs_on_a_cpu_bundle(host, tmp_path):
-    out = bundle.make(SPECS[2:4] + [POOL], host, tmp_path / "cpu")
+    big_depthwise = dataclasses.replace(SPECS[0], in_channels=96, out_channels=96, groups=96)   # 9.6 MB moved
+    out = bundle.make(SPECS[2:4] + [big_depthwise, POOL], host, tmp_path / "cpu")
     done = subprocess.run([sys.executable, out / "loader" / "gpu_check.py", out, "--device", "cpu",
                            "--json", tmp_path / "r.json"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "3 of 3 kernels match torch" in done.stdout
+    assert "4 of 4 kernels match torch" in done.stdout
+    assert "depthwise moving 4 MB or more, float32 batch 1: " in done.stdout   # issue 6's bandwidth target
     journal = json.loads((tmp_path / "r.json").read_text())
     rows = journal["rows"]
     assert all(r["ok"] and r["ours_us"] > 0 and r["bandwidth_fraction"] > 0 for r in rows)
@@ -70,7 +72,7 @@ def test_gpu_check_script_runs_on_a_cpu_bundle(host, tmp_path):
     again = subprocess.run([sys.executable, out / "loader" / "gpu_check.py", out, "--device", "cpu", "--json",
                             tmp_path / "r.json", "--resume"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 1, again.stdout + again.stderr
-    assert "the last run died in this kernel" in again.stdout and "2 of 3 kernels match torch" in again.stdout
+    assert "the last run died in this kernel" in again.stdout and "3 of 4 kernels match torch" in again.stdout
     assert again.stdout.count("ok  ") == 0
     final = json.loads((tmp_path / "r.json").read_text())
     assert [r["key"] for r in final["rows"]][-1] == died and final["current"] is None

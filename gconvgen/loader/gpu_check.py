@@ -282,6 +282,12 @@ def main(argv: list[str]) -> int:
             if sel:
                 geo = math.exp(sum(math.log(s) for s in sel) / len(sel))
                 print(f"geomean vs torch's better layout, {dtype} batch {batch}: {geo:.2f}x over {len(sel)} kernels")
+            # issue 6's bandwidth target: depthwise layers moving 4 MB or more at 70 % of copy bandwidth
+            big = [r["bandwidth_fraction"] for r in timed if r["dtype"] == dtype and r["batch"] == batch
+                   and r.get("depthwise") and r["moved_bytes"] >= 4e6]
+            if big:
+                print(f"depthwise moving 4 MB or more, {dtype} batch {batch}: {sum(f >= 0.7 for f in big)} of "
+                      f"{len(big)} at 70 % of copy bandwidth or more (lowest {100 * min(big):.0f} %)")
     print(f"{len(rows) - failures} of {len(rows)} kernels match torch; {time.monotonic() - start:.0f} s")
     return 1 if failures else 0
 
@@ -290,8 +296,9 @@ BROKEN = 3   # exit status: a kernel left the CUDA context unusable; --resume go
 
 
 def _row(key: str, spec: dict, ok: bool, err: float | None) -> dict:
+    depthwise = spec["op"] == "conv2d" and spec["groups"] == spec["in_channels"] == spec["out_channels"]
     return {"key": key, "ok": ok, "rel_err": err, "dtype": spec["dtype"], "batch": spec["batch"],
-            "op": spec["op"], "layout": spec["layout"]}
+            "op": spec["op"], "layout": spec["layout"], "depthwise": depthwise}
 
 
 def journal(path: str | None, dev: str, bandwidth: float, rows: list[dict], current: str | None = None) -> None:
@@ -346,6 +353,7 @@ def check_kernel(lib, key: str, entry: dict, args, timer, bandwidth: float, gen,
         row["torch_nchw_us"] = timer(lambda: torch_forward(spec, targs))
         row["torch_cl_us"] = timer(lambda: torch_forward(spec, cl))
         moved = sum(t.numel() * t.element_size() for t in kargs) + out.numel() * out.element_size()
+        row["moved_bytes"] = moved
         row["bandwidth_fraction"] = moved / row["ours_us"] / bandwidth
         row["speedup"] = min(row["torch_nchw_us"], row["torch_cl_us"]) / row["ours_us"]
     timing = (f"ours {row['ours_us']:8.1f} us  torch best {min(row['torch_nchw_us'], row['torch_cl_us']):8.1f} us"
