@@ -169,9 +169,8 @@ class PointwiseTiledNCHW(ScheduleRule):
         ty, tx = self._tiles(spec)
         v, pixels = self.per_thread, spec.height * spec.width
         blocks = spec.batch * spec.out_channels // (v * ty) * pixels // (v * tx) if ty and tx else 0
-        return (target.kind.name == "cuda" and spec.op == "conv2d" and spec.layout == "NCHW"
-                and spec.kernel == (1, 1) and spec.groups == 1 and spec.stride == (1, 1) and not any(spec.padding)
-                and spec.shuffle_groups == 1 and spec.weight_layout == "OIHW" and spec.in_channels >= 8
+        return (target.kind.name == "cuda" and _dense_1x1(spec) and spec.layout == "NCHW"
+                and spec.weight_layout == "OIHW" and spec.in_channels >= 8
                 and pixels >= self.min_pixels and ty >= 4 and tx >= 7 and blocks >= self.min_blocks)
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
@@ -251,10 +250,10 @@ class SplitReductionNCHW(ScheduleRule):
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         _inline_pad(sch)
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+        k = self._reduction(spec)
         red = sch.get_loops(conv)[4:]
         red = sch.fuse(*red) if len(red) > 1 else red[0]
-        ry, _ = sch.split(red, factors=tile_factors(sch, red, self._reduction(spec) // self._slices(spec), tunable,
-                                                     max_inner=self._reduction(spec) // 2))
+        ry, _ = sch.split(red, factors=tile_factors(sch, red, k // self._slices(spec), tunable, max_inner=k // 2))
         rf = sch.rfactor(ry, factor_axis=0)   # rf[ry, ...]: each slice's sum; conv sums the slices
         n, o, h, w = sch.get_loops(out)
         if spec.out_height * spec.out_width % 32 == 0:   # runs inside a plane (flat ones would not be affine)
@@ -348,9 +347,8 @@ class PointwiseTensorCoreNHWC(ScheduleRule):
     name = "cuda.PointwiseTensorCoreNHWC"
 
     def applies(self, spec, target: Target) -> bool:
-        return (target.kind.name == "cuda" and spec.dtype == "float16" and spec.op == "conv2d"
-                and spec.layout == "NHWC" and spec.op_class == "pointwise" and spec.groups == 1
-                and spec.stride == (1, 1) and not any(spec.padding) and spec.shuffle_groups == 1)
+        return (target.kind.name == "cuda" and _dense_1x1(spec) and spec.dtype == "float16"
+                and spec.layout == "NHWC")
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         from tvm.s_tir.dlight.gpu.matmul import MatmulTensorization
@@ -373,13 +371,17 @@ class PointwiseGemm(ScheduleRule):
     name = "cuda.PointwiseGemm"
 
     def applies(self, spec, target: Target) -> bool:
-        return (target.kind.name == "cuda" and spec.op == "conv2d" and spec.op_class == "pointwise"
-                and spec.groups == 1 and spec.stride == (1, 1) and not any(spec.padding)
-                and spec.shuffle_groups == 1 and spec.batch * spec.height * spec.width >= 32)
+        return target.kind.name == "cuda" and _dense_1x1(spec) and spec.batch * spec.height * spec.width >= 32
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         from tvm.s_tir.dlight.gpu.matmul import Matmul, MatmulTensorization
         _dlight(sch, spec, target, MatmulTensorization() if spec.dtype == "float16" else Matmul())
+
+
+def _dense_1x1(spec) -> bool:
+    """A dense 1x1 conv, stride 1, unpadded, no shuffle: one GEMM over the pixels."""
+    return (spec.op == "conv2d" and spec.op_class == "pointwise" and spec.groups == 1 and spec.stride == (1, 1)
+            and not any(spec.padding) and spec.shuffle_groups == 1)
 
 
 def _dlight(sch: s_tir.Schedule, spec, target: Target, rule) -> None:

@@ -27,8 +27,8 @@ import dataclasses, json, os
 from gconvgen import suites, targets
 from gconvgen.models import layer_specs
 from gconvgen.schedule import rule_for
-profile = targets.load(os.environ["TARGET"])
 from schedules.cuda import PointwiseGemm
+profile = targets.load(os.environ["TARGET"])
 untimed = {"cuda.ChannelVectorNHWC", "cuda.SplitReductionNCHW"}   # rules whose spaces no GPU has timed
 gemm, target = PointwiseGemm(), profile.tvm_target()
 named = [(f"{w.name}.nhwc64", dataclasses.replace(w.spec, batch=64)) for w in suites.load("public", "NHWC")]

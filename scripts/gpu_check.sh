@@ -3,8 +3,8 @@
 # the carried tvm-ffi wheel into a scratch folder, then checks and times every kernel of the suite
 # bundle (NCHW, then NHWC at batch 64), and the whole MobileNetV2 at batch 1 (eager and CUDA graphs),
 # against torch; then times the tuning candidates of out/gpu/cands. About 4 minutes on an H200, 12 at most.
-# Results: $OUT (or out/gpu/results) gets suite.json, nhwc.json, the printed reports and cands/ (the
-# candidates' cands_results.json: copy it to out/gpu/cands/results.json here, then
+# Results: $OUT (or out/gpu/results) gets suite.json, nhwc.json, the printed reports and the
+# candidates' timings, cands_results.json (copy it to out/gpu/cands/results.json here, then
 # `gconvgen tune --target cuda-sm90 --import-results out/gpu/cands`). Eight files: the device tool's limit.
 set -uo pipefail
 cd "$(dirname "$0")/.."

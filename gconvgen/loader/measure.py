@@ -47,15 +47,19 @@ def _poison(tensor, dtype: str, device: str) -> None:
     if device == "cuda":
         tensor.fill_(float("nan"))
     else:
-        ctypes.memset(tensor.data_ptr(), 0xFF, math.prod(tensor.shape) * gconvgen_loader._itemsize(dtype))
+        ctypes.memset(tensor.data_ptr(), 0xFF, _nbytes(tensor, dtype))
 
 
 def _values(tensor, dtype: str, device: str):
     """The output, copied: a float32 torch tensor on the GPU, else a list of floats."""
     if device == "cuda":
         return tensor.float()
-    raw = ctypes.string_at(tensor.data_ptr(), math.prod(tensor.shape) * gconvgen_loader._itemsize(dtype))
+    raw = ctypes.string_at(tensor.data_ptr(), _nbytes(tensor, dtype))
     return list(memoryview(raw).cast("f" if dtype == "float32" else "e"))
+
+
+def _nbytes(tensor, dtype: str) -> int:
+    return math.prod(tensor.shape) * gconvgen_loader._itemsize(dtype)
 
 
 def _differ(got, expected, dtype: str) -> bool:
