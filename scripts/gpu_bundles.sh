@@ -4,12 +4,13 @@
 #   out/gpu/nhwc   the same in NHWC at batch 64 (the depthwise bandwidth target, in either layout)
 #   out/gpu/model  MobileNetV2's layers at batch 1, float32 and float16 (the whole model, CUDA graphs)
 #   out/gpu/cands  tuning candidates, 4 each (the rule's own first) plus the schedules of the later
-#                  rules that apply (gconvgen.offline), of the kernels whose spaces no GPU has timed:
-#                  the suite's NHWC convs at batch 64 (cuda.ChannelVectorNHWC), MobileNetV2's
-#                  split-reduction layers at batch 1, and the dense 1x1s at batch 64 in either layout
-#                  (beside them, DLight's GEMM, cuda.PointwiseGemm); the GPU host times them
-#                  (loader/measure.py) and `gconvgen tune --target cuda-sm90 --import-results DIR`
-#                  brings them into tune_logs/. (The NCHW depthwise layers at batch 64 were timed so.)
+#                  rules that apply (gconvgen.offline), of the kernels of the suite at batch 64 (either
+#                  layout) and of MobileNetV2 at batch 1 that a rule no GPU has timed yet serves or could
+#                  serve: the NHWC convs (cuda.ChannelVectorNHWC; beside the depthwise ones,
+#                  cuda.DepthwiseWideNHWC), the depthwise NCHW layers (beside them,
+#                  cuda.DepthwiseStagedNCHW), the split-reduction layers, the dense 1x1s (beside them,
+#                  DLight's GEMM, cuda.PointwiseGemm); the GPU host times them (loader/measure.py) and
+#                  `gconvgen tune --target cuda-sm90 --import-results DIR` brings them into tune_logs/.
 # The suite bundle carries the runtime libraries, libcudart and the tvm-ffi wheel for Python 3.12; the
 # others' lib/ is dropped here and copied from it there (the device tool carries 64 MiB). Then, on the
 # GPU host (or through the device tool, carrying out/gpu):
@@ -26,19 +27,20 @@ TARGET=$TARGET .venv/bin/python - <<'EOF'
 import dataclasses, json, os
 from gconvgen import suites, targets
 from gconvgen.models import layer_specs
-from gconvgen.schedule import rule_for
-from schedules.cuda import PointwiseGemm
+from schedules import rules_for
 profile = targets.load(os.environ["TARGET"])
-untimed = {"cuda.ChannelVectorNHWC", "cuda.SplitReductionNCHW"}   # rules whose spaces no GPU has timed
-gemm, target = PointwiseGemm(), profile.tvm_target()
+target = profile.tvm_target()
+# rules whose spaces (or, for alternatives, whose schedules) no GPU has timed yet
+untimed = {"cuda.ChannelVectorNHWC", "cuda.SplitReductionNCHW", "cuda.PointwiseGemm", "cuda.DepthwiseStagedNCHW",
+           "cuda.DepthwiseWideNHWC"}
+family = rules_for(profile.family)
 named = [(f"{w.name}.nhwc64", dataclasses.replace(w.spec, batch=64)) for w in suites.load("public", "NHWC")]
 named += [(f"mobilenet_v2.{i}", s) for i, s in enumerate(layer_specs("mobilenet_v2"))]
-named += [(f"{w.name}.nchw64", dataclasses.replace(w.spec, batch=64)) for w in suites.load("public", "NCHW")
-          if gemm.applies(w.spec, target)]   # dense 1x1s at batch 64: their DLight GEMM alternative
+named += [(f"{w.name}.nchw64", dataclasses.replace(w.spec, batch=64)) for w in suites.load("public", "NCHW")]
 rows = [{**spec.to_json(), "name": f"{name}.{dtype}", "dtype": dtype}
         for name, s in named for dtype in ("float32", "float16")
         for spec in [dataclasses.replace(s, dtype=dtype)]
-        if rule_for(spec, profile).name in untimed or gemm.applies(spec, target)]
+        if any(r.name in untimed and r.applies(spec, target) for r in family)]
 json.dump({"version": 1, "workloads": rows}, open("out/gpu/cands.json", "w"), indent=1)
 print(f"{len(rows)} kernels to draw candidates for")
 EOF

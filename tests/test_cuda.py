@@ -160,6 +160,47 @@ def test_cuda_rules_schedule_every_suite_layer():
                 assert rule_schedule(dataclasses.replace(w.spec, batch=batch), profile).source.startswith("cuda.")
 
 
+def test_cuda_alternatives_schedule_every_suite_layer():
+    """Every hand-written CUDA rule that applies to a layer of the public suite (either layout, batch
+    1 and 64, float32 and float16) schedules it, untuned and as a tuning space: the alternatives only
+    serve through tuned records, so no other test reaches most of them. (The two rules that are
+    DLight's GEMM schedule are left out: slow to apply this often, and not ours.)"""
+    from gconvgen.ops import prim_func
+    from schedules import cuda
+    target = targets.load("cuda-sm90").tvm_target()
+    dlight_or_fallback = (cuda.PointwiseGemm, cuda.PointwiseTensorCoreNHWC, cuda.Fallback)
+    applied = set()
+    for layout in ("NCHW", "NHWC"):
+        for w in suites.load("public", layout):
+            for batch, dtype in ((1, "float32"), (64, "float32"), (1, "float16"), (64, "float16")):
+                spec = dataclasses.replace(w.spec, batch=batch, dtype=dtype)
+                for rule in cuda.RULES:
+                    if rule.applies(spec, target) and not isinstance(rule, dlight_or_fallback):
+                        for tunable in (False, True):
+                            assert rule.apply(prim_func(spec), target, tunable) is not None, (rule.name, spec.key)
+                        applied.add(rule.name)
+    assert {"cuda.DepthwiseStagedNCHW", "cuda.DepthwiseWideNHWC"} <= applied
+
+
+@needs_nvcc
+@pytest.mark.parametrize("layout, rule", [("NCHW", "DepthwiseStagedNCHW"), ("NHWC", "DepthwiseWideNHWC")])
+def test_depthwise_alternatives_load_16_bytes(layout, rule):
+    """The two depthwise alternatives exist for their 16-byte loads of the input, in float16 too (8
+    lanes): the CUDA source reads input_ptr as uint4 (TVM's type for 8 halves)."""
+    import tvm
+    from gconvgen.cuda import prepare
+    from gconvgen.ops import prim_func
+    from schedules import cuda
+    prepare()
+    profile = targets.load("cuda-sm90")
+    spec = next(w.spec for w in suites.load("public", layout) if w.name == "mbv2.dw144x56")
+    spec = dataclasses.replace(spec, batch=64, dtype="float16")
+    sch = getattr(cuda, rule)().apply(prim_func(spec), profile.tvm_target(), tunable=False)
+    with profile.tvm_target() as target:
+        source = tvm.compile(sch.mod, target=target).mod.imports[0].inspect_source()
+    assert "*(uint4*)(input_ptr + " in source
+
+
 @needs_nvcc
 def test_cuda_rules_are_tuning_spaces(tmp_path):
     """The depthwise, pointwise, grouped, NHWC and split-reduction rules sample their tiles, so
@@ -168,6 +209,8 @@ def test_cuda_rules_are_tuning_spaces(tmp_path):
     from gconvgen import offline
     specs = [dataclasses.replace(SPECS[0], batch=8), dataclasses.replace(SPECS[2], batch=8), SPECS[-3],
              dataclasses.replace(SPECS[-2], dtype="float32"), SPECS[-1]]
+    nhwc_dw = dataclasses.replace(SPECS[5], batch=8, dtype="float16")
+    specs.append(nhwc_dw)
     tensor_cores = SPECS[-2]   # DLight's fixed schedule: one candidate, its trace replayed
     out = offline.export(specs + [tensor_cores], targets.load("cuda-sm90"), tmp_path / "cands", trials=6)
     data = json.loads((out / "candidates.json").read_text())
@@ -179,5 +222,7 @@ def test_cuda_rules_are_tuning_spaces(tmp_path):
     rules = {(c["key"], c["rule"]) for c in data["candidates"]}
     assert (specs[3].key, "cuda.PointwiseGemm") in rules and (specs[4].key, "cuda.GroupConvNCHW") in rules
     assert (tensor_cores.key, "cuda.ChannelVectorNHWC") in rules
+    # the depthwise layers' staged and wide schedules
+    assert (specs[0].key, "cuda.DepthwiseStagedNCHW") in rules and (nhwc_dw.key, "cuda.DepthwiseWideNHWC") in rules
     assert (tensor_cores.key, "cuda.PointwiseGemm") not in rules   # the same schedule: offered once
     assert has_fatbin(out / offline.LIBRARY)

@@ -83,6 +83,8 @@ def test_cuda_candidates_carry_fatbins(tmp_path):
     assert cli.main(["tune", "--target", "cuda-sm90", "--suite", str(suite), "--trials", "2",
                      "--export-candidates", str(tmp_path / "h100")]) == 0
     data = json.loads((tmp_path / "h100" / offline.CANDIDATES).read_text())
-    assert data["device"] == "cuda" and len(data["candidates"]) == 2
+    # 2 of the depthwise rule's space, and its staged alternative
+    assert data["device"] == "cuda" and [c["rule"] for c in data["candidates"]] == [
+        "cuda.DepthwiseNCHW", "cuda.DepthwiseNCHW", "cuda.DepthwiseStagedNCHW"]
     assert has_fatbin(tmp_path / "h100" / offline.LIBRARY)
     assert (tmp_path / "h100" / "lib" / "libtvm_runtime_cuda.so").exists()
