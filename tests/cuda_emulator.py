@@ -1,0 +1,131 @@
+"""Runs a CUDA kernel TVM generated on this CPU, to check what a CUDA schedule computes where no GPU is
+lent: the kernel's source is compiled as host C++ by g++ (the CUDA toolkit's headers give half, its
+conversions and the vector types), every thread of a block is an OS thread, `__syncthreads()` is a
+barrier of the block's threads, and the blocks run one after another (their shared arrays become
+statics, which one block at a time may own). It checks values, not speed, and only what the C++
+memory model shares with CUDA's for such code: kernels whose blocks communicate through global
+memory, or use warp-level intrinsics (shuffles, votes: TVM's cross-thread reductions), tensor
+cores or dynamic shared memory, are refused with a clear error rather than run wrongly.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tvm
+
+CUDA_INCLUDE = Path("/usr/local/cuda/include")
+_UNSUPPORTED = ("__shfl", "__activemask", "__ballot", "wmma::", "mma.sync", "extern __shared__", "atomic")
+
+_SHIM = r"""
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <thread>
+#include <vector>
+#include <cuda_runtime.h>
+#undef __global__
+#define __global__
+#define __launch_bounds__(...)
+thread_local uint3 threadIdx;
+static uint3 blockIdx;
+static std::barrier<>* emu_block_barrier;
+static inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
+using std::max;   // CUDA's device max/min of two floats or ints
+using std::min;
+static inline float __fdividef(float a, float b) { return a / b; }
+"""
+
+_LAUNCHER = r"""
+extern "C" void emu_launch(void** args) {
+  const unsigned grid[3] = {%(grid)s}, block[3] = {%(block)s};
+  const unsigned threads = block[0] * block[1] * block[2], blocks = grid[0] * grid[1] * grid[2];
+  std::barrier<> barrier(threads);
+  emu_block_barrier = &barrier;
+  std::vector<std::thread> pool;
+  for (unsigned t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      threadIdx = make_uint3(t %% block[0], t / block[0] %% block[1], t / (block[0] * block[1]));
+      for (unsigned b = 0; b < blocks; ++b) {
+        if (t == 0) blockIdx = make_uint3(b %% grid[0], b / grid[0] %% grid[1], b / (grid[0] * grid[1]));
+        barrier.arrive_and_wait();
+        %(kernel)s(%(args)s);
+        barrier.arrive_and_wait();
+      }
+    });
+  }
+  for (auto& thread : pool) thread.join();
+}
+"""
+
+
+class Unsupported(RuntimeError):
+    """The kernel uses something this emulator does not model."""
+
+
+def _launch_extents(func: tvm.tirx.PrimFunc) -> dict[str, int]:
+    """threadIdx.* / blockIdx.* extents of the function's one kernel, from its thread bindings as
+    TVMScript prints them (this TVM has no Python statement visitor)."""
+    extents: dict[str, int] = {}
+    for extent, tag in re.findall(r'T\.thread_binding\((?:0, )?(\d+), thread="(\w+\.[xyz])"\)', func.script()):
+        if extents.setdefault(tag, int(extent)) != int(extent):
+            raise Unsupported(f"{tag} has two extents ({extents[tag]} and {extent}): more than one kernel")
+    return extents
+
+
+def compile_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target, workdir: Path) -> tuple[ctypes.CDLL, list[str]]:
+    """Build func for the CUDA target, then its source for this CPU; returns the library and the
+    kernel's buffer names in its argument order."""
+    from gconvgen.cuda import prepare
+    prepare()   # TVM's CUDA build settings (nvcc)
+    with target:
+        built = tvm.compile(tvm.IRModule({"main": func}), target=target)
+    source = built.mod.imports[0].inspect_source()
+    kernels = re.findall(r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(([^)]*)\)\s*\{', source)
+    if len(kernels) != 1:
+        raise Unsupported(f"{len(kernels)} kernels in one function: the emulator runs one")
+    used = [name for name in _UNSUPPORTED if name in source]
+    if used:
+        raise Unsupported(f"the kernel uses {', '.join(used)}, which the emulator does not model")
+    name, params = kernels[0]
+    buffers = [re.search(r"(\w+)_ptr$", p.strip()).group(1) for p in params.split(",")]
+    extents = _launch_extents(func)
+    dims = lambda kind: ", ".join(str(extents.get(f"{kind}.{axis}", 1)) for axis in "xyz")  # noqa: E731
+    types = [p.strip().rsplit(" ", 1)[0].replace("__restrict__", "").strip() for p in params.split(",")]
+    call_args = ", ".join(f"({t})args[{i}]" for i, t in enumerate(types))
+    # the helpers TVM declares __device__ (half max/min) run on the host here
+    host_source = re.sub(r"^__device__ ", "inline ", source, flags=re.M)
+    # a block's shared arrays: statics, which the block running now owns
+    host_source = re.sub(r"__shared__ (alignas\(\d+\) )?", lambda m: f"{m.group(1) or ''}static ", host_source)
+    code = _SHIM + host_source + _LAUNCHER % {"grid": dims("blockIdx"), "block": dims("threadIdx"),
+                                             "kernel": name, "args": call_args}
+    digest = hashlib.sha1(code.encode()).hexdigest()[:16]
+    cpp, lib = workdir / f"{digest}.cpp", workdir / f"{digest}.so"
+    cpp.write_text(code)
+    done = subprocess.run(["g++", "-std=c++20", "-O1", "-w", "-shared", "-fPIC", "-pthread", f"-I{CUDA_INCLUDE}",
+                           "-o", str(lib), str(cpp)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"g++ could not build the kernel for the host:\n{done.stderr[-3000:]}")
+    library = ctypes.CDLL(str(lib))
+    library.emu_launch.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
+    return library, buffers
+
+
+def run(func: tvm.tirx.PrimFunc, target: tvm.target.Target, arrays: dict[str, np.ndarray]) -> None:
+    """Run func's kernel on arrays (by buffer name: input, weight, bias, out...), writing its outputs
+    into them."""
+    with tempfile.TemporaryDirectory() as workdir:
+        library, buffers = compile_kernel(func, target, Path(workdir))
+        missing = [b for b in buffers if b not in arrays]
+        if missing:
+            raise KeyError(f"no array for the kernel's buffers {missing}")
+        for b in buffers:
+            if not arrays[b].flags.c_contiguous:
+                raise ValueError(f"{b} must be C-contiguous")
+        pointers = (ctypes.c_void_p * len(buffers))(*[arrays[b].ctypes.data for b in buffers])
+        library.emu_launch(pointers)

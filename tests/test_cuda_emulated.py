@@ -1,0 +1,83 @@
+"""Every hand-written CUDA rule, checked against torch on this CPU: each kernel is built for sm_90 by
+TVM and nvcc, then its CUDA source runs in tests/cuda_emulator.py (host threads for GPU threads). No
+GPU is lent to most sessions, and the alternatives (DepthwiseStagedNCHW, DepthwiseWideNHWC) serve
+only once a GPU has timed them, so this is where a wrong index or a missed predicate shows first."""
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import cuda_emulator
+from gconvgen import reference, targets
+from gconvgen.ops import prim_func
+from gconvgen.spec import KernelSpec
+from schedules import cuda
+
+pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None or not (cuda_emulator.CUDA_INCLUDE / "cuda_fp16.h").exists(),
+                                reason="needs the CUDA toolkit (nvcc and its headers)")
+
+
+def conv(cin: int, cout: int, size: int, *, k: int = 3, stride: int = 1, groups: int = 1, batch: int = 2,
+         layout: str = "NCHW", dtype: str = "float32", epilogue: tuple = ("bias", "relu6")) -> KernelSpec:
+    return KernelSpec.from_json({"op": "conv2d", "batch": batch, "in_channels": cin, "out_channels": cout,
+                                 "height": size, "width": size, "kernel": [k, k], "stride": [stride, stride],
+                                 "padding": [k // 2, k // 2], "groups": groups, "epilogue": list(epilogue),
+                                 "layout": layout, "dtype": dtype})
+
+
+def dw(channels: int, size: int, **kw) -> KernelSpec:
+    return conv(channels, channels, size, groups=channels, **kw)
+
+
+CASES = [
+    (cuda.DepthwiseNCHW(), dw(16, 16)),
+    (cuda.DepthwiseNCHW(), dw(16, 16, stride=2, dtype="float16")),
+    (cuda.DepthwiseStagedNCHW(), dw(16, 16, dtype="float16")),                 # 8-lane copies
+    (cuda.DepthwiseStagedNCHW(), dw(24, 12, stride=2)),
+    (cuda.DepthwiseStagedNCHW(), dw(8, 14, k=7, dtype="float16", epilogue=("bias",))),   # 2 lanes
+    (cuda.DepthwiseStagedNCHW(), dw(40, 7)),                                   # scalar copies, planes a block
+    (cuda.ChannelVectorNHWC(), dw(16, 10, layout="NHWC", dtype="float16")),
+    (cuda.ChannelVectorNHWC(), conv(32, 256, 32, k=1, batch=8, layout="NHWC", epilogue=("bias",))),  # 4 pixels a thread
+    (cuda.ChannelVectorNHWC(), conv(32, 64, 9, groups=4, layout="NHWC")),
+    (cuda.DepthwiseWideNHWC(), dw(16, 8, layout="NHWC", dtype="float16")),     # 8 lanes, 4 pixels a thread
+    (cuda.DepthwiseWideNHWC(), dw(24, 12, stride=2, layout="NHWC")),
+    (cuda.DepthwiseWideNHWC(), dw(48, 14, k=7, layout="NHWC", dtype="float16", epilogue=("bias",))),
+    (cuda.DepthwiseWideNHWC(), dw(6, 7, layout="NHWC", dtype="float16")),      # 2 lanes, 1 pixel a thread
+    (cuda.PointwiseTiledNCHW(min_blocks=1), conv(64, 64, 14, k=1, batch=1, epilogue=("bias",))),
+    (cuda.PointwiseTiledNCHW(min_blocks=1), conv(32, 64, 14, k=1, batch=1, dtype="float16")),
+    (cuda.SplitReductionNCHW(), conv(256, 64, 7, k=1, batch=1, epilogue=("bias",))),
+    (cuda.SplitReductionNCHW(), conv(64, 32, 7, batch=1, groups=2, dtype="float16")),
+    (cuda.GroupConvNCHW(), conv(32, 64, 10, groups=4)),
+    (cuda.GroupConvNCHW(), conv(24, 48, 9, k=1, stride=2, dtype="float16", epilogue=("bias",))),
+]
+
+
+@pytest.mark.parametrize("rule, spec", CASES, ids=[f"{r.name[5:]}-{s.key}" for r, s in CASES])
+def test_cuda_rule_matches_torch(rule, spec):
+    target = targets.load("cuda-sm90").tvm_target()
+    func = prim_func(spec)
+    sch = rule.apply(func, target, tunable=False)
+    assert sch is not None, f"{rule.name} does not apply to {spec.key}"
+    args = reference.random_args(spec)
+    expected = reference.to_kernel_layout(spec, "output", reference.forward(
+        spec, *[args[n].float() for n in spec.arg_names if n != "output"]))
+    buffers = [str(p) for p in func.params]   # the function's buffer names, in spec.arg_names order
+    arrays = {b: reference.to_kernel_layout(spec, a, args[a]).numpy().copy()
+              for b, a in zip(buffers, spec.arg_names) if a != "output"}
+    out = buffers[spec.arg_names.index("output")]
+    arrays[out] = np.full(spec.shape("output"), np.nan, dtype=np.float16 if spec.dtype == "float16" else np.float32)
+    cuda_emulator.run(sch.mod["main"], target, arrays)
+    got = torch.from_numpy(arrays[out]).float()
+    tol = 1e-2 if spec.dtype == "float16" else 1e-4
+    torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
+
+
+def test_emulator_refuses_what_it_does_not_model():
+    """A function of two kernels (a conv whose output shuffle runs as its own kernel) is refused by
+    name, not run wrongly."""
+    target = targets.load("cuda-sm90").tvm_target()
+    spec = conv(32, 64, 10, k=1, groups=4, epilogue=("bias", "shuffle:4"))
+    sch = cuda.GroupConvNCHW().apply(prim_func(spec), target, tunable=False)
+    with pytest.raises(cuda_emulator.Unsupported, match="2 kernels in one function"):
+        cuda_emulator.run(sch.mod["main"], target, {})
