@@ -56,9 +56,14 @@ CASES = [
 @pytest.mark.parametrize("rule, spec", CASES, ids=[f"{r.name[5:]}-{s.key}" for r, s in CASES])
 def test_cuda_rule_matches_torch(rule, spec):
     target = targets.load("cuda-sm90").tvm_target()
-    func = prim_func(spec)
-    sch = rule.apply(func, target, tunable=False)
+    sch = rule.apply(prim_func(spec), target, tunable=False)
     assert sch is not None, f"{rule.name} does not apply to {spec.key}"
+    _check(sch.mod["main"], spec, target, rule.name)
+
+
+def _check(scheduled, spec: KernelSpec, target, what: str) -> None:
+    """Run the scheduled function in the emulator on random data and compare with torch."""
+    func = prim_func(spec)
     args = reference.random_args(spec)
     expected = reference.to_kernel_layout(spec, "output", reference.forward(
         spec, *[args[n].float() for n in spec.arg_names if n != "output"]))
@@ -67,10 +72,10 @@ def test_cuda_rule_matches_torch(rule, spec):
               for b, a in zip(buffers, spec.arg_names) if a != "output"}
     out = buffers[spec.arg_names.index("output")]
     arrays[out] = np.full(spec.shape("output"), np.nan, dtype=np.float16 if spec.dtype == "float16" else np.float32)
-    cuda_emulator.run(sch.mod["main"], target, arrays)
+    cuda_emulator.run(scheduled, target, arrays)
     got = torch.from_numpy(arrays[out]).float()
     tol = 1e-2 if spec.dtype == "float16" else 1e-4
-    torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
+    torch.testing.assert_close(got, expected, rtol=tol, atol=tol, msg=lambda m: f"{what}: {m}")
 
 
 def test_emulator_refuses_what_it_does_not_model():
@@ -81,3 +86,18 @@ def test_emulator_refuses_what_it_does_not_model():
     sch = cuda.GroupConvNCHW().apply(prim_func(spec), target, tunable=False)
     with pytest.raises(cuda_emulator.Unsupported, match="2 kernels in one function"):
         cuda_emulator.run(sch.mod["main"], target, {})
+
+
+def test_tuning_candidates_match_torch():
+    """The candidates a GPU host would time (gconvgen.offline: the rule's own schedule, random points
+    of its space, the alternatives' schedules; here of a dense 1x1 in NHWC, whose alternative is
+    DLight's SIMT GEMM) all compute the layer; a GPU host drops a candidate that does not, so one
+    here means wasted device time or a space with a hole. (One layer: MetaSchedule's search for
+    distinct random points takes 40 s on some small depthwise layers.)"""
+    from gconvgen import offline
+    spec = conv(32, 64, 8, k=1, batch=4, layout="NHWC")
+    profile = targets.load("cuda-sm90")
+    _, drawn = offline._draw(spec, profile, 4, seed=1)
+    assert len(drawn) >= 4 and drawn[-1][2] == "cuda.PointwiseGemm"
+    for sch, _, rule in drawn:
+        _check(sch.mod["main"], spec, profile.tvm_target(), rule)
