@@ -5,12 +5,14 @@
 #   out/gpu/model  MobileNetV2's layers at batch 1, float32 and float16 (the whole model, CUDA graphs)
 #   out/gpu/cands  tuning candidates, 4 each (the rule's own first) plus the schedules of the later
 #                  rules that apply (gconvgen.offline), of the kernels of the suite at batch 64 (either
-#                  layout) and of MobileNetV2 at batch 1 that a rule no GPU has timed yet serves or could
-#                  serve: the NHWC convs (cuda.ChannelVectorNHWC; beside the depthwise ones,
-#                  cuda.DepthwiseWideNHWC), the depthwise NCHW layers (beside them,
-#                  cuda.DepthwiseStagedNCHW), the split-reduction layers, the dense 1x1s (beside them,
-#                  DLight's GEMM, cuda.PointwiseGemm); the GPU host times them (loader/measure.py) and
-#                  `gconvgen tune --target cuda-sm90 --import-results DIR` brings them into tune_logs/.
+#                  layout) and of MobileNetV2 at batch 1 where a rule whose space no GPU has explored
+#                  serves or could serve: all of them but the fallback's; the NCHW depthwise layers at
+#                  batch 64 (their rule's space was timed in Nov 2026) for their new alternative,
+#                  cuda.DepthwiseStagedNCHW; beside the NHWC depthwise ones, cuda.DepthwiseWideNHWC;
+#                  beside the NCHW grouped and 1x1 ones, cuda.GroupConvStagedNCHW; beside the dense
+#                  1x1s, DLight's GEMM (cuda.PointwiseGemm). The GPU host times them
+#                  (loader/measure.py) and `gconvgen tune --target cuda-sm90 --import-results DIR`
+#                  brings them into tune_logs/.
 # The suite bundle carries the runtime libraries, libcudart and the tvm-ffi wheel for Python 3.12; the
 # others' lib/ is dropped here and copied from it there (the device tool carries 64 MiB). Then, on the
 # GPU host (or through the device tool, carrying out/gpu):
@@ -30,9 +32,8 @@ from gconvgen.models import layer_specs
 from schedules import rules_for
 profile = targets.load(os.environ["TARGET"])
 target = profile.tvm_target()
-# rules whose spaces (or, for alternatives, whose schedules) no GPU has timed yet
-untimed = {"cuda.ChannelVectorNHWC", "cuda.SplitReductionNCHW", "cuda.PointwiseGemm", "cuda.DepthwiseStagedNCHW",
-           "cuda.DepthwiseWideNHWC"}
+# the rules whose spaces an H200 has timed (tune_logs/cuda-sm90); DLight's tensor-core GEMM has no space
+timed = {"cuda.DepthwiseNCHW", "cuda.PointwiseTensorCoreNHWC", "cuda.Fallback"}
 family = rules_for(profile.family)
 named = [(f"{w.name}.nhwc64", dataclasses.replace(w.spec, batch=64)) for w in suites.load("public", "NHWC")]
 named += [(f"mobilenet_v2.{i}", s) for i, s in enumerate(layer_specs("mobilenet_v2"))]
@@ -40,7 +41,7 @@ named += [(f"{w.name}.nchw64", dataclasses.replace(w.spec, batch=64)) for w in s
 rows = [{**spec.to_json(), "name": f"{name}.{dtype}", "dtype": dtype}
         for name, s in named for dtype in ("float32", "float16")
         for spec in [dataclasses.replace(s, dtype=dtype)]
-        if any(r.name in untimed and r.applies(spec, target) for r in family)]
+        if any(r.name not in timed and r.applies(spec, target) for r in family)]
 json.dump({"version": 1, "workloads": rows}, open("out/gpu/cands.json", "w"), indent=1)
 print(f"{len(rows)} kernels to draw candidates for")
 EOF

@@ -50,6 +50,9 @@ CASES = [
     (cuda.SplitReductionNCHW(), conv(64, 32, 7, batch=1, groups=2, dtype="float16")),
     (cuda.GroupConvNCHW(), conv(32, 64, 10, groups=4)),
     (cuda.GroupConvNCHW(), conv(24, 48, 9, k=1, stride=2, dtype="float16", epilogue=("bias",))),
+    (cuda.GroupConvStagedNCHW(), conv(64, 128, 7, groups=4)),                 # 8 channels a thread
+    (cuda.GroupConvStagedNCHW(), conv(96, 48, 7, k=1, groups=3, dtype="float16", epilogue=("bias",))),
+    (cuda.GroupConvStagedNCHW(), conv(480, 32, 14, k=1, batch=1, epilogue=("bias",))),   # chunks of 480/k
 ]
 
 
