@@ -17,6 +17,8 @@
 # others' lib/ is dropped here and copied from it there (the device tool carries 64 MiB). Then, on the
 # GPU host (or through the device tool, carrying out/gpu):
 #   scripts/gpu_check.sh
+# About 40 minutes on 2 cores, most of it drawing the candidates and nvcc compiling their one library
+# (993 kernels in Nov 2026); CANDS=0 rebuilds the checked bundles only, e.g. after importing timings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=${TARGET:-cuda-sm90}
@@ -25,6 +27,8 @@ TARGET=${TARGET:-cuda-sm90}
 .venv/bin/gconvgen build --target "$TARGET" --suite public --layout NHWC --batches 64 --dtypes float32,float16 \
     -o out/gpu/nhwc
 .venv/bin/gconvgen build --target "$TARGET" --model mobilenet_v2 --dtypes float32,float16 -o out/gpu/model
+rm -rf out/gpu/cands
+if [ "${CANDS:-1}" != 0 ]; then   # CANDS=0: the three checked bundles only (2 minutes, not 40), no candidates
 TARGET=$TARGET .venv/bin/python - <<'EOF'
 import dataclasses, json, os
 from gconvgen import suites, targets
@@ -45,7 +49,7 @@ rows = [{**spec.to_json(), "name": f"{name}.{dtype}", "dtype": dtype}
 json.dump({"version": 1, "workloads": rows}, open("out/gpu/cands.json", "w"), indent=1)
 print(f"{len(rows)} kernels to draw candidates for")
 EOF
-rm -rf out/gpu/cands
 .venv/bin/gconvgen tune --target "$TARGET" --suite out/gpu/cands.json --trials 4 --export-candidates out/gpu/cands
+fi
 rm -rf out/gpu/nhwc/lib out/gpu/model/lib out/gpu/cands/lib
 du -sh out/gpu
