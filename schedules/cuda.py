@@ -73,8 +73,8 @@ class DepthwiseNCHW(ScheduleRule):
 
 
 class DepthwiseStagedNCHW(ScheduleRule):
-    """Depthwise conv in NCHW, its input staged unpadded: a thread block per (image, `channels`
-    planes, band of output rows) copies the input rows the band needs into shared memory with
+    """Depthwise conv in NCHW, its input staged unpadded: a thread block per (image, a few planes,
+    band of output rows) copies the input rows the band needs into shared memory with
     16-byte loads (8 lanes in float16, 4 in float32, fewer where a row's width is not a multiple),
     all in flight at once (the copy loop unrolled); the padding is then a predicate on the reads
     from shared memory. Each thread computes several adjacent outputs of a row, taps unrolled.
@@ -122,12 +122,16 @@ class DepthwiseStagedNCHW(ScheduleRule):
         # the band's input rows, clipped to the image (TVM's cache_read region), by all threads together
         stage = sch.cache_read(conv, 0, "shared")
         sch.compute_at(stage, block, preserve_unit_loops=True)
-        lanes = _power_of_two_dividing(spec.width, self.bytes_per_load * 8 // _bits(spec.dtype))
+        # vectors stay aligned only where the band reads whole rows (a 1x1 at stride 2 skips the last column)
+        last_column = (ow - 1) * spec.stride[1] + (spec.kernel[1] - 1) * spec.dilation[1] - spec.padding[1]
+        lanes = _power_of_two_dividing(spec.width, self.bytes_per_load * 8 // _bits(spec.dtype)) \
+            if last_column >= spec.width - 1 else 1
         outer, *tx, lane = sch.split(sch.fuse(*sch.get_loops(stage)[1:]), factors=[None, *threads, lanes])
         sch.bind(sch.fuse(*tx), "threadIdx.x")
         sch.vectorize(lane)
         sch.unroll(outer)
-        sch.decompose_reduction(conv, sch.get_loops(conv)[2])
+        if any(int(iv.iter_type) != _SPATIAL for iv in sch.get(conv).iter_vars):   # (a 1x1 has no taps to sum)
+            sch.decompose_reduction(conv, sch.get_loops(conv)[2])
 
 
 class ChannelVectorNHWC(ScheduleRule):
@@ -194,7 +198,8 @@ class DepthwiseWideNHWC(ScheduleRule):
     a tap in float16 and each tap of each pixel anew; on an H200 its float16 stride-1 layers reached
     33-39 % of copy bandwidth. Listed after ChannelVectorNHWC, so it serves through tuned records
     (untimed as yet). Tunable: the channel vectors a block takes, the pixels a block and a thread
-    take. Does not apply to NCHW, grouped or dense convs, pooling, or an output shuffle."""
+    take. Does not apply to NCHW, grouped or dense convs, pooling, an output shuffle, dilation, or
+    kernels of one row or column (they have no kernel row to stage by)."""
 
     name = "cuda.DepthwiseWideNHWC"
 
@@ -204,7 +209,7 @@ class DepthwiseWideNHWC(ScheduleRule):
 
     def applies(self, spec, target: Target) -> bool:
         return (target.kind.name == "cuda" and spec.op_class == "depthwise" and spec.layout == "NHWC"
-                and spec.shuffle_groups == 1 and spec.dilation == (1, 1))
+                and spec.shuffle_groups == 1 and spec.dilation == (1, 1) and min(spec.kernel) > 1)
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")

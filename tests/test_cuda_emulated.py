@@ -37,6 +37,7 @@ CASES = [
     (cuda.DepthwiseStagedNCHW(), dw(24, 12, stride=2)),
     (cuda.DepthwiseStagedNCHW(), dw(8, 14, k=7, dtype="float16", epilogue=("bias",))),   # 2 lanes
     (cuda.DepthwiseStagedNCHW(), dw(40, 7)),                                   # scalar copies, planes a block
+    (cuda.DepthwiseStagedNCHW(), conv(8, 16, 16, k=1, stride=2, groups=8)),   # multiplier 2; rows not whole
     (cuda.ChannelVectorNHWC(), dw(16, 10, layout="NHWC", dtype="float16")),
     (cuda.ChannelVectorNHWC(), conv(32, 256, 32, k=1, batch=8, layout="NHWC", epilogue=("bias",))),  # 4 pixels a thread
     (cuda.ChannelVectorNHWC(), conv(32, 64, 9, groups=4, layout="NHWC")),
@@ -44,6 +45,7 @@ CASES = [
     (cuda.DepthwiseWideNHWC(), dw(24, 12, stride=2, layout="NHWC")),
     (cuda.DepthwiseWideNHWC(), dw(48, 14, k=7, layout="NHWC", dtype="float16", epilogue=("bias",))),
     (cuda.DepthwiseWideNHWC(), dw(6, 7, layout="NHWC", dtype="float16")),      # 2 lanes, 1 pixel a thread
+    (cuda.DepthwiseWideNHWC(), conv(8, 16, 8, groups=8, layout="NHWC", dtype="float16")),   # multiplier 2
     (cuda.PointwiseTiledNCHW(min_blocks=1), conv(64, 64, 14, k=1, batch=1, epilogue=("bias",))),
     (cuda.PointwiseTiledNCHW(min_blocks=1), conv(32, 64, 14, k=1, batch=1, dtype="float16")),
     (cuda.SplitReductionNCHW(), conv(256, 64, 7, k=1, batch=1, epilogue=("bias",))),
