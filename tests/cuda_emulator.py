@@ -2,7 +2,8 @@
 lent: the kernel's source is compiled as host C++ by g++ (the CUDA toolkit's headers give half, its
 conversions and the vector types), every thread of a block is an OS thread, `__syncthreads()` is a
 barrier of the block's threads, and the blocks run one after another (their shared arrays become
-statics, which one block at a time may own). It checks values, not speed, and only what the C++
+statics, which one block at a time may own). Every vector load and store is checked for the
+alignment a GPU requires (x86 forgives a misaligned one; a GPU faults). It checks values, not speed, and only what the C++
 memory model shares with CUDA's for such code: kernels whose blocks communicate through global
 memory, or use warp-level intrinsics (shuffles, votes: TVM's cross-thread reductions), tensor
 cores or dynamic shared memory, are refused with a clear error rather than run wrongly.
@@ -32,7 +33,15 @@ _SHIM = r"""
 #undef __global__
 #define __global__
 #define __launch_bounds__(...)
+#include <atomic>
+#include <cstdint>
 thread_local uint3 threadIdx;
+// A vector access must be aligned to its size on a GPU (x86 forgives it): each one is checked
+static std::atomic<long> emu_misaligned{0};
+template <class T, class P> static inline T* emu_aligned(P* p) {
+  if (reinterpret_cast<uintptr_t>(p) % alignof(T)) emu_misaligned++;
+  return (T*)p;
+}
 static uint3 blockIdx;
 static std::barrier<>* emu_block_barrier;
 static inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
@@ -42,9 +51,10 @@ static inline float __fdividef(float a, float b) { return a / b; }
 """
 
 _LAUNCHER = r"""
-extern "C" void emu_launch(void** args) {
+extern "C" long emu_launch(void** args) {
   const unsigned grid[3] = {%(grid)s}, block[3] = {%(block)s};
   const unsigned threads = block[0] * block[1] * block[2], blocks = grid[0] * grid[1] * grid[2];
+  emu_misaligned = 0;
   std::barrier<> barrier(threads);
   emu_block_barrier = &barrier;
   std::vector<std::thread> pool;
@@ -60,6 +70,7 @@ extern "C" void emu_launch(void** args) {
     });
   }
   for (auto& thread : pool) thread.join();
+  return emu_misaligned.load();
 }
 """
 
@@ -100,6 +111,8 @@ def compile_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target, workdir: 
     call_args = ", ".join(f"({t})args[{i}]" for i, t in enumerate(types))
     # the helpers TVM declares __device__ (half max/min) run on the host here
     host_source = re.sub(r"^__device__ ", "inline ", source, flags=re.M)
+    # vector loads and stores through a cast pointer: checked for alignment
+    host_source = re.sub(r"\*\((u?int[248]|float[24]|half[248])\*\)\(", r"*emu_aligned<\1>(", host_source)
     # a block's shared arrays: statics, which the block running now owns
     host_source = re.sub(r"__shared__ (alignas\(\d+\) )?", lambda m: f"{m.group(1) or ''}static ", host_source)
     code = _SHIM + host_source + _LAUNCHER % {"grid": dims("blockIdx"), "block": dims("threadIdx"),
@@ -113,6 +126,7 @@ def compile_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target, workdir: 
         raise RuntimeError(f"g++ could not build the kernel for the host:\n{done.stderr[-3000:]}")
     library = ctypes.CDLL(str(lib))
     library.emu_launch.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
+    library.emu_launch.restype = ctypes.c_long
     return library, buffers
 
 
@@ -124,8 +138,20 @@ def run(func: tvm.tirx.PrimFunc, target: tvm.target.Target, arrays: dict[str, np
         missing = [b for b in buffers if b not in arrays]
         if missing:
             raise KeyError(f"no array for the kernel's buffers {missing}")
+        # on the device every tensor starts 256-byte aligned (cudaMalloc); here too, so the
+        # alignment checks mean what they would there
+        staged = {b: _aligned_copy(arrays[b]) for b in buffers}
+        pointers = (ctypes.c_void_p * len(buffers))(*[staged[b].ctypes.data for b in buffers])
+        misaligned = library.emu_launch(pointers)
         for b in buffers:
-            if not arrays[b].flags.c_contiguous:
-                raise ValueError(f"{b} must be C-contiguous")
-        pointers = (ctypes.c_void_p * len(buffers))(*[arrays[b].ctypes.data for b in buffers])
-        library.emu_launch(pointers)
+            arrays[b][...] = staged[b]
+        if misaligned:
+            raise AssertionError(f"{misaligned} vector accesses were misaligned: a GPU faults on them")
+
+
+def _aligned_copy(array: np.ndarray, alignment: int = 256) -> np.ndarray:
+    raw = np.empty(array.nbytes + alignment, dtype=np.uint8)
+    start = -raw.ctypes.data % alignment
+    copy = raw[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+    copy[...] = array
+    return copy

@@ -106,3 +106,18 @@ def test_tuning_candidates_match_torch():
     assert len(drawn) >= 4 and drawn[-1][2] == "cuda.PointwiseGemm"
     for sch, _, rule in drawn:
         _check(sch.mod["main"], spec, profile.tvm_target(), rule)
+
+
+def test_emulator_reports_misaligned_vectors(tmp_path):
+    """A GPU faults on a 16-byte load from an address not a multiple of 16, which x86 forgives: the
+    emulator counts them. Here the input starts one half past an aligned address."""
+    import ctypes
+    target = targets.load("cuda-sm90").tvm_target()
+    spec = dw(16, 8, layout="NHWC", dtype="float16")
+    sch = cuda.DepthwiseWideNHWC().apply(prim_func(spec), target, tunable=False)
+    library, buffers = cuda_emulator.compile_kernel(sch.mod["main"], target, tmp_path)
+    arrays = {b: cuda_emulator._aligned_copy(np.zeros(64 * 1024, dtype=np.float16)) for b in buffers}
+    pointers = [arrays[b].ctypes.data + (2 if b == "input" else 0) for b in buffers]
+    assert library.emu_launch((ctypes.c_void_p * len(buffers))(*pointers)) > 0
+    aligned = [arrays[b].ctypes.data for b in buffers]
+    assert library.emu_launch((ctypes.c_void_p * len(buffers))(*aligned)) == 0
