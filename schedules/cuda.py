@@ -474,12 +474,12 @@ class GroupConvStagedNCHW(GroupConvNCHW):
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         _inline_pad(sch)
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
-        cog, cig = spec.out_channels // spec.groups, spec.in_channels // spec.groups
-        oi = max(c for c in (4, 8, 16) if self._tiles_channels(spec, c) and c <= max(4, self.channels))
+        cig = spec.in_channels // spec.groups
+        choices = [c for c in (4, 8, 16) if self._tiles_channels(spec, c)]   # whole 4-lane vectors of weights
+        oi = max(c for c in choices if c <= max(4, self.channels))
         taps = spec.kernel[0] * spec.kernel[1]
         chunk = divisor_at_most(cig, max(1, self.stage_bytes // (oi * taps * _bits(spec.dtype) // 8)))
         n, o, h, w = sch.get_loops(out)
-        choices = [c for c in (4, 8, 16) if self._tiles_channels(spec, c)]   # whole 4-lane vectors of weights
         if tunable:
             oi = sch.sample_categorical(choices, [1 / len(choices)] * len(choices), decision=choices.index(oi))
         oo, oi_ = sch.split(o, factors=[None, oi])
