@@ -9,6 +9,8 @@ rule is TVM DLight's GEMM schedule, its accumulators in WMMA fragments.
 """
 from __future__ import annotations
 
+import math
+
 from tvm import s_tir
 from tvm.target import Target
 
@@ -21,6 +23,28 @@ _SPATIAL = 0  # IterVar.DataPar
 def _inline_pad(sch: s_tir.Schedule) -> None:
     if has_block(sch, "pad"):
         sch.compute_inline(sch.get_sblock("pad"))
+
+
+def _unshuffle(sch: s_tir.Schedule, spec) -> None:
+    """With an output channel shuffle, the epilogue iterates the conv's channels in their own order
+    (s = g * C/G + j) and stores each at its shuffled place (j * G + g), so it reads the
+    accumulator at its own point and the conv fuses under it as without a shuffle: a thread's
+    channels stay adjacent channels of one group, sharing its input loads; only the store is
+    strided. (The shuffle as written, a remap of the read, is no box a thread could accumulate.)
+    The accumulator is relaid twice because transform_layout simplifies the remapped reads, which
+    transform_block_layout leaves as written."""
+    if spec.shuffle_groups == 1:
+        return
+    groups, per = spec.shuffle_groups, spec.out_channels // spec.shuffle_groups
+    out, conv = sch.get_sblock("out"), sch.get_sblock("conv")
+    if spec.layout == "NCHW":
+        sch.transform_block_layout(out, lambda n, c, h, w: (n, c % groups * per + c // groups, h, w))
+        sch.transform_layout(conv, ("write", 0), lambda n, c, h, w: (n, c // per, c % per, h, w))
+        sch.transform_layout(conv, ("write", 0), lambda n, g, j, h, w: (n, g * per + j, h, w))
+    else:
+        sch.transform_block_layout(out, lambda n, h, w, c: (n, h, w, c % groups * per + c // groups))
+        sch.transform_layout(conv, ("write", 0), lambda n, h, w, c: (n, h, w, c // per, c % per))
+        sch.transform_layout(conv, ("write", 0), lambda n, h, w, g, j: (n, h, w, g * per + j))
 
 
 class DepthwiseNCHW(ScheduleRule):
@@ -143,8 +167,8 @@ class ChannelVectorNHWC(ScheduleRule):
     (the same address across the pixel's threads) serving 4 outputs. Every split divides its loop,
     which keeps the thread mapping affine (TVM vectorizes the accumulation only then). Tunable: the
     channel vectors a block takes, the pixels a block and a thread take (windows and strided convs
-    too, which the untuned rule keeps at one pixel a thread). Does not apply to NCHW or with an
-    output shuffle."""
+    too, which the untuned rule keeps at one pixel a thread). An output shuffle is fused into the
+    stores (_unshuffle), which are then a scalar each. Does not apply to NCHW."""
 
     name = "cuda.ChannelVectorNHWC"
 
@@ -153,10 +177,11 @@ class ChannelVectorNHWC(ScheduleRule):
 
     def applies(self, spec, target: Target) -> bool:
         return (target.kind.name == "cuda" and (spec.op == "conv2d" or spec.op_class == "pool")
-                and spec.layout == "NHWC" and spec.shuffle_groups == 1)
+                and spec.layout == "NHWC")
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         _inline_pad(sch)
+        _unshuffle(sch, spec)
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         window = spec.op_class in ("depthwise", "pool")
         # 4 lanes in either dtype: float16 would fit 8 in 16 bytes, but TVM's CUDA codegen cannot
@@ -177,7 +202,10 @@ class ChannelVectorNHWC(ScheduleRule):
         run = divisor_at_most(spec.out_width // pixels, max(1, self.threads // per_block))
         tx, wp, cv = _pixel_runs_by_channel_vectors(sch, out, lanes, per_block, run, pixels, tunable)
         sch.unroll(wp)
-        sch.vectorize(cv)
+        if spec.shuffle_groups > 1:   # the vector's channels land shuffle-groups apart: a store each
+            sch.unroll(cv)
+        else:
+            sch.vectorize(cv)
         spatial, red = _accumulate_in_thread(sch, conv, tx)
         if red:
             sch.reorder(*red, *spatial)   # the channel vector innermost, under the reductions
@@ -331,8 +359,9 @@ class SplitReductionNCHW(ScheduleRule):
     reduction) and the epilogue run by the first slice. With a thread per output (GroupConvNCHW) a
     7x7 layer at batch 1 keeps a few warps per multiprocessor, each waiting on a serial chain of
     hundreds of loads from L2: 130 µs on an H200 for MobileNetV2's 960->320 (12 µs split; torch 8),
-    50 -> 6 µs for 384->64 at 14x14. Does not apply to depthwise, NHWC, output shuffles,
-    reductions under `min_reduction`, or more than `max_outputs` outputs: there a thread each,
+    50 -> 6 µs for 384->64 at 14x14. An output shuffle is fused into the stores (_unshuffle).
+    Does not apply to depthwise, NHWC, reductions under `min_reduction`, or more than
+    `max_outputs` outputs: there a thread each,
     reusing its loads over 4 channels, fills the GPU (ResNeXt's g32 512x14x14, 100K outputs, took
     21 µs split against 17.5 a thread each). Tunable: the slices."""
 
@@ -357,11 +386,12 @@ class SplitReductionNCHW(ScheduleRule):
     def applies(self, spec, target: Target) -> bool:
         outputs = spec.batch * spec.out_channels * spec.out_height * spec.out_width
         return (target.kind.name == "cuda" and spec.op == "conv2d" and spec.op_class != "depthwise"
-                and spec.layout == "NCHW" and spec.shuffle_groups == 1 and outputs <= self.max_outputs
+                and spec.layout == "NCHW" and outputs <= self.max_outputs
                 and self._reduction(spec) >= self.min_reduction and self._slices(spec) >= 4)
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         _inline_pad(sch)
+        _unshuffle(sch, spec)
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         k = self._reduction(spec)
         red = sch.get_loops(conv)[4:]
@@ -394,8 +424,9 @@ class SplitReductionNCHW(ScheduleRule):
 class GroupConvNCHW(ScheduleRule):
     """Grouped, pointwise and dense conv in NCHW: a thread per output pixel (threads of a block run
     along a row, so input and output accesses coalesce) computing a few output channels of one
-    group in registers, so each input value it loads serves all of them. Does not apply to
-    depthwise (its own rule) or NHWC."""
+    group in registers, so each input value it loads serves all of them. An output shuffle is
+    fused into the stores (_unshuffle), one kernel. Does not apply to depthwise (its own rule) or
+    NHWC."""
 
     name = "cuda.GroupConvNCHW"
 
@@ -415,19 +446,10 @@ class GroupConvNCHW(ScheduleRule):
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         _inline_pad(sch)
+        _unshuffle(sch, spec)
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
-        cog = spec.out_channels // spec.groups
-        oi = divisor_at_most(cog, self.channels)
-        if spec.shuffle_groups > 1:   # the remap is no box: the accumulation gets its own kernel
-            _thread_per_element(sch, out, self.threads)
-            n, o, h, w, *red = sch.get_loops(conv)
-            oi_ = self._tile(sch, spec, n, o, h, w, red, oi, tunable)
-            sch.unroll(oi_)
-            if red:
-                sch.decompose_reduction(conv, red[0])
-            return
         n, o, h, w = sch.get_loops(out)
-        self._tile(sch, spec, n, o, h, w, [], oi, tunable)
+        self._tile(sch, spec, n, o, h, w, divisor_at_most(self._channel_run(spec), self.channels), tunable)
         spatial, red = _accumulate_in_thread(sch, conv, sch.get_loops(out)[-2])   # under the thread loop
         if red:
             sch.reorder(*red, *spatial)
@@ -435,15 +457,21 @@ class GroupConvNCHW(ScheduleRule):
                 sch.unroll(loop)
             sch.decompose_reduction(conv, red[0])
 
-    def _tile(self, sch: s_tir.Schedule, spec, n, o, h, w, red: list, oi: int, tunable: bool):
-        """Blocks of (image, tile of oi output channels, run of pixels), a thread per pixel; the
-        reductions (if any) then the thread's channels inside (tunable). Returns the channel loop."""
+    @staticmethod
+    def _channel_run(spec) -> int:
+        """Output channels a thread's tile must divide: those of a group and, with a shuffle, of a
+        shuffle group too, so its channels are adjacent ones of one group."""
+        cog = spec.out_channels // spec.groups
+        return math.gcd(cog, spec.out_channels // spec.shuffle_groups)
+
+    def _tile(self, sch: s_tir.Schedule, spec, n, o, h, w, oi: int, tunable: bool) -> None:
+        """Blocks of (image, tile of oi output channels, run of pixels), a thread per pixel, the
+        thread's channels inside (tunable)."""
         oo, oi_ = split(sch, o, oi, tunable, max_inner=16)
         bp, tp = sch.split(sch.fuse(h, w), factors=[None, self._threads(spec)])
-        sch.reorder(n, oo, bp, tp, *red, oi_)
+        sch.reorder(n, oo, bp, tp, oi_)
         sch.bind(sch.fuse(n, oo, bp), "blockIdx.x")
         sch.bind(tp, "threadIdx.x")
-        return oi_
 
 
 class GroupConvStagedNCHW(GroupConvNCHW):
@@ -454,8 +482,7 @@ class GroupConvStagedNCHW(GroupConvNCHW):
     where GroupConvNCHW loads each weight on its own (a load per multiply-add on an H200's ResNeXt
     g32 layers at 7x7 and 14x14, 0.1-0.5x torch at batch 64). Listed after GroupConvNCHW, so it
     serves through tuned records (untimed as yet). Tunable: the channels a thread takes, the chunk.
-    Does not apply to depthwise, NHWC, output shuffles (TVM's region analysis cannot see that a
-    thread's every s-th output channel is a run of the conv's), or groups of fewer than 4 output
+    Does not apply to depthwise, NHWC, or groups (or shuffle groups) of fewer than 4 output
     channels."""
 
     name = "cuda.GroupConvStagedNCHW"
@@ -464,18 +491,16 @@ class GroupConvStagedNCHW(GroupConvNCHW):
         super().__init__(channels, threads)
         self.stage_bytes = stage_bytes
 
-    @staticmethod
-    def _tiles_channels(spec, per_thread: int) -> bool:
-        return (spec.out_channels // spec.groups) % per_thread == 0   # a thread's channels in one group
-
     def applies(self, spec, target: Target) -> bool:
-        return super().applies(spec, target) and spec.shuffle_groups == 1 and self._tiles_channels(spec, 4)
+        return super().applies(spec, target) and self._channel_run(spec) % 4 == 0
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         _inline_pad(sch)
+        _unshuffle(sch, spec)
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         cig = spec.in_channels // spec.groups
-        choices = [c for c in (4, 8, 16) if self._tiles_channels(spec, c)]   # whole 4-lane vectors of weights
+        # whole 4-lane vectors of weights, a thread's channels in one group
+        choices = [c for c in (4, 8, 16) if self._channel_run(spec) % c == 0]
         oi = max(c for c in choices if c <= max(4, self.channels))
         taps = spec.kernel[0] * spec.kernel[1]
         chunk = divisor_at_most(cig, max(1, self.stage_bytes // (oi * taps * _bits(spec.dtype) // 8)))
@@ -574,7 +599,7 @@ def _dlight(sch: s_tir.Schedule, spec, target: Target, rule) -> None:
 
 
 class Fallback(ScheduleRule):
-    """Anything else on a GPU (NHWC convs with a fused shuffle, shuffles, gradients): every block a
+    """Anything else on a GPU (shuffles, pooling in NCHW, gradients): every block a
     kernel of one thread per output element, reductions serial in the thread. Correct everywhere;
     fast nowhere in particular."""
 

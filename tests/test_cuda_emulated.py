@@ -55,6 +55,14 @@ CASES = [
     (cuda.GroupConvStagedNCHW(), conv(64, 128, 7, groups=4)),                 # 8 channels a thread
     (cuda.GroupConvStagedNCHW(), conv(96, 48, 7, k=1, groups=3, dtype="float16", epilogue=("bias",))),
     (cuda.GroupConvStagedNCHW(), conv(480, 32, 14, k=1, batch=1, epilogue=("bias",))),   # chunks of 480/k
+    # an output shuffle fused into the stores: as ShuffleNet v1, and with other shuffle groups than conv groups
+    (cuda.GroupConvNCHW(), conv(32, 64, 10, k=1, groups=4, epilogue=("bias", "relu", "shuffle:4"))),
+    (cuda.GroupConvNCHW(), conv(32, 48, 6, groups=4, dtype="float16", epilogue=("bias", "shuffle:3"))),
+    (cuda.GroupConvStagedNCHW(), conv(96, 48, 7, k=1, groups=3, epilogue=("bias", "relu", "shuffle:3"))),
+    (cuda.SplitReductionNCHW(), conv(192, 48, 7, k=1, batch=1, groups=3, epilogue=("bias", "relu", "shuffle:3"))),
+    (cuda.ChannelVectorNHWC(), conv(24, 48, 8, k=1, groups=3, layout="NHWC", epilogue=("bias", "shuffle:3"))),
+    (cuda.ChannelVectorNHWC(), conv(32, 64, 8, k=1, batch=4, groups=4, layout="NHWC", dtype="float16",
+                                    epilogue=("bias", "relu", "shuffle:4"))),   # pixels a thread
 ]
 
 
@@ -84,11 +92,11 @@ def _check(scheduled, spec: KernelSpec, target, what: str) -> None:
 
 
 def test_emulator_refuses_what_it_does_not_model():
-    """A function of two kernels (a conv whose output shuffle runs as its own kernel) is refused by
-    name, not run wrongly."""
+    """A function of two kernels (the fallback's conv and its epilogue) is refused by name, not run
+    wrongly."""
     target = targets.load("cuda-sm90").tvm_target()
     spec = conv(32, 64, 10, k=1, groups=4, epilogue=("bias", "shuffle:4"))
-    sch = cuda.GroupConvNCHW().apply(prim_func(spec), target, tunable=False)
+    sch = cuda.Fallback().apply(prim_func(spec), target, tunable=False)
     with pytest.raises(cuda_emulator.Unsupported, match="2 kernels in one function"):
         cuda_emulator.run(sch.mod["main"], target, {})
 
