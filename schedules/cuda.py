@@ -434,11 +434,12 @@ class GroupConvNCHW(ScheduleRule):
         self.channels = channels
         self.threads = threads
 
-    def _threads(self, spec) -> int:
-        """Threads a block: the whole plane, rounded up to a warp, where it takes at most 256 (7x7 and
-        14x14 planes would leave most of 128 threads idle), else `threads`."""
-        pixels = spec.out_height * spec.out_width
-        return -(-pixels // 32) * 32 if pixels <= 256 else self.threads
+    def _threads(self, spec, pixels: int = 1) -> int:
+        """Threads a block, each taking `pixels` of a row: the whole plane, rounded up to a warp, where
+        it takes at most 256 (7x7 and 14x14 planes would leave most of 128 threads idle), else
+        `threads`."""
+        units = spec.out_height * spec.out_width // pixels
+        return -(-units // 32) * 32 if units <= 256 else self.threads
 
     def applies(self, spec, target: Target) -> bool:
         return (target.kind.name == "cuda" and spec.op == "conv2d" and spec.op_class != "depthwise"
@@ -475,21 +476,34 @@ class GroupConvNCHW(ScheduleRule):
 
 
 class GroupConvStagedNCHW(GroupConvNCHW):
-    """Grouped, pointwise and dense conv in NCHW as GroupConvNCHW lays it out (a thread per output
-    pixel, `channels` output channels of one group each), with the block's weights staged in shared
+    """Grouped, pointwise and dense conv in NCHW as GroupConvNCHW lays it out (threads along the
+    rows, `channels` output channels of one group each), with the block's weights staged in shared
     memory a chunk of input channels at a time, output channels innermost: for each input value it
     loads, a thread reads the weights of all its channels as 16-byte broadcasts from shared memory,
     where GroupConvNCHW loads each weight on its own (a load per multiply-add on an H200's ResNeXt
-    g32 layers at 7x7 and 14x14, 0.1-0.5x torch at batch 64). Listed after GroupConvNCHW, so it
-    serves through tuned records (untimed as yet). Tunable: the channels a thread takes, the chunk.
-    Does not apply to depthwise, NHWC, or groups (or shuffle groups) of fewer than 4 output
-    channels."""
+    g32 layers at 7x7 and 14x14, 0.1-0.5x torch at batch 64). A thread takes up to `pixels`
+    adjacent outputs of a row, so each weight vector serves all of them, and at stride 1 their
+    taps overlap (a 3-tap row of 4 outputs reads 6 inputs, not 12); the default keeps 128K
+    threads busy, as ChannelVectorNHWC. Listed after GroupConvNCHW, so it serves through tuned
+    records (untimed as yet). The chunk's loop is unrolled, so its size is bounded by the code
+    that makes too. Tunable: the channels and pixels a thread takes, the chunk. Does not
+    apply to depthwise, NHWC, or groups (or shuffle groups) of fewer than 4 output channels."""
 
     name = "cuda.GroupConvStagedNCHW"
 
-    def __init__(self, channels: int = 8, threads: int = 128, stage_bytes: int = 16384) -> None:
+    def __init__(self, channels: int = 8, threads: int = 128, stage_bytes: int = 16384, pixels: int = 4,
+                 min_threads: int = 1 << 17, unrolled: int = 1024) -> None:
         super().__init__(channels, threads)
         self.stage_bytes = stage_bytes
+        self.unrolled = unrolled
+        self.pixels = pixels
+        self.min_threads = min_threads
+
+    def _pixels(self, spec, channels: int) -> int:
+        """Adjacent outputs of a row a thread takes: the most, up to `pixels`, leaving `min_threads`."""
+        units = spec.batch * spec.out_height * spec.out_width * spec.out_channels // channels
+        return max(d for d in range(1, self.pixels + 1)
+                   if spec.out_width % d == 0 and (d == 1 or units // d >= self.min_threads))
 
     def applies(self, spec, target: Target) -> bool:
         return super().applies(spec, target) and self._channel_run(spec) % 4 == 0
@@ -503,23 +517,33 @@ class GroupConvStagedNCHW(GroupConvNCHW):
         choices = [c for c in (4, 8, 16) if self._channel_run(spec) % c == 0]
         oi = max(c for c in choices if c <= max(4, self.channels))
         taps = spec.kernel[0] * spec.kernel[1]
-        chunk = divisor_at_most(cig, max(1, self.stage_bytes // (oi * taps * _bits(spec.dtype) // 8)))
+        pixels = self._pixels(spec, oi)
+        # the chunk's weights fit `stage_bytes`, its unrolled steps (4-lane multiply-adds) `unrolled`
+        chunk = divisor_at_most(cig, max(1, min(self.stage_bytes // (oi * taps * _bits(spec.dtype) // 8),
+                                                self.unrolled // (taps * pixels * oi // 4))))
+        # the block's threads as the default decisions have it (a mutated one keeps them: a split
+        # that does not divide is predicated)
+        threads = self._threads(spec, pixels)
         n, o, h, w = sch.get_loops(out)
         if tunable:
             oi = sch.sample_categorical(choices, [1 / len(choices)] * len(choices), decision=choices.index(oi))
+            runs = [d for d in range(1, 9) if spec.out_width % d == 0]
+            pixels = sch.sample_categorical(runs, [1 / len(runs)] * len(runs), decision=runs.index(pixels))
         oo, oi_ = sch.split(o, factors=[None, oi])
-        threads = self._threads(spec)
-        bp, tp = sch.split(sch.fuse(h, w), factors=[None, threads])
-        sch.reorder(n, oo, bp, tp, oi_)
+        wo, wp = sch.split(w, factors=[None, pixels])
+        bp, tp = sch.split(sch.fuse(h, wo), factors=[None, threads])
+        sch.reorder(n, oo, bp, tp, wp, oi_)
         sch.bind(sch.fuse(n, oo, bp), "blockIdx.x")
         sch.bind(tp, "threadIdx.x")
+        sch.unroll(wp)
         spatial, red = _accumulate_in_thread(sch, conv, tp)
         ci = red[0]
         cio, cii = split(sch, ci, chunk, tunable, max_inner=cig)
         channel = spatial[1]
-        sch.reorder(cio, cii, *red[1:], *[l for l in spatial if l != channel], channel)
+        rest = [l for l in spatial if l != channel]   # the image, row and the thread's pixels
+        sch.reorder(cio, cii, *red[1:], *rest, channel)
         c4o, c4 = sch.split(channel, factors=[None, 4])
-        for loop in [cii, *red[1:], c4o]:
+        for loop in [cii, *red[1:], *rest, c4o]:
             sch.unroll(loop)
         sch.vectorize(c4)
         stage = sch.cache_read(conv, 1, "shared")   # the weight chunk, output channels innermost

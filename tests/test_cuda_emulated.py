@@ -55,6 +55,9 @@ CASES = [
     (cuda.GroupConvStagedNCHW(), conv(64, 128, 7, groups=4)),                 # 8 channels a thread
     (cuda.GroupConvStagedNCHW(), conv(96, 48, 7, k=1, groups=3, dtype="float16", epilogue=("bias",))),
     (cuda.GroupConvStagedNCHW(), conv(480, 32, 14, k=1, batch=1, epilogue=("bias",))),   # chunks of 480/k
+    (cuda.GroupConvStagedNCHW(min_threads=1), conv(64, 64, 8, groups=16)),   # 4 pixels a thread, 4 channels
+    (cuda.GroupConvStagedNCHW(min_threads=1), conv(64, 64, 12, stride=2, groups=8, dtype="float16")),   # 3 pixels
+    (cuda.GroupConvStagedNCHW(pixels=8, min_threads=1), conv(16, 32, 7, groups=4)),    # a whole row a thread
     # an output shuffle fused into the stores: as ShuffleNet v1, and with other shuffle groups than conv groups
     (cuda.GroupConvNCHW(), conv(32, 64, 10, k=1, groups=4, epilogue=("bias", "relu", "shuffle:4"))),
     (cuda.GroupConvNCHW(), conv(32, 48, 6, groups=4, dtype="float16", epilogue=("bias", "shuffle:3"))),
