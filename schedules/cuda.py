@@ -275,22 +275,24 @@ class DepthwiseWideNHWC(ScheduleRule):
 
 
 class PointwiseTiledNCHW(ScheduleRule):
-    """Dense 1x1 conv in NCHW on planes of a few hundred pixels and more, as a GEMM per image,
-    out[o, p] = sum_k w[o, k] x[k, p]: a thread block per tile of (up to) 64 output channels x 64
-    pixels, up to 16x16 threads each accumulating 4 channels x 4 adjacent pixels in registers. The
-    reduction runs in chunks of up to 16 input channels whose weight and input tiles are first
-    staged in shared memory by all threads (the input with 4-wide vector loads), so each value
-    fetched serves 64 multiply-adds instead of the 4 of GroupConvNCHW's thread per pixel; a
-    thread's 4 pixels are one vector in shared memory and one 4-wide store. Every split divides
-    its extent (the thread counts are chosen so), which keeps the loads and stores vectorized.
-    Tunable: the chunk. Does not apply to grouped, strided or padded convs, with an output
-    shuffle, where pixels a plane (at least `min_pixels`) or channels do not tile, or where the
-    tiles would not make `min_blocks` thread blocks (a 56x56 layer at batch 1 with 24 output
-    channels makes 49: too few for a GPU of 132 multiprocessors, which the thread per pixel fills)."""
+    """Dense 1x1 conv in NCHW as a GEMM per image, out[o, p] = sum_k w[o, k] x[k, p]: a thread block
+    per tile of (up to) 64 output channels x 64 pixels, up to 16x16 threads each accumulating 4
+    channels x 4 adjacent pixels in registers. The reduction runs in chunks of up to 16 input
+    channels whose weight and input tiles are first staged in shared memory by all threads (the
+    input with 4-wide vector loads), so each value fetched serves 64 multiply-adds instead of the
+    4 of GroupConvNCHW's thread per pixel; a thread's 4 pixels are one vector in shared memory and
+    one 4-wide store. A plane whose pixels are no multiple of 4 (7x7 at batch 64) is one tile of
+    7 threads x 7 pixels, staged and stored a scalar at a time: GroupConvNCHW took 267 µs on an
+    H200 for MobileNetV2's 960->320 at 7x7 there, torch 20. Every split divides its extent (the
+    thread counts are chosen so), which keeps the loads and stores vectorized. Tunable: the chunk.
+    Does not apply to grouped, strided or padded convs, with an output shuffle, where pixels a
+    plane (at least `min_pixels`) or channels do not tile, or where the tiles would not make
+    `min_blocks` thread blocks (a 56x56 layer at batch 1 with 24 output channels makes 49: too few
+    for a GPU of 132 multiprocessors, which the thread per pixel fills)."""
 
     name = "cuda.PointwiseTiledNCHW"
 
-    def __init__(self, threads: int = 16, per_thread: int = 4, chunk: int = 16, min_pixels: int = 196,
+    def __init__(self, threads: int = 16, per_thread: int = 4, chunk: int = 16, min_pixels: int = 49,
                  min_blocks: int = 128) -> None:
         self.threads = threads
         self.per_thread = per_thread
@@ -298,39 +300,54 @@ class PointwiseTiledNCHW(ScheduleRule):
         self.min_pixels = min_pixels
         self.min_blocks = min_blocks
 
-    def _tiles(self, spec) -> tuple[int, int]:
-        """Threads along the channels and along the pixels (each dividing its axis in units of 4)."""
-        v = self.per_thread
+    def _pixels(self, spec) -> int:
+        """Adjacent pixels a thread takes: `per_thread`, or else the largest divisor of the plane up
+        to 8 (7 of a 7x7 plane)."""
         pixels = spec.height * spec.width
-        if spec.out_channels % v or pixels % v:
+        return self.per_thread if pixels % self.per_thread == 0 else divisor_at_most(pixels, 8)
+
+    def _tiles(self, spec) -> tuple[int, int]:
+        """Threads along the channels and along the pixels (each dividing its axis in a thread's units)."""
+        if spec.out_channels % self.per_thread:
             return 0, 0
-        return divisor_at_most(spec.out_channels // v, self.threads), divisor_at_most(pixels // v, self.threads)
+        return (divisor_at_most(spec.out_channels // self.per_thread, self.threads),
+                divisor_at_most(spec.height * spec.width // self._pixels(spec), self.threads))
 
     def applies(self, spec, target: Target) -> bool:
         ty, tx = self._tiles(spec)
-        v, pixels = self.per_thread, spec.height * spec.width
-        blocks = spec.batch * spec.out_channels // (v * ty) * pixels // (v * tx) if ty and tx else 0
+        pixels = spec.height * spec.width
+        blocks = spec.batch * spec.out_channels // (self.per_thread * ty) * pixels // (self._pixels(spec) * tx) \
+            if ty and tx else 0
         return (target.kind.name == "cuda" and _dense_1x1(spec) and spec.layout == "NCHW"
                 and spec.weight_layout == "OIHW" and spec.in_channels >= 8
                 and pixels >= self.min_pixels and ty >= 4 and tx >= 7 and blocks >= self.min_blocks)
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
-        v = self.per_thread
+        v, vp = self.per_thread, self._pixels(spec)
+        lanes = vp if vp in (2, 4) else 1   # a vector type's lanes; 7 pixels are 7 scalars
         ty, tx = self._tiles(spec)
         flatten_pixels(sch, conv, out, spec.width)   # pixel tiles become boxes: conv (n, o, p, k), out (n, o, p)
         stage_x = sch.cache_read(conv, 0, "shared")  # the input tile, flattened the same way
         sch.transform_layout(stage_x, ("write", 0), lambda n, k, h, w: (n, k, h * spec.width + w))
         sch.transform_block_layout(stage_x, lambda n, k, h, w: (n, k, h * spec.width + w))
-        stage_w = sch.cache_read(conv, 1, "shared")  # the weight tile
+        # the weight tile, input channels outermost: a warp's rows of channels read distinct banks
+        # (output-channel-major, every row of threads read the same bank: 16 x 7 threads made it
+        # 5-way); its rows padded by 4 words, so the copy's transposed stores conflict 2-way, not 16
+        stage_w = sch.cache_read(conv, 1, "shared")
+        sch.transform_layout(stage_w, ("write", 0), lambda o_, c, kh, kw: (c, kh, kw, o_))
+        sch.storage_align(stage_w, 0, axis=2, factor=32, offset=4)
         n, o, p = sch.get_loops(out)
         ob, oy, oi = sch.split(o, factors=[None, ty, v])
-        pb, px, pi = sch.split(p, factors=[None, tx, v])
+        pb, px, pi = sch.split(p, factors=[None, tx, vp])
         sch.reorder(n, ob, pb, oy, px, oi, pi)
         sch.bind(sch.fuse(n, ob, pb), "blockIdx.x")
         sch.bind(oy, "threadIdx.y")
         sch.bind(px, "threadIdx.x")
-        sch.vectorize(pi)
+        if lanes > 1:
+            sch.vectorize(pi)
+        else:
+            sch.unroll(pi)
         sch.compute_at(conv, px, preserve_unit_loops=True)
         sch.set_scope(conv, 0, "local")
         co, cp, k = sch.get_loops(conv)[-3:]
@@ -339,10 +356,10 @@ class PointwiseTiledNCHW(ScheduleRule):
         sch.unroll(co)
         sch.unroll(cp)
         depth = len(sch.get_loops(conv)) - 3   # the loops down to ko
-        for stage, lanes in ((stage_x, v), (stage_w, 1)):   # staged by all threads together, once per chunk
+        for stage, width in ((stage_x, lanes), (stage_w, 1)):   # staged by all threads together, once per chunk
             sch.compute_at(stage, ko, preserve_unit_loops=True)
             fused = sch.fuse(*sch.get_loops(stage)[depth:])
-            _, sy, sx, lane = sch.split(fused, factors=[None, ty, tx, lanes])
+            _, sy, sx, lane = sch.split(fused, factors=[None, ty, tx, width])
             sch.bind(sy, "threadIdx.y")
             sch.bind(sx, "threadIdx.x")
             sch.vectorize(lane)

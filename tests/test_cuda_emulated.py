@@ -48,6 +48,7 @@ CASES = [
     (cuda.DepthwiseWideNHWC(), conv(8, 16, 8, groups=8, layout="NHWC", dtype="float16")),   # multiplier 2
     (cuda.PointwiseTiledNCHW(min_blocks=1), conv(64, 64, 14, k=1, batch=1, epilogue=("bias",))),
     (cuda.PointwiseTiledNCHW(min_blocks=1), conv(32, 64, 14, k=1, batch=1, dtype="float16")),
+    (cuda.PointwiseTiledNCHW(min_blocks=1), conv(48, 64, 7, k=1, epilogue=("bias",))),   # 7 pixels a thread
     (cuda.SplitReductionNCHW(), conv(256, 64, 7, k=1, batch=1, epilogue=("bias",))),
     (cuda.SplitReductionNCHW(), conv(64, 32, 7, batch=1, groups=2, dtype="float16")),
     (cuda.GroupConvNCHW(), conv(32, 64, 10, groups=4)),
