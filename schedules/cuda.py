@@ -275,8 +275,9 @@ class DepthwiseWideNHWC(ScheduleRule):
 
 
 class PointwiseTiledNCHW(ScheduleRule):
-    """Dense 1x1 conv in NCHW as a GEMM per image, out[o, p] = sum_k w[o, k] x[k, p]: a thread block
-    per tile of (up to) 64 output channels x 64 pixels, up to 16x16 threads each accumulating 4
+    """1x1 conv in NCHW, dense or grouped, as a GEMM per image and group, out[o, p] = sum_k w[o, k]
+    x[k, p]: a thread block per tile of (up to) 64 output channels of a group x 64 pixels, up to
+    16x16 threads each accumulating 4
     channels x 4 adjacent pixels in registers. The reduction runs in chunks of up to 16 input
     channels whose weight and input tiles are first staged in shared memory by all threads (the
     input with 4-wide vector loads), so each value fetched serves 64 multiply-adds instead of the
@@ -284,9 +285,10 @@ class PointwiseTiledNCHW(ScheduleRule):
     one 4-wide store. A plane whose pixels are no multiple of 4 (7x7 at batch 64) is one tile of
     7 threads x 7 pixels, staged and stored a scalar at a time: GroupConvNCHW took 267 µs on an
     H200 for MobileNetV2's 960->320 at 7x7 there, torch 20. Every split divides its extent (the
-    thread counts are chosen so), which keeps the loads and stores vectorized. Tunable: the chunk.
-    Does not apply to grouped, strided or padded convs, with an output shuffle, where pixels a
-    plane (at least `min_pixels`) or channels do not tile, or where the tiles would not make
+    thread counts are chosen so), which keeps the loads and stores vectorized. An output shuffle
+    (ShuffleNet v1) is fused into the stores (_unshuffle). Tunable: the chunk. Does not apply to
+    strided or padded convs, groups of fewer than 8 input channels, where pixels a plane (at least
+    `min_pixels`) or a group's output channels do not tile, or where the tiles would not make
     `min_blocks` thread blocks (a 56x56 layer at batch 1 with 24 output channels makes 49: too few
     for a GPU of 132 multiprocessors, which the thread per pixel fills)."""
 
@@ -307,10 +309,11 @@ class PointwiseTiledNCHW(ScheduleRule):
         return self.per_thread if pixels % self.per_thread == 0 else divisor_at_most(pixels, 8)
 
     def _tiles(self, spec) -> tuple[int, int]:
-        """Threads along the channels and along the pixels (each dividing its axis in a thread's units)."""
-        if spec.out_channels % self.per_thread:
+        """Threads along a group's channels and along the pixels (each dividing its axis in a thread's units)."""
+        per_group = spec.out_channels // spec.groups
+        if per_group % self.per_thread:
             return 0, 0
-        return (divisor_at_most(spec.out_channels // self.per_thread, self.threads),
+        return (divisor_at_most(per_group // self.per_thread, self.threads),
                 divisor_at_most(spec.height * spec.width // self._pixels(spec), self.threads))
 
     def applies(self, spec, target: Target) -> bool:
@@ -318,11 +321,13 @@ class PointwiseTiledNCHW(ScheduleRule):
         pixels = spec.height * spec.width
         blocks = spec.batch * spec.out_channels // (self.per_thread * ty) * pixels // (self._pixels(spec) * tx) \
             if ty and tx else 0
-        return (target.kind.name == "cuda" and _dense_1x1(spec) and spec.layout == "NCHW"
-                and spec.weight_layout == "OIHW" and spec.in_channels >= 8
+        return (target.kind.name == "cuda" and spec.op == "conv2d" and spec.op_class == "pointwise"
+                and spec.stride == (1, 1) and not any(spec.padding)
+                and spec.layout == "NCHW" and spec.weight_layout == "OIHW" and spec.in_channels // spec.groups >= 8
                 and pixels >= self.min_pixels and ty >= 4 and tx >= 7 and blocks >= self.min_blocks)
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        _unshuffle(sch, spec)
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         v, vp = self.per_thread, self._pixels(spec)
         lanes = vp if vp in (2, 4) else 1   # a vector type's lanes; 7 pixels are 7 scalars
@@ -351,7 +356,7 @@ class PointwiseTiledNCHW(ScheduleRule):
         sch.compute_at(conv, px, preserve_unit_loops=True)
         sch.set_scope(conv, 0, "local")
         co, cp, k = sch.get_loops(conv)[-3:]
-        ko, ki = split(sch, k, divisor_at_most(spec.in_channels, self.chunk), tunable, max_inner=32)
+        ko, ki = split(sch, k, divisor_at_most(spec.in_channels // spec.groups, self.chunk), tunable, max_inner=32)
         sch.reorder(ko, ki, co, cp)
         sch.unroll(co)
         sch.unroll(cp)

@@ -49,6 +49,8 @@ CASES = [
     (cuda.PointwiseTiledNCHW(min_blocks=1), conv(64, 64, 14, k=1, batch=1, epilogue=("bias",))),
     (cuda.PointwiseTiledNCHW(min_blocks=1), conv(32, 64, 14, k=1, batch=1, dtype="float16")),
     (cuda.PointwiseTiledNCHW(min_blocks=1), conv(48, 64, 7, k=1, epilogue=("bias",))),   # 7 pixels a thread
+    (cuda.PointwiseTiledNCHW(min_blocks=1), conv(48, 96, 8, k=1, groups=3, epilogue=("bias", "relu", "shuffle:3"))),
+    (cuda.PointwiseTiledNCHW(min_blocks=1), conv(96, 48, 7, k=1, groups=3, dtype="float16")),
     (cuda.SplitReductionNCHW(), conv(256, 64, 7, k=1, batch=1, epilogue=("bias",))),
     (cuda.SplitReductionNCHW(), conv(64, 32, 7, batch=1, groups=2, dtype="float16")),
     (cuda.GroupConvNCHW(), conv(32, 64, 10, groups=4)),
