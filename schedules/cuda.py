@@ -196,8 +196,7 @@ class ChannelVectorNHWC(ScheduleRule):
         # stride 2 it made the 256 s2 layer slower (232 -> 351 µs). Windows keep one pixel a thread:
         # their taps' reuse across a thread's pixels is not measured yet
         units = spec.batch * spec.out_height * spec.out_width * vectors
-        pixels = 1 if window or spec.stride != (1, 1) else max(
-            d for d in range(1, 5) if spec.out_width % d == 0 and (d == 1 or units // d >= 1 << 17))
+        pixels = 1 if window or spec.stride != (1, 1) else _pixels_leaving(spec.out_width, units, 4, 1 << 17)
         # pixels of one output row a block takes (a run crossing rows would make the mapping non-affine)
         run = divisor_at_most(spec.out_width // pixels, max(1, self.threads // per_block))
         tx, wp, cv = _pixel_runs_by_channel_vectors(sch, out, lanes, per_block, run, pixels, tunable)
@@ -277,8 +276,8 @@ class DepthwiseWideNHWC(ScheduleRule):
 class PointwiseTiledNCHW(ScheduleRule):
     """1x1 conv in NCHW, dense or grouped, as a GEMM per image and group, out[o, p] = sum_k w[o, k]
     x[k, p]: a thread block per tile of (up to) 64 output channels of a group x 64 pixels, up to
-    16x16 threads each accumulating 4
-    channels x 4 adjacent pixels in registers. The reduction runs in chunks of up to 16 input
+    16x16 threads each accumulating 4 channels x 4 adjacent pixels in registers. The reduction runs
+    in chunks of up to 16 input
     channels whose weight and input tiles are first staged in shared memory by all threads (the
     input with 4-wide vector loads), so each value fetched serves 64 multiply-adds instead of the
     4 of GroupConvNCHW's thread per pixel; a thread's 4 pixels are one vector in shared memory and
@@ -321,9 +320,7 @@ class PointwiseTiledNCHW(ScheduleRule):
         pixels = spec.height * spec.width
         blocks = spec.batch * spec.out_channels // (self.per_thread * ty) * pixels // (self._pixels(spec) * tx) \
             if ty and tx else 0
-        return (target.kind.name == "cuda" and spec.op == "conv2d" and spec.op_class == "pointwise"
-                and spec.stride == (1, 1) and not any(spec.padding)
-                and spec.layout == "NCHW" and spec.weight_layout == "OIHW" and spec.in_channels // spec.groups >= 8
+        return (target.kind.name == "cuda" and _plain_1x1(spec) and spec.layout == "NCHW" and spec.weight_layout == "OIHW" and spec.in_channels // spec.groups >= 8
                 and pixels >= self.min_pixels and ty >= 4 and tx >= 7 and blocks >= self.min_blocks)
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
@@ -524,8 +521,7 @@ class GroupConvStagedNCHW(GroupConvNCHW):
     def _pixels(self, spec, channels: int) -> int:
         """Adjacent outputs of a row a thread takes: the most, up to `pixels`, leaving `min_threads`."""
         units = spec.batch * spec.out_height * spec.out_width * spec.out_channels // channels
-        return max(d for d in range(1, self.pixels + 1)
-                   if spec.out_width % d == 0 and (d == 1 or units // d >= self.min_threads))
+        return _pixels_leaving(spec.out_width, units, self.pixels, self.min_threads)
 
     def applies(self, spec, target: Target) -> bool:
         return super().applies(spec, target) and self._channel_run(spec) % 4 == 0
@@ -624,10 +620,14 @@ class PointwiseGemm(ScheduleRule):
         _dlight(sch, spec, target, MatmulTensorization() if spec.dtype == "float16" else Matmul())
 
 
+def _plain_1x1(spec) -> bool:
+    """A 1x1 conv (dense or grouped), stride 1, unpadded: a GEMM per group over the pixels."""
+    return spec.op == "conv2d" and spec.op_class == "pointwise" and spec.stride == (1, 1) and not any(spec.padding)
+
+
 def _dense_1x1(spec) -> bool:
     """A dense 1x1 conv, stride 1, unpadded, no shuffle: one GEMM over the pixels."""
-    return (spec.op == "conv2d" and spec.op_class == "pointwise" and spec.groups == 1 and spec.stride == (1, 1)
-            and not any(spec.padding) and spec.shuffle_groups == 1)
+    return _plain_1x1(spec) and spec.groups == 1 and spec.shuffle_groups == 1
 
 
 def _dlight(sch: s_tir.Schedule, spec, target: Target, rule) -> None:
@@ -674,6 +674,12 @@ def _pixel_runs_by_channel_vectors(sch: s_tir.Schedule, out, lanes: int, per_blo
     sch.bind(sch.fuse(n, h, wo, coo), "blockIdx.x")
     sch.bind(tx, "threadIdx.x")
     return tx, wp, cv
+
+
+def _pixels_leaving(width: int, units: int, most: int, threads: int) -> int:
+    """Adjacent outputs of a row a thread takes, of `units` a pixel each: the most (up to `most`,
+    dividing the row) that leave at least `threads` threads, else 1."""
+    return max(d for d in range(1, most + 1) if width % d == 0 and (d == 1 or units // d >= threads))
 
 
 def _bits(dtype: str) -> int:
