@@ -24,6 +24,7 @@ import tvm
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
+from . import tensor_intrin
 from .ops import prim_func
 from .paths import cache_dir
 from .schedule import rule_for
@@ -99,6 +100,8 @@ class Task:
 
 
 def _context(task: Task, target, rule, seed: int) -> ms.TuneContext:
+    tensor_intrin.load()   # TuneContext imports it, slowly on its own
+
     def space(sch):
         rule.schedule(sch, task.spec, target, tunable=True)
         return sch

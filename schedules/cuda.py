@@ -633,6 +633,8 @@ def _dense_1x1(spec) -> bool:
 def _dlight(sch: s_tir.Schedule, spec, target: Target, rule) -> None:
     """DLight's schedule of the function, its trace replayed into sch (so tuning records keep it);
     the fallback's where DLight finds no GEMM in it (a plain schedule rather than none)."""
+    from gconvgen import tensor_intrin
+    tensor_intrin.load()   # the tensor-core GEMM imports it, slowly on its own
     try:
         with target:
             done = rule.apply(sch.mod["main"], target, False)
