@@ -22,6 +22,14 @@ def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
     return max(1, max(bits, 128) // dtype_bits)
 
 
+def vector_registers(target: Target) -> int:
+    """Vector registers of the target's widest unit: 32 with AVX-512 and on AArch64, 16 on other x86
+    (AVX2, SSE). Register tiles are sized to them: a tile made for 32 spills on 16."""
+    if target.kind.name == "llvm" and codegen.target_has_features("sse2", target):
+        return 32 if codegen.target_has_features("avx512f", target) else 16
+    return 32
+
+
 def divisor_at_most(n: int, limit: int, prefer_multiple_of: int = 1) -> int:
     """Largest divisor of n not above limit, preferring multiples of `prefer_multiple_of`."""
     divisors = [d for d in range(1, min(n, limit) + 1) if n % d == 0]

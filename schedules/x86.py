@@ -5,7 +5,7 @@ from tvm import s_tir
 from tvm.target import Target
 
 from . import ScheduleRule
-from .common import divisor_at_most, flatten_pixels, has_block, split, vector_lanes
+from .common import divisor_at_most, flatten_pixels, has_block, split, vector_lanes, vector_registers
 
 
 class DepthwiseNCHW(ScheduleRule):
@@ -142,6 +142,8 @@ class PointwiseNCHW(ScheduleRule):
     over all channel tiles of a pixel tile, so the input block stays in L1 (MobileNetV2's 144->24 at
     56x56 123 vs 167-172 us, 96->24 69-79 vs 100-104, ResNeXt's 256->256 at 56x56 2.3-2.4 vs 2.9-3.0
     ms); expanding layers stay faster with the small tile (24->144 at 56x56 127-131 vs 161-168 us).
+    The larger tile's vectors scale with the register file: 24 accumulators fit AVX-512's 32
+    registers, on AVX2's 16 they spilled (6 x 2 vectors there: 144->24 at 56x56 280-340 vs 870 us).
     Does not apply when the pixel count is no multiple of the vector, nor with an output shuffle."""
 
     name = "x86.PointwiseNCHW"
@@ -165,9 +167,10 @@ class PointwiseNCHW(ScheduleRule):
         cig, cog = spec.in_channels // spec.groups, spec.out_channels // spec.groups
         pixel_vectors = spec.height * spec.width // lanes
         # (28x28 planes are 49 vectors: a one-vector tile, which loses blocked: 192->64 168 vs 152 us)
-        reducing = cig >= cog and divisor_at_most(pixel_vectors, self.reduce_vectors) > 1
+        reduce_vectors = max(1, self.reduce_vectors * vector_registers(target) // 32)
+        reducing = cig >= cog and divisor_at_most(pixel_vectors, reduce_vectors) > 1
         oi = divisor_at_most(cog, self.reduce_tile if reducing else self.channel_tile)
-        vectors = divisor_at_most(pixel_vectors, self.reduce_vectors if reducing else self.vectors)
+        vectors = divisor_at_most(pixel_vectors, reduce_vectors if reducing else self.vectors)
         oo, oi_ = split(sch, o, oi, tunable, max_inner=16)
         pq, pl = sch.split(p, factors=[None, lanes])
         po, pv = split(sch, pq, vectors, tunable, max_inner=8)
@@ -269,15 +272,18 @@ class PointwisePackedNCHW(_PackedWeightRule):
     lie out_channels x 4 bytes apart, a 4 KB page or more from 1024 channels on, and every row missed
     (1024->1024 at 14x14 2.2 vs 2.9 ms, at parity with torch's channels_last oneDNN; 2048->1024 at
     7x7 1.1 vs 1.6-1.7 ms; MobileNetV2's 320->1280 at 7x7 186-199 vs 255 us, 960->320 145-153 vs 176).
+    The tile's accumulators scale with the register file (24 of AVX-512's 32, 12 of AVX2's 16: 384->64
+    at 14x14 167 vs 300 us there), and are at least the FMAs in flight where channels allow.
     Does not apply to other weight layouts, groups, shuffles, or channel counts no multiple of half a
     vector."""
 
     name = "x86.PointwisePackedNCHW"
 
-    def __init__(self, vectors: int = 3, accumulators: int = 24, block: int = 64) -> None:
+    def __init__(self, vectors: int = 3, accumulators: int = 24, block: int = 64, in_flight: int = 8) -> None:
         self.vectors = vectors
-        self.accumulators = accumulators
+        self.accumulators = accumulators   # with 32 registers; scaled to the target's
         self.block = block
+        self.in_flight = in_flight   # independent FMAs that hide the latency: 2 units x 4 cycles
 
     def packed_layout(self, spec, target: Target) -> str:
         return f"HWIO{self._vector(spec, target)}"
@@ -306,10 +312,18 @@ class PointwisePackedNCHW(_PackedWeightRule):
         # last tile costs predicates in every tile (1280 channels at 7x7: 2-vector tiles 229-239 us,
         # 3-vector 279-304). Where none does, a partial tile still beats 1-vector tiles: 232 channels
         # = 29 vectors of 8 run as 3-vector tiles in 45 us, as 1-vector ones in 70.
-        per_tile = divisor_at_most(spec.out_channels // vector, self.vectors)
+        channel_vectors = spec.out_channels // vector
+        per_tile = divisor_at_most(channel_vectors, self.vectors)
         if per_tile == 1 and not tunable:
             per_tile = self.vectors
-        pi = divisor_at_most(pixels, max(1, self.accumulators // per_tile))
+        accumulators = self.accumulators * vector_registers(target) // 32
+        pi = divisor_at_most(pixels, max(1, accumulators // per_tile))
+        if per_tile * pi < self.in_flight:
+            # Too few accumulators to cover the FMA latency (7x7's pixels divide by 7 only, which
+            # AVX2's 12 accumulators leave at 1 pixel a tile): more channel vectors instead
+            # (960->320 at 7x7 on AVX2: 8 vectors x 1 pixel 445-486 us, 2 x 1 730-870).
+            per_tile = min([d for d in range(per_tile, accumulators // pi + 1)
+                            if channel_vectors % d == 0 and d * pi >= self.in_flight] or [per_tile])
         n, o, p, r = sch.get_loops(conv)
         o_vectors, ol = sch.split(o, factors=[None, vector])
         if tunable:
@@ -423,7 +437,11 @@ class GroupConvPackedNCHW(_PackedWeightRule):
     shuffles, groups whose output channels are no multiple of the vector, nor 1x1 convs on planes
     wider than half a vector (14x14 1x1: 54 vs 41 us row-vectorized). The weight comes blocked by
     the vector, HWIO<lanes>, as for PointwisePackedNCHW (1024 channels at 7x7: 214 vs 253 us warm,
-    234 vs 317 cold; 3-8% on the smaller layers)."""
+    234 vs 317 cold; 3-8% on the smaller layers).
+    With AVX2's 16 registers the tile is halved, and grouped layers whose rows fill no
+    whole vectors take this rule too, where the row rule ran 7-lane vectors: ResNeXt's g32 256
+    channels at 56x56 stride 2 494 vs 1155 us, 256 at 28x28 757 vs 961, 512 at 14x14 585 vs 840
+    (torch 835-885, 685)."""
 
     name = "x86.GroupConvPackedNCHW"
 
@@ -439,7 +457,8 @@ class GroupConvPackedNCHW(_PackedWeightRule):
     def _fits(self, spec, target: Target) -> bool:
         lanes = vector_lanes(target)
         stem = spec.groups == 1 and spec.in_channels <= 4 and spec.kernel != (1, 1)
-        small_planes = (spec.groups > 1 and spec.op_class != "depthwise" and spec.out_width < lanes
+        narrow = spec.out_width < lanes or (spec.out_width % lanes and vector_registers(target) < 32)
+        small_planes = (spec.groups > 1 and spec.op_class != "depthwise" and narrow
                         and (spec.kernel != (1, 1) or 2 * spec.out_width <= lanes))
         return (spec.op == "conv2d" and spec.layout == "NCHW" and spec.shuffle_groups == 1
                 and (spec.out_channels // spec.groups) % lanes == 0 and (stem or small_planes))
@@ -454,6 +473,11 @@ class GroupConvPackedNCHW(_PackedWeightRule):
         o_vectors, ol = sch.split(o, factors=[None, lanes])
         # tiles stay inside a group, so one input value is the broadcast for all their channels
         pixels, vectors = (self.pixels, self.vectors) if spec.groups > 1 else (self.stem_pixels, self.stem_vectors)
+        shrink = 32 // vector_registers(target)   # tiles are made for 32 registers: AVX2 has 16
+        if vectors >= shrink:   # fewer channel vectors first (stems: 7 pixels x 1 vector 618 vs 872 us at 7 x 2)
+            vectors //= shrink
+        else:
+            pixels = max(1, pixels // shrink)
         o_rest, ov = split(sch, o_vectors, divisor_at_most(cog // lanes, vectors), tunable, max_inner=4)
         wo, wi = split(sch, w, divisor_at_most(spec.out_width, pixels), tunable, max_inner=16)
         tile = _register_tile(sch, conv, [n, o_rest, h, wo], red, [wi, ov], ol)
