@@ -34,7 +34,7 @@ class DepthwiseNCHW(ScheduleRule):
         contiguous_taps = spec.stride == (1, 1) or (spec.stride == (2, 2) and _deinterleaved(spec))
         if (self.band_rows and contiguous_taps and spec.dilation == (1, 1) and min(spec.kernel) > 1
                 and spec.out_width > lanes and spec.out_width % lanes):
-            self._whole_rows(sch, spec, lanes, tunable)
+            self._whole_rows(sch, spec, target, lanes, tunable)
             return
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         hi, wi = self.tile(spec, lanes)
@@ -61,15 +61,19 @@ class DepthwiseNCHW(ScheduleRule):
         if red:
             sch.decompose_reduction(conv, red[0])
 
-    def _whole_rows(self, sch: s_tir.Schedule, spec, lanes: int, tunable: bool) -> None:
+    def _whole_rows(self, sch: s_tir.Schedule, spec, target: Target, lanes: int, tunable: bool) -> None:
         """Output rows that are no multiple of the vector (56, 28), at stride 1 or with a deinterleaved
         stride 2: a band of `band_rows` whole rows is one register tile, its columns partitioned into
         full vectors and one narrower tail (56 = 3 x 16 + 8), so the bulk runs at the full width where
         a divisor would give 8 or 14 lanes. In-process A/B: ConvNeXt's 7x7 at 56x56 325 -> 233 µs, at
-        28x28 167 -> 138; MobileNetV2's 3x3 144x56 124 -> 107, its stride-2 144x56 121 -> 98."""
+        28x28 167 -> 138; MobileNetV2's 3x3 144x56 124 -> 107, its stride-2 144x56 121 -> 98.
+        Bands scale with the register file: AVX2's 16 registers take half the rows (two A/B runs there,
+        2 rows vs 4: ConvNeXt's 7x7 192x28 398-404 vs 438-441 µs, MobileNetV2's stride-2 144x56 133-159
+        vs 141-178, its 3x3 192x28 100-118 vs 99-137)."""
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         n, c, h, w = sch.get_loops(out)
-        ho, _ = split(sch, h, divisor_at_most(spec.out_height, self.band_rows), tunable, max_inner=8)
+        band = max(1, self.band_rows * vector_registers(target) // 32)
+        ho, _ = split(sch, h, divisor_at_most(spec.out_height, band), tunable, max_inner=8)
         nc = sch.fuse(n, c)
         sch.parallel(nc)
         sch.vectorize(w)
