@@ -498,7 +498,7 @@ class ChannelVectorNHWC(ScheduleRule):
     channels, which are contiguous in input, HWIO weight and output; a few output pixels of a
     row share each weight vector in registers; rows are parallel. The epilogue (and the output
     shuffle's remap) runs on the tile while it is hot. A tile takes up to 7 pixels x 2 channel
-    vectors: with 4 pixels each weight vector served too few (960->320 at 7x7 595 -> 337 µs,
+    vectors (1 for dense convs on AVX2, whose 16 registers 14 accumulators overfill): with 4 pixels each weight vector served too few (960->320 at 7x7 595 -> 337 µs,
     ShuffleNet v1's grouped 480->120 at 14x14 239 -> 126, ResNeXt's 32-group 3x3 at 14x14 454 ->
     286). Depthwise and pooling windows also unroll a row's taps, so each input vector is loaded
     once for every pixel it serves (ConvNeXt's 7x7 layers 1.4-1.5x faster here, 384 channels at
@@ -524,7 +524,12 @@ class ChannelVectorNHWC(ScheduleRule):
         if window:   # one vector loop, which LLVM splits into registers (unrolled halves lost 30% at 7x7)
             oo, *oi = split(sch, o, self._window_vector(span, lanes), tunable, max_inner=4 * lanes)
         else:
-            oo, *oi = split(sch, o, self._channel_tile(span, lanes), tunable, max_inner=lanes)
+            # Tiles are made for 32 registers. On AVX2's 16, dense convs take half the channel vectors
+            # (7 pixels x 1 vector: 16->96 at 112x112 654 vs 1379 µs, 384->64 at 14x14 154 vs 235,
+            # 960->320 at 7x7 468 vs 828); grouped ones keep theirs, whose inputs are predicated loads
+            # that a second vector shares (ResNeXt's g32 512x14 843 vs 964).
+            vectors = self.vectors if spec.groups > 1 else max(1, self.vectors * vector_registers(target) // 32)
+            oo, *oi = split(sch, o, self._channel_tile(span, lanes, vectors), tunable, max_inner=lanes)
         wo, wi_ = split(sch, w, wi, tunable, max_inner=8)
         sch.reorder(n, h, wo, oo, *red, wi_, *oi)
         sch.parallel(sch.fuse(n, h))
@@ -570,7 +575,8 @@ class ChannelVectorNHWC(ScheduleRule):
         sch.vectorize(sch.get_loops(sch.get_sblock("weight_pad"))[-1])
         return -(-spec.out_channels // lanes) * lanes
 
-    def _channel_tile(self, span: int, lanes: int) -> tuple[int, int]:
+    @staticmethod
+    def _channel_tile(span: int, lanes: int, vectors: int) -> tuple[int, int]:
         """(vectors, lanes) of a conv tile's output channels, which share each input broadcast: the
         fewest registers per channel, a register per power of two in the width (10 lanes are 8 + 2),
         the width dividing the span (a group's channels, for grouped convs, so the input channel is
@@ -579,7 +585,7 @@ class ChannelVectorNHWC(ScheduleRule):
         def cost(tile):
             count, width = tile
             return (count * bin(width).count("1") + 1) / (count * width), -count * width
-        tiles = [(count, width) for width in range(1, min(span, lanes) + 1) for count in range(1, self.vectors + 1)
+        tiles = [(count, width) for width in range(1, min(span, lanes) + 1) for count in range(1, vectors + 1)
                  if span % (count * width) == 0]
         return min(tiles, key=cost)
 
