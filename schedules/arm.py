@@ -23,8 +23,8 @@ class DepthwiseNCHW(x86.DepthwiseNCHW):
     def __init__(self) -> None:
         super().__init__(rows=4, max_vector=4, band_rows=None)   # x86's partitioned rows: untimed on NEON
 
-    def tile(self, spec, lanes: int) -> tuple[int, int]:
-        ow = spec.out_width
+    def tile(self, spec, lanes: int, registers: int = 32) -> tuple[int, int]:
+        ow = spec.out_width   # (rows sized for NEON's 32 registers)
         wi = divisor_at_most(ow, 2 * lanes, prefer_multiple_of=lanes) if ow > 2 * lanes else ow
         return divisor_at_most(spec.out_height, self.rows), wi
 
