@@ -9,6 +9,8 @@ a pointwise tile 4 output channels x 16 pixels (16 accumulators), and the channe
 """
 from __future__ import annotations
 
+from tvm.target import Target
+
 from . import x86
 from .common import divisor_at_most
 
@@ -23,7 +25,7 @@ class DepthwiseNCHW(x86.DepthwiseNCHW):
     def __init__(self) -> None:
         super().__init__(rows=4, max_vector=4, band_rows=None)   # x86's partitioned rows: untimed on NEON
 
-    def tile(self, spec, lanes: int, registers: int = 32) -> tuple[int, int]:
+    def tile(self, spec, lanes: int, target: Target) -> tuple[int, int]:
         ow = spec.out_width   # (rows sized for NEON's 32 registers)
         wi = divisor_at_most(ow, 2 * lanes, prefer_multiple_of=lanes) if ow > 2 * lanes else ow
         return divisor_at_most(spec.out_height, self.rows), wi

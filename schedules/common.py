@@ -30,6 +30,15 @@ def vector_registers(target: Target) -> int:
     return 32
 
 
+def for_registers(count: int, target: Target) -> int:
+    """A tile dimension chosen for 32 vector registers, scaled to the target's (at least 1)."""
+    return max(1, count * vector_registers(target) // 32)
+
+
+def dtype_bits(dtype: str) -> int:
+    return 16 if dtype == "float16" else 32
+
+
 def divisor_at_most(n: int, limit: int, prefer_multiple_of: int = 1) -> int:
     """Largest divisor of n not above limit, preferring multiples of `prefer_multiple_of`."""
     divisors = [d for d in range(1, min(n, limit) + 1) if n % d == 0]

@@ -15,7 +15,7 @@ from tvm import s_tir
 from tvm.target import Target
 
 from . import ScheduleRule
-from .common import divisor_at_most, flatten_pixels, has_block, split, tile_factors
+from .common import divisor_at_most, dtype_bits, flatten_pixels, has_block, split, tile_factors
 
 _SPATIAL = 0  # IterVar.DataPar
 
@@ -148,7 +148,7 @@ class DepthwiseStagedNCHW(ScheduleRule):
         sch.compute_at(stage, block, preserve_unit_loops=True)
         # vectors stay aligned only where the band reads whole rows (a 1x1 at stride 2 skips the last column)
         last_column = (ow - 1) * spec.stride[1] + (spec.kernel[1] - 1) * spec.dilation[1] - spec.padding[1]
-        lanes = _power_of_two_dividing(spec.width, self.bytes_per_load * 8 // _bits(spec.dtype)) \
+        lanes = _power_of_two_dividing(spec.width, self.bytes_per_load * 8 // dtype_bits(spec.dtype)) \
             if last_column >= spec.width - 1 else 1
         outer, *tx, lane = sch.split(sch.fuse(*sch.get_loops(stage)[1:]), factors=[None, *threads, lanes])
         sch.bind(sch.fuse(*tx), "threadIdx.x")
@@ -240,7 +240,7 @@ class DepthwiseWideNHWC(ScheduleRule):
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
-        lanes = _power_of_two_dividing(spec.out_channels, self.bytes_per_load * 8 // _bits(spec.dtype))
+        lanes = _power_of_two_dividing(spec.out_channels, self.bytes_per_load * 8 // dtype_bits(spec.dtype))
         math_lanes = min(lanes, 4)
         per_block = divisor_at_most(spec.out_channels // lanes, self.threads)
         most = 4 if spec.stride == (1, 1) else 2
@@ -537,7 +537,7 @@ class GroupConvStagedNCHW(GroupConvNCHW):
         taps = spec.kernel[0] * spec.kernel[1]
         pixels = self._pixels(spec, oi)
         # the chunk's weights fit `stage_bytes`, its unrolled steps (4-lane multiply-adds) `unrolled`
-        chunk = divisor_at_most(cig, max(1, min(self.stage_bytes // (oi * taps * _bits(spec.dtype) // 8),
+        chunk = divisor_at_most(cig, max(1, min(self.stage_bytes // (oi * taps * dtype_bits(spec.dtype) // 8),
                                                 self.unrolled // (taps * pixels * oi // 4))))
         # the block's threads as the default decisions have it (a mutated one keeps them: a split
         # that does not divide is predicated)
@@ -682,10 +682,6 @@ def _pixels_leaving(width: int, units: int, most: int, threads: int) -> int:
     """Adjacent outputs of a row a thread takes, of `units` a pixel each: the most (up to `most`,
     dividing the row) that leave at least `threads` threads, else 1."""
     return max(d for d in range(1, most + 1) if width % d == 0 and (d == 1 or units // d >= threads))
-
-
-def _bits(dtype: str) -> int:
-    return 16 if dtype == "float16" else 32
 
 
 def _power_of_two_dividing(n: int, limit: int) -> int:

@@ -5,7 +5,8 @@ from tvm import s_tir
 from tvm.target import Target
 
 from . import ScheduleRule
-from .common import divisor_at_most, flatten_pixels, has_block, split, vector_lanes, vector_registers
+from .common import (divisor_at_most, dtype_bits, flatten_pixels, for_registers, has_block, split, vector_lanes,
+                     vector_registers)
 
 
 class DepthwiseNCHW(ScheduleRule):
@@ -37,7 +38,7 @@ class DepthwiseNCHW(ScheduleRule):
             self._whole_rows(sch, spec, target, lanes, tunable)
             return
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
-        hi, wi = self.tile(spec, lanes, vector_registers(target))
+        hi, wi = self.tile(spec, lanes, target)
         n, c, h, w = sch.get_loops(out)
         ho, hi_ = split(sch, h, hi, tunable, max_inner=16)
         wo, wi_ = split(sch, w, wi, tunable, max_inner=2 * lanes)
@@ -72,7 +73,7 @@ class DepthwiseNCHW(ScheduleRule):
         vs 141-178, its 3x3 192x28 100-118 vs 99-137)."""
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         n, c, h, w = sch.get_loops(out)
-        band = max(1, self.band_rows * vector_registers(target) // 32)
+        band = for_registers(self.band_rows, target)
         ho, _ = split(sch, h, divisor_at_most(spec.out_height, band), tunable, max_inner=8)
         nc = sch.fuse(n, c)
         sch.parallel(nc)
@@ -102,7 +103,7 @@ class DepthwiseNCHW(ScheduleRule):
             sch.vectorize(vector)
             sch.decompose_reduction(block, kh)
 
-    def tile(self, spec, lanes: int, registers: int = 32) -> tuple[int, int]:
+    def tile(self, spec, lanes: int, target: Target) -> tuple[int, int]:
         """Output rows x columns of one register tile. Whole 8-lane halves where the row allows
         (56 -> 8); else the widest divisor (28 -> 14, which beats 4-lane vectors by a quarter here).
         Rows of whole vectors take half the rows on AVX2's 16 registers (two A/B runs there: ConvNeXt's
@@ -110,7 +111,7 @@ class DepthwiseNCHW(ScheduleRule):
         96x112 367-447 vs 420-480); narrower rows keep them (7x7 planes: 7 rows 74-75 vs 80-81 µs)."""
         ow = spec.out_width
         wi = divisor_at_most(ow, lanes, prefer_multiple_of=8) if ow > lanes else ow
-        rows = self.rows if ow < lanes else max(1, self.rows * registers // 32)
+        rows = self.rows if ow < lanes else for_registers(self.rows, target)
         return divisor_at_most(spec.out_height, rows), wi
 
 
@@ -175,7 +176,7 @@ class PointwiseNCHW(ScheduleRule):
         cig, cog = spec.in_channels // spec.groups, spec.out_channels // spec.groups
         pixel_vectors = spec.height * spec.width // lanes
         # (28x28 planes are 49 vectors: a one-vector tile, which loses blocked: 192->64 168 vs 152 us)
-        reduce_vectors = max(1, self.reduce_vectors * vector_registers(target) // 32)
+        reduce_vectors = for_registers(self.reduce_vectors, target)
         reducing = cig >= cog and divisor_at_most(pixel_vectors, reduce_vectors) > 1
         oi = divisor_at_most(cog, self.reduce_tile if reducing else self.channel_tile)
         vectors = divisor_at_most(pixel_vectors, reduce_vectors if reducing else self.vectors)
@@ -324,7 +325,7 @@ class PointwisePackedNCHW(_PackedWeightRule):
         per_tile = divisor_at_most(channel_vectors, self.vectors)
         if per_tile == 1 and not tunable:
             per_tile = self.vectors
-        accumulators = self.accumulators * vector_registers(target) // 32
+        accumulators = for_registers(self.accumulators, target)
         pi = divisor_at_most(pixels, max(1, accumulators // per_tile))
         if per_tile * pi < self.in_flight:
             # Too few accumulators to cover the FMA latency (7x7's pixels divide by 7 only, which
@@ -534,7 +535,7 @@ class ChannelVectorNHWC(ScheduleRule):
             # (7 pixels x 1 vector: 16->96 at 112x112 654 vs 1379 µs, 384->64 at 14x14 154 vs 235,
             # 960->320 at 7x7 468 vs 828); grouped ones keep theirs, whose inputs are predicated loads
             # that a second vector shares (ResNeXt's g32 512x14 843 vs 964).
-            vectors = self.vectors if spec.groups > 1 else max(1, self.vectors * vector_registers(target) // 32)
+            vectors = self.vectors if spec.groups > 1 else for_registers(self.vectors, target)
             oo, *oi = split(sch, o, self._channel_tile(span, lanes, vectors), tunable, max_inner=lanes)
         wo, wi_ = split(sch, w, wi, tunable, max_inner=8)
         sch.reorder(n, h, wo, oo, *red, wi_, *oi)
@@ -551,7 +552,7 @@ class ChannelVectorNHWC(ScheduleRule):
             sch.reverse_compute_at(out, wo, preserve_unit_loops=True)
             # the shuffle's remap as an interleaved store (ShuffleNet v1's 240->60 at 28x28 166 -> 151 µs)
             interleave_groups(sch, sch.get_loops(out)[-1], spec.shuffle_groups)
-        pixel_bytes = spec.in_channels * (2 if spec.dtype == "float16" else 4)
+        pixel_bytes = spec.in_channels * dtype_bits(spec.dtype) // 8
         if has_block(sch, "pad") and self.group_input and spec.groups > 1 and not window and pixel_bytes >= 1024:
             # A grouped conv's tile reads its group's channels of a few rows, in NHWC one short run
             # per pixel, a pixel's channels apart: 4 KB for 1024 channels, so the runs fall in a few
