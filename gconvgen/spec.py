@@ -12,7 +12,7 @@ GRADIENTS = ("conv2d_wgrad", "conv2d_dgrad")
 LAYOUTS = ("NCHW", "NHWC")
 WEIGHT_LAYOUTS = ("OIHW", "HWIO")   # torch's own; output channels innermost (an NHWC kernel's)
 # and HWIO<t>, e.g. HWIO16: HWIO with the output channels in blocks of t, block-major, (out/t, kh, kw, in/groups,
-# t), so the weights of t output channels are one contiguous panel (x86's packed pointwise and grouped rules)
+# t), so the weights of t output channels are one contiguous panel (x86's packed NCHW rules and its NHWC tiles)
 DTYPES = ("float32", "float16")
 ACTIVATIONS = ("relu", "relu6", "hardswish")
 OP_CLASSES = ("depthwise", "grouped", "pointwise", "dense", "shuffle", "pool", "wgrad", "dgrad")
@@ -237,11 +237,11 @@ class KernelSpec:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.weight_layout != self.default_weight_layout and (
                 (self.weight_layout not in WEIGHT_LAYOUTS and not self.weight_block) or self.op != "conv2d"
-                or self.layout != "NCHW" or (self.weight_block and self.out_channels % self.weight_block)):
-            raise ValueError(f"weight_layout must be one of {WEIGHT_LAYOUTS} or HWIO<t> (t dividing out_channels), and other than "
-                             f"the layout's own ({self.default_weight_layout}) only for an NCHW conv2d; got "
-                             f"{self.weight_layout!r} "
-                             f"for a {self.layout} {self.op}")
+                or (self.layout == "NHWC" and not self.weight_block)
+                or (self.weight_block and self.out_channels % self.weight_block)):
+            raise ValueError(f"weight_layout must be one of {WEIGHT_LAYOUTS} or HWIO<t> (t dividing out_channels), and "
+                             f"other than the layout's own ({self.default_weight_layout}) only for a conv2d (NHWC: "
+                             f"HWIO<t> only); got {self.weight_layout!r} for a {self.layout} {self.op}")
         for name in ("batch", "in_channels", "out_channels", "height", "width", "groups"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -62,7 +62,8 @@ class ChannelVectorNHWC(x86.ChannelVectorNHWC):
 
     def __init__(self) -> None:
         # x86's 7-pixel tiles (and unrolled window taps) would need more than NEON's 32 registers
-        super().__init__(pixels=4, vectors=2, unroll_taps=False, group_input=False)   # x86's copy: untimed on NEON
+        # x86's group window copy and blocked weight: untimed on NEON
+        super().__init__(pixels=4, vectors=2, unroll_taps=False, group_input=False, blocked_weight=False)
 
 
 class ChannelShuffle(x86.ChannelShuffle):

@@ -258,7 +258,7 @@ class _PackedWeightRule(ScheduleRule):
 
     def preferred(self, spec, target: Target):
         from dataclasses import replace
-        if spec.weight_layout == "OIHW" and self._fits(spec, target):
+        if spec.weight_layout == spec.default_weight_layout and self._fits(spec, target):
             return replace(spec, weight_layout=self.packed_layout(spec, target))
         return None
 
@@ -308,14 +308,20 @@ class PointwisePackedNCHW(_PackedWeightRule):
         return (_plain_pointwise_nchw(spec) and spec.groups == 1 and spec.out_channels % max(1, lanes // 2) == 0
                 and pixels % lanes != 0 and not (pixels == 1 and spec.in_channels % lanes == 0))   # MatVecNCHW's
 
+    @staticmethod
+    def _flatten(sch: s_tir.Schedule, spec) -> None:
+        """One pixel axis p = h * W + w; the conv's loops become (n, o, p, r). The accumulator is
+        pixel-major, so a tile's channel vectors are contiguous in it."""
+        width = spec.width
+        sch.transform_layout(sch.get_sblock("conv"), ("write", 0), lambda n, o, h, w: (n, h * width + w, o))
+        sch.transform_block_layout(sch.get_sblock("conv"), lambda n, o, h, w, r: (n, o, h * width + w, r))
+        sch.transform_block_layout(sch.get_sblock("out"), lambda n, o, h, w: (n, o, h * width + w))
+
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
-        conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         lanes = vector_lanes(target)
-        width, pixels = spec.width, spec.height * spec.width
-        # The accumulator is pixel-major, so a tile's channel vectors are contiguous in it.
-        sch.transform_layout(conv, ("write", 0), lambda n, o, h, w: (n, h * width + w, o))
-        sch.transform_block_layout(conv, lambda n, o, h, w, r: (n, o, h * width + w, r))
-        sch.transform_block_layout(out, lambda n, o, h, w: (n, o, h * width + w))
+        pixels = spec.height * spec.width
+        self._flatten(sch, spec)
+        conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         vector = self._vector(spec, target)
         # Vectors per tile: the most (up to `vectors`) that divide the channel vectors, as a partial
         # last tile costs predicates in every tile (1280 channels at 7x7: 2-vector tiles 229-239 us,
@@ -354,6 +360,42 @@ class PointwisePackedNCHW(_PackedWeightRule):
             sch.vectorize(ol)
             sch.decompose_reduction(conv, ro)
         sch.reverse_compute_at(out, tile, preserve_unit_loops=True)
+
+
+class PointwisePackedNHWC(PointwisePackedNCHW):
+    """PointwisePackedNCHW's GEMM for 1x1 stride-1 unpadded dense convs in NHWC on planes of up to
+    14x14 whose weight is 1 MiB or more: tasks are channel tiles, each streaming its HWIO<vector>
+    weight panel once, block by block, over all pixels. ChannelVectorNHWC's tasks are rows, and each
+    streamed the whole weight, which outgrows a core's L2 (512 KB on this AVX2 EPYC): ResNeXt's
+    2048->1024 at 7x7 4.1 vs 6.6 ms, 1024->2048 at 7x7 5.2 vs 6.7, 512->1024 at 14x14 3.3 vs 4.0,
+    1024->512 at 14x14 3.1-3.4 vs 3.7-4.1, MobileNetV2's 320->1280 at 7x7 692 vs 791 µs (in-process
+    A/B). Smaller weights stay with the row tiles (256->512 at 28x28 3.3 vs 3.0 ms, 16->96 at 112x112
+    1.34 vs 0.72), and so do larger planes, where a task's accumulators (all its pixels x a tile's
+    channels) outgrow L1 (512->512 at 28x28 7.9 vs 6.9 ms). The epilogue stores whole channel
+    vectors. Does not apply to grouped or shuffled convs, nor to channel counts no multiple of the
+    vector."""
+
+    name = "x86.PointwisePackedNHWC"
+    min_weight_bytes = 1 << 20
+    max_pixels = 14 * 14
+
+    def _fits(self, spec, target: Target) -> bool:
+        weight_bytes = spec.in_channels * spec.out_channels * dtype_bits(spec.dtype) // 8
+        return (spec.op == "conv2d" and spec.layout == "NHWC" and spec.kernel == (1, 1) and spec.stride == (1, 1)
+                and spec.padding == (0, 0, 0, 0) and spec.groups == 1 and spec.shuffle_groups == 1
+                and spec.out_channels % vector_lanes(target) == 0 and 1 < spec.height * spec.width <= self.max_pixels
+                and weight_bytes >= self.min_weight_bytes)
+
+    @staticmethod
+    def _flatten(sch: s_tir.Schedule, spec) -> None:
+        width = spec.width
+        sch.transform_layout(sch.get_sblock("conv"), ("write", 0), lambda n, h, w, o: (n, h * width + w, o))
+        sch.transform_block_layout(sch.get_sblock("conv"), lambda n, h, w, o, r: (n, o, h * width + w, r))
+        sch.transform_block_layout(sch.get_sblock("out"), lambda n, h, w, c: (n, h * width + w, c))
+
+    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        super().schedule(sch, spec, target, tunable)
+        sch.vectorize(sch.get_loops(sch.get_sblock("out"))[-1])
 
 
 class MatVecNCHW(ScheduleRule):
@@ -502,24 +544,83 @@ class ChannelVectorNHWC(ScheduleRule):
     """Any conv in NHWC (depthwise, grouped, pointwise, dense): vectors run along the output
     channels, which are contiguous in input, HWIO weight and output; a few output pixels of a
     row share each weight vector in registers; rows are parallel. The epilogue (and the output
-    shuffle's remap) runs on the tile while it is hot. A tile takes up to 7 pixels x 2 channel
-    vectors (1 for dense convs on AVX2, whose 16 registers 14 accumulators overfill): with 4 pixels each weight vector served too few (960->320 at 7x7 595 -> 337 µs,
-    ShuffleNet v1's grouped 480->120 at 14x14 239 -> 126, ResNeXt's 32-group 3x3 at 14x14 454 ->
-    286). Depthwise and pooling windows also unroll a row's taps, so each input vector is loaded
+    shuffle's remap) runs on the tile while it is hot. With 32 registers a tile takes up to 7 pixels
+    x 2 channel vectors: on AVX-512, with 4 pixels each weight vector served too few (960->320 at
+    7x7 595 -> 337 µs, ShuffleNet v1's grouped 480->120 at 14x14 239 -> 126, ResNeXt's 32-group 3x3
+    at 14x14 454 -> 286); with 16 (AVX2) the tile is sized to the registers (`_tile`). The weight
+    comes blocked by the tile's channels, HWIO<t> (`preferred`). Depthwise and pooling windows also unroll a row's taps, so each input vector is loaded
     once for every pixel it serves (ConvNeXt's 7x7 layers 1.4-1.5x faster here, 384 channels at
     14x14 160 -> 106 µs; 3x3 ones the same or up to 16% faster). Grouped convs with padding copy
     each tile's window of its group's input first (`group_input`). Does not apply to NCHW."""
 
     name = "x86.ChannelVectorNHWC"
 
-    def __init__(self, pixels: int = 7, vectors: int = 2, unroll_taps: bool = True, group_input: bool = True) -> None:
+    def __init__(self, pixels: int = 7, vectors: int = 2, unroll_taps: bool = True, group_input: bool = True,
+                 blocked_weight: bool = True) -> None:
         self.pixels = pixels
         self.vectors = vectors
         self.unroll_taps = unroll_taps
         self.group_input = group_input
+        self.blocked_weight = blocked_weight
 
     def applies(self, spec, target: Target) -> bool:
         return (spec.op == "conv2d" or spec.op_class == "pool") and spec.layout == "NHWC"
+
+    def preferred(self, spec, target: Target):
+        from dataclasses import replace
+        block = self._weight_block(spec, target)
+        if block and spec.weight_layout == spec.default_weight_layout:
+            return replace(spec, weight_layout=f"HWIO{block}")
+        return None
+
+    def _weight_block(self, spec, target: Target) -> int:
+        """The output channels of a tile, as the block of the HWIO<t> weight it prefers; 0 for none.
+        In plain HWIO a tile's weight rows lie out_channels apart, a 4 KB page for 1024 channels, so
+        a 3x3 grouped tile's 288 rows fell in a few L1 sets; blocked, they are one contiguous panel.
+        None for depthwise convs and pools (a row of taps is already contiguous) nor for 1x1 convs
+        padded to whole vectors (`_pad_channels`)."""
+        lanes = vector_lanes(target)
+        if (not self.blocked_weight or spec.op != "conv2d" or spec.layout != "NHWC" or spec.op_class == "depthwise"
+                or self._pads_channels(spec, lanes)):
+            return 0
+        _, (count, width) = self._tile(spec, target, self._span(spec), lanes)
+        return count * width
+
+    def _tile(self, spec, target: Target, span: int, lanes: int) -> tuple[int, tuple[int, int]]:
+        """(pixels, (vectors, lanes)) of a conv tile: output pixels of a row x output channels.
+        The tiles of `pixels` x `vectors` were measured on AVX-512 and NEON, whose 32 registers hold
+        them; on 16 registers `_register_tile` sizes the tile to the register file. Outputs with a
+        fused shuffle keep the 7-pixel tile: their epilogue runs per pixel tile over all channels,
+        and 2-pixel tiles lost there (ShuffleNet v1's 240->60 at 28x28 381 vs 333 µs, 480->120 at
+        14x14 177 vs 140)."""
+        registers = vector_registers(target)
+        if registers >= 32 or spec.shuffle_groups > 1:
+            vectors = self.vectors if spec.groups > 1 else for_registers(self.vectors, target)
+            return divisor_at_most(spec.out_width, self.pixels), self._channel_tile(span, lanes, vectors)
+        return self._register_tile(spec.out_width, span, lanes, registers)
+
+    def _register_tile(self, out_width: int, span: int, lanes: int, registers: int) -> tuple[int, tuple[int, int]]:
+        """The tile that fits the registers (accumulators, a weight vector per channel vector and one
+        broadcast input) and keeps the FMA units busiest per output lane: each step of the reduction
+        loads pixels + vectors registers and issues pixels x vectors FMAs, on 2 FMA and 2 load ports,
+        and an accumulator takes an FMA every 4 cycles (its latency). Ties go to more pixels. On this
+        AVX2 machine (two in-process A/B runs, µs): 4 px x 3 vectors for 144->24 at 56x56 317 vs 447,
+        4 x 2 for 16->96 at 112x112 699 vs 994 and ShuffleNet v1's grouped 60->240 at 28x28 117 vs
+        211, 2 x 4 for 384->64 at 14x14 161 vs 195, 7 x 1 (which grouped layers spilled at 7 x 2) for
+        ResNeXt's g32 512x14 672 vs 924 and 1024x7 572 vs 816, the 3->32 stem 341 vs 442."""
+        best: tuple | None = None
+        for pixels in (p for p in range(1, self.pixels + 1) if out_width % p == 0):
+            for width in range(1, min(span, lanes) + 1):
+                for count in range(1, registers):
+                    vectors = count * bin(width).count("1")   # a register per power of two in the width
+                    if span % (count * width) or pixels * vectors + vectors + 1 > registers:
+                        continue
+                    cycles = max(pixels * vectors / 2, (pixels + vectors) / 2, 4)
+                    key = (cycles / (pixels * count * width), -pixels, vectors)
+                    if best is None or key < best[0]:
+                        best = (key, pixels, (count, width))
+        assert best is not None   # one pixel x one lane always fits
+        return best[1], best[2]
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
@@ -527,16 +628,12 @@ class ChannelVectorNHWC(ScheduleRule):
         span = self._pad_channels(sch, spec, lanes)
         n, h, w, o, *red = sch.get_loops(conv)
         window = spec.op_class in ("depthwise", "pool")
-        wi = divisor_at_most(spec.out_width, self.pixels)
         if window:   # one vector loop, which LLVM splits into registers (unrolled halves lost 30% at 7x7)
+            wi = divisor_at_most(spec.out_width, self.pixels)
             oo, *oi = split(sch, o, self._window_vector(span, lanes), tunable, max_inner=4 * lanes)
         else:
-            # Tiles are made for 32 registers. On AVX2's 16, dense convs take half the channel vectors
-            # (7 pixels x 1 vector: 16->96 at 112x112 654 vs 1379 µs, 384->64 at 14x14 154 vs 235,
-            # 960->320 at 7x7 468 vs 828); grouped ones keep theirs, whose inputs are predicated loads
-            # that a second vector shares (ResNeXt's g32 512x14 843 vs 964).
-            vectors = self.vectors if spec.groups > 1 else for_registers(self.vectors, target)
-            oo, *oi = split(sch, o, self._channel_tile(span, lanes, vectors), tunable, max_inner=lanes)
+            wi, channels = self._tile(spec, target, span, lanes)
+            oo, *oi = split(sch, o, channels, tunable, max_inner=lanes)
         wo, wi_ = split(sch, w, wi, tunable, max_inner=8)
         sch.reorder(n, h, wo, oo, *red, wi_, *oi)
         sch.parallel(sch.fuse(n, h))
@@ -563,6 +660,10 @@ class ChannelVectorNHWC(ScheduleRule):
             pad = sch.get_sblock("pad")
             sch.compute_at(pad, oo, preserve_unit_loops=True)
             sch.vectorize(sch.get_loops(pad)[-1])
+        elif has_block(sch, "pad") and spec.op_class == "dense" and spec.kernel[0] * spec.kernel[1] > 9:
+            # a 7x7 stem's 49 taps a pixel pay more for the predicates than for a padded copy (3->64 at
+            # 224x224: 3.4 vs 6.2 ms; the 3x3 3->32 stem keeps its predicated loads, 505 vs 579 µs)
+            _parallel_vectorize(sch, sch.get_sblock("pad"))
         elif has_block(sch, "pad"):
             # zero (or -inf) taps as predicated loads: a padded copy of the whole input, made first in
             # a parallel pass of its own, cost more than the conv (960 channels at 7x7: 75 vs 11 µs)
@@ -578,13 +679,8 @@ class ChannelVectorNHWC(ScheduleRule):
         channels ran in 2-lane vectors (234 -> 35 µs at 28x28), MobileNetV2's 24 in 8-lane ones
         (311 -> 193 µs for 144->24 at 56x56). Other convs are no einsum to pad (their taps shift the
         input), grouped ones would pad each group: they keep their own channel count."""
-        einsum = spec.op == "conv2d" and spec.stride == (1, 1) and not any(spec.padding)
-        # (a fused shuffle is left alone: the epilogue's region inferred against the padded accumulator
-        # came out short, 17 of 24 channels, leaving the rest unwritten)
-        if (spec.op_class != "pointwise" or spec.groups != 1 or spec.out_channels % lanes == 0 or not einsum
-                or spec.shuffle_groups > 1):
-            cog = spec.out_channels // spec.groups
-            return spec.out_channels if spec.groups == 1 or spec.op_class in ("depthwise", "pool") else cog
+        if not ChannelVectorNHWC._pads_channels(spec, lanes):
+            return ChannelVectorNHWC._span(spec)
         conv = sch.get_sblock("conv")
         sch.pad_einsum(conv, [1, 1, 1, lanes, 1])
         sch.compute_inline(sch.get_sblock("conv_pad"))   # the epilogue reads the padded accumulator
@@ -592,6 +688,21 @@ class ChannelVectorNHWC(ScheduleRule):
         # conv (58->58 at 28x28: 153 vs 35 µs)
         sch.vectorize(sch.get_loops(sch.get_sblock("weight_pad"))[-1])
         return -(-spec.out_channels // lanes) * lanes
+
+    @staticmethod
+    def _pads_channels(spec, lanes: int) -> bool:
+        einsum = spec.op == "conv2d" and spec.stride == (1, 1) and not any(spec.padding)
+        # (a fused shuffle is left alone: the epilogue's region inferred against the padded accumulator
+        # came out short, 17 of 24 channels, leaving the rest unwritten)
+        return (spec.op_class == "pointwise" and spec.groups == 1 and spec.out_channels % lanes != 0 and einsum
+                and spec.shuffle_groups == 1)
+
+    @staticmethod
+    def _span(spec) -> int:
+        """The output channels a tile's channel loop runs over: a group's, or all of them."""
+        if spec.groups == 1 or spec.op_class in ("depthwise", "pool"):
+            return spec.out_channels
+        return spec.out_channels // spec.groups
 
     @staticmethod
     def _channel_tile(span: int, lanes: int, vectors: int) -> tuple[int, int]:
@@ -821,5 +932,5 @@ def _parallel_vectorize(sch: s_tir.Schedule, block, flatten_inner: bool = False)
 
 
 RULES: list[ScheduleRule] = [DepthwiseNCHW(), PointwiseWideTileNCHW(), PointwiseNCHW(), PointwisePackedNCHW(), MatVecNCHW(), GroupConvPackedNCHW(),
-                             GroupConvNCHW(), ChannelVectorNHWC(), ChannelShuffle(),
+                             GroupConvNCHW(), PointwisePackedNHWC(), ChannelVectorNHWC(), ChannelShuffle(),
                              WeightGradNCHW(), InputGradNCHW()]

@@ -232,3 +232,33 @@ def test_grouped_nhwc_group_window_matches_torch(spec, host):
     scheduled = rule_schedule(spec, host)
     assert scheduled.source == "x86.ChannelVectorNHWC" and 'T.sblock("pad")' in scheduled.func.script()
     assert relative_error(spec, host) < (2e-3 if spec.dtype == "float16" else 1e-4)
+
+
+# NHWC convs as the torch ops call them on x86: the weight blocked by the tile's output channels
+# (HWIO<t>); a dense 3x3 at stride 2, a grouped 3x3 with a group window, a grouped 1x1 with a fused
+# shuffle, a 7x7 stem (its padded input copied first), float16; then 1x1 convs with weights of 1 MiB
+# (PointwisePackedNHWC's channel-tile GEMM), odd planes and batch 2 included.
+BLOCKED_NHWC = [KernelSpec.from_json({"batch": n, "in_channels": i, "out_channels": o, "height": 9, "width": 11,
+                                      "kernel": k, "stride": s, "padding": k // 2, "groups": g, "epilogue": e,
+                                      "layout": "NHWC", "dtype": d})
+                for n, i, o, k, s, g, e, d in ((2, 16, 48, 3, 2, 1, ["bias", "relu"], "float32"),
+                                               (1, 512, 512, 3, 1, 32, ["bias", "residual", "relu"], "float32"),
+                                               (1, 240, 60, 1, 1, 3, ["bias", "relu", "shuffle:3"], "float32"),
+                                               (1, 3, 64, 7, 2, 1, ["bias", "relu"], "float32"),
+                                               (2, 64, 128, 3, 1, 1, ["bias"], "float16"))]
+PACKED_NHWC = [KernelSpec.from_json({"batch": n, "in_channels": i, "out_channels": o, "height": h, "width": w,
+                                     "epilogue": e, "layout": "NHWC", "dtype": d})
+               for n, i, o, h, w, e, d in ((2, 512, 512, 5, 3, ["bias", "residual", "relu"], "float32"),
+                                           (1, 1024, 512, 7, 7, ["bias"], "float16"),
+                                           (1, 256, 1024, 14, 14, ["bias", "relu6"], "float32"))]
+
+
+@pytest.mark.parametrize("natural", BLOCKED_NHWC + PACKED_NHWC, ids=lambda s: s.key)
+def test_blocked_weight_nhwc_matches_torch(natural, host):
+    from gconvgen.schedule import rule_schedule
+    from schedules import preferred_spec
+    spec = preferred_spec(natural, host.family, host.tvm_target())
+    assert spec.weight_block and spec.weight_layout == f"HWIO{spec.weight_block}"
+    rule = "x86.PointwisePackedNHWC" if natural in PACKED_NHWC else "x86.ChannelVectorNHWC"
+    assert rule_schedule(spec, host).source == rule
+    assert relative_error(spec, host) < (2e-3 if spec.dtype == "float16" else 1e-4)

@@ -142,10 +142,12 @@ def test_weight_layout_variant():
     blocked = KernelSpec.from_json({**row, "weight_layout": "HWIO8"})   # output channels in blocks of 8
     assert blocked.key == natural.key + "_wHWIO8" and blocked.weight_block == 8 and packed.weight_block == 0
     assert blocked.shape("weight") == (29, 1, 1, 232, 8) and KernelSpec.from_json(blocked.to_json()) == blocked
+    nhwc = KernelSpec.from_json({**row, "layout": "NHWC", "weight_layout": "HWIO8"})   # x86's NHWC tiles
+    assert nhwc.key == natural.with_layout("NHWC").key + "_wHWIO8" and nhwc.shape("weight") == (29, 1, 1, 232, 8)
     for bad in ({**row, "weight_layout": "OHWI"}, {**row, "layout": "NHWC", "weight_layout": "OIHW"},
                 {"op": "conv2d_wgrad", **row, "epilogue": [], "weight_layout": "HWIO"},
                 {**row, "weight_layout": "HWIO16"}, {**row, "weight_layout": "HWIO0"},   # 16 does not divide 232
-                {**row, "layout": "NHWC", "weight_layout": "HWIO8"}):
+                {**row, "layout": "NHWC", "weight_layout": "HWIO16"}):
         with pytest.raises(ValueError, match="weight_layout"):
             KernelSpec.from_json(bad)
 

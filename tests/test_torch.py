@@ -414,8 +414,12 @@ def test_pointwise_on_small_planes_takes_the_packed_weight_kernel():
             torch.testing.assert_close(conv(x), F.relu(F.conv2d(x, conv.weight, conv.bias)), rtol=1e-4, atol=1e-5)
 
 
-def test_grouped_conv_on_small_planes_takes_the_packed_weight_kernel():
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_grouped_conv_on_small_planes_takes_the_packed_weight_kernel(channels_last):
+    # NCHW: GroupConvPackedNCHW's HWIO<t>; channels_last: the NHWC tile's, blocked by its channels
     x, w, b = torch.randn(1, 64, 7, 7), torch.randn(64, 16, 3, 3) / 8, torch.randn(64)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
     call = lambda: torch.ops.gconvgen.conv2d(x, w, b, [1, 1], [1, 1], [1, 1], 4, "none", 0)  # noqa: E731
     torch.testing.assert_close(call(), F.conv2d(x, w, b, 1, 1, 1, 4), rtol=1e-4, atol=1e-5)
     spec, kernel = gconvgen.torch_ops.last_call()

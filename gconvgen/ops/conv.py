@@ -60,12 +60,12 @@ def group_conv2d(spec: KernelSpec) -> list[te.Tensor]:
     rwv = rw if rw is not None else zero
     rcv = rc if rc is not None else zero
 
-    if spec.layout == "NCHW":
-        def weight(o):
-            if spec.weight_block:
-                return Wt[o // spec.weight_block, rhv, rwv, rcv, o % spec.weight_block]
-            return Wt[o, rcv, rhv, rwv] if spec.weight_layout == "OIHW" else Wt[rhv, rwv, rcv, o]
+    def weight(o):
+        if spec.weight_block:
+            return Wt[o // spec.weight_block, rhv, rwv, rcv, o % spec.weight_block]
+        return Wt[o, rcv, rhv, rwv] if spec.weight_layout == "OIHW" else Wt[rhv, rwv, rcv, o]
 
+    if spec.layout == "NCHW":
         def term(n, o, h, w):
             return Xp[n, ic(o), ih(h), iw(w)].astype(acc) * weight(o).astype(acc)
         conv_shape = (spec.batch, spec.out_channels, spec.out_height, spec.out_width)
@@ -73,7 +73,7 @@ def group_conv2d(spec: KernelSpec) -> list[te.Tensor]:
                           else term(n, o, h, w), name="conv")
     else:
         def term(n, h, w, o):
-            return Xp[n, ih(h), iw(w), ic(o)].astype(acc) * Wt[rhv, rwv, rcv, o].astype(acc)
+            return Xp[n, ih(h), iw(w), ic(o)].astype(acc) * weight(o).astype(acc)
         conv_shape = (spec.batch, spec.out_height, spec.out_width, spec.out_channels)
         conv = te.compute(conv_shape, lambda n, h, w, o: te.sum(term(n, h, w, o), axis=axes) if axes
                           else term(n, h, w, o), name="conv")
