@@ -49,7 +49,8 @@ def _draw(spec: KernelSpec, profile: TargetProfile, count: int, seed: int) -> tu
 
     drawn = [entry(rule.apply(mod["main"], target, tunable=True), rule.name)]
     if count > 1:
-        ctx = _context(Task(spec, 1, mod, workload_of(mod)), target, rule, seed)
+        # a population of a few times the draws: 64 for 5 draws spent 7 s a kernel evolving them
+        ctx = _context(Task(spec, 1, mod, workload_of(mod)), target, rule, seed, population=min(64, 4 * count))
         ctx.pre_tuning(max_trials=count - 1, num_trials_per_iter=count - 1,
                        design_spaces=ctx.generate_design_space(), database=ms.database.MemoryDatabase(),
                        cost_model=ms.cost_model.RandomModel())

@@ -99,7 +99,7 @@ class Task:
     history: list[float] = field(default_factory=list)   # per measured trial, in order
 
 
-def _context(task: Task, target, rule, seed: int) -> ms.TuneContext:
+def _context(task: Task, target, rule, seed: int, population: int = 64) -> ms.TuneContext:
     tensor_intrin.load()   # TuneContext imports it, slowly on its own
 
     def space(sch):
@@ -114,7 +114,7 @@ def _context(task: Task, target, rule, seed: int) -> ms.TuneContext:
         mutator_probs={ms.mutator.MutateTileSize(): 1.0})
     # Our spaces hold a few tile decisions, not MetaSchedule's thousands: a small population
     # keeps each search round to seconds instead of a minute on a 2-core box.
-    strategy = ms.search_strategy.EvolutionarySearch(population_size=64, init_min_unmeasured=16,
+    strategy = ms.search_strategy.EvolutionarySearch(population_size=population, init_min_unmeasured=min(16, population),
                                                      genetic_num_iters=3, max_fail_count=3)
     return ms.TuneContext(task.mod, target=target, space_generator=generator, search_strategy=strategy,
                           task_name=task.spec.func_name, rand_state=seed,

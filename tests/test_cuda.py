@@ -212,7 +212,7 @@ def test_cuda_rules_are_tuning_spaces(tmp_path):
     nhwc_dw = dataclasses.replace(SPECS[5], batch=8, dtype="float16")
     specs.append(nhwc_dw)
     tensor_cores = SPECS[-2]   # DLight's fixed schedule: one candidate, its trace replayed
-    out = offline.export(specs + [tensor_cores], targets.load("cuda-sm90"), tmp_path / "cands", trials=6)
+    out = offline.export(specs + [tensor_cores], targets.load("cuda-sm90"), tmp_path / "cands", trials=4)
     data = json.loads((out / "candidates.json").read_text())
     for spec in specs + [tensor_cores]:
         records = [json.dumps(c["record"]) for c in data["candidates"] if c["key"] == spec.key]
