@@ -630,7 +630,7 @@ class ChannelVectorNHWC(ScheduleRule):
         window = spec.op_class in ("depthwise", "pool")
         if window:   # one vector loop, which LLVM splits into registers (unrolled halves lost 30% at 7x7)
             wi = divisor_at_most(spec.out_width, self.pixels)
-            oo, *oi = split(sch, o, self._window_vector(span, lanes), tunable, max_inner=4 * lanes)
+            oo, *oi = split(sch, o, self._window_vector(span, lanes, target), tunable, max_inner=4 * lanes)
         else:
             wi, channels = self._tile(spec, target, span, lanes)
             oo, *oi = split(sch, o, channels, tunable, max_inner=lanes)
@@ -718,11 +718,14 @@ class ChannelVectorNHWC(ScheduleRule):
                  if span % (count * width) == 0]
         return min(tiles, key=cost)
 
-    def _window_vector(self, span: int, lanes: int) -> int:
+    def _window_vector(self, span: int, lanes: int, target: Target) -> int:
         """A depthwise or pooling tile's channels: whole registers where the channels allow (odd
         widths such as 24 or 10 lanes make LLVM split badly here: 60 channels in 10-lane vectors
-        took twice as long as in 4-lane ones)."""
-        for width in (lanes * self.vectors, lanes, lanes // 2, lanes // 4):
+        took twice as long as in 4-lane ones). `vectors` registers with 32 of them, one on AVX2's
+        16, where 7 pixels x 2 spilled (in-process A/B there, µs: MobileNetV2's 144x56 265 vs 467,
+        32x112 184 vs 373, stride-2 96x112 279 vs 430; ConvNeXt's 7x7 at 56x56 714 vs 1074, at
+        14x14 197 vs 264)."""
+        for width in (lanes * for_registers(self.vectors, target), lanes, lanes // 2, lanes // 4):
             if span % width == 0:
                 return width
         return divisor_at_most(span, lanes)
