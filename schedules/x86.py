@@ -166,7 +166,7 @@ class PointwiseNCHW(ScheduleRule):
         self.block = block
 
     def applies(self, spec, target: Target) -> bool:
-        return (_plain_pointwise_nchw(spec) and spec.op_class != "depthwise"
+        return (_plain_pointwise(spec, "NCHW") and spec.op_class != "depthwise"
                 and (spec.height * spec.width) % vector_lanes(target) == 0)
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
@@ -219,7 +219,7 @@ class PointwiseWideTileNCHW(ScheduleRule):
     def applies(self, spec, target: Target) -> bool:
         lanes = vector_lanes(target)
         pixels = spec.height * spec.width
-        if not (_plain_pointwise_nchw(spec) and spec.groups == 1 and spec.weight_layout == "OIHW"
+        if not (_plain_pointwise(spec, "NCHW") and spec.groups == 1 and spec.weight_layout == "OIHW"
                 and pixels % lanes == 0 and spec.out_channels % self.channel_tile == 0
                 and spec.in_channels * spec.out_channels >= self.min_work):
             return False
@@ -305,7 +305,7 @@ class PointwisePackedNCHW(_PackedWeightRule):
     def _fits(self, spec, target: Target) -> bool:
         lanes = vector_lanes(target)
         pixels = spec.height * spec.width
-        return (_plain_pointwise_nchw(spec) and spec.groups == 1 and spec.out_channels % max(1, lanes // 2) == 0
+        return (_plain_pointwise(spec, "NCHW") and spec.groups == 1 and spec.out_channels % max(1, lanes // 2) == 0
                 and pixels % lanes != 0 and not (pixels == 1 and spec.in_channels % lanes == 0))   # MatVecNCHW's
 
     @staticmethod
@@ -381,9 +381,8 @@ class PointwisePackedNHWC(PointwisePackedNCHW):
 
     def _fits(self, spec, target: Target) -> bool:
         weight_bytes = spec.in_channels * spec.out_channels * dtype_bits(spec.dtype) // 8
-        return (spec.op == "conv2d" and spec.layout == "NHWC" and spec.kernel == (1, 1) and spec.stride == (1, 1)
-                and spec.padding == (0, 0, 0, 0) and spec.groups == 1 and spec.shuffle_groups == 1
-                and spec.out_channels % vector_lanes(target) == 0 and 1 < spec.height * spec.width <= self.max_pixels
+        return (_plain_pointwise(spec, "NHWC") and spec.groups == 1 and spec.out_channels % vector_lanes(target) == 0
+                and 1 < spec.height * spec.width <= self.max_pixels
                 and weight_bytes >= self.min_weight_bytes)
 
     @staticmethod
@@ -411,7 +410,7 @@ class MatVecNCHW(ScheduleRule):
         self.rows = rows
 
     def applies(self, spec, target: Target) -> bool:
-        return (_plain_pointwise_nchw(spec) and spec.height * spec.width == 1 and spec.groups == 1
+        return (_plain_pointwise(spec, "NCHW") and spec.height * spec.width == 1 and spec.groups == 1
                 and spec.weight_layout == "OIHW" and spec.in_channels % vector_lanes(target) == 0)
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
@@ -893,9 +892,9 @@ def interleave_groups(sch: s_tir.Schedule, channels, groups: int) -> None:
     sch.unroll(g)
 
 
-def _plain_pointwise_nchw(spec) -> bool:
-    """A 1x1, stride-1, unpadded NCHW conv without an output shuffle: a GEMM over flattened pixels."""
-    return (spec.op == "conv2d" and spec.layout == "NCHW" and spec.kernel == (1, 1) and spec.stride == (1, 1)
+def _plain_pointwise(spec, layout: str) -> bool:
+    """A 1x1, stride-1, unpadded conv in `layout` without an output shuffle: a GEMM over flattened pixels."""
+    return (spec.op == "conv2d" and spec.layout == layout and spec.kernel == (1, 1) and spec.stride == (1, 1)
             and spec.padding == (0, 0, 0, 0) and spec.shuffle_groups == 1)
 
 
