@@ -14,8 +14,10 @@ if TYPE_CHECKING:
 
 
 def _threads(n: int | None) -> int:
-    """Use n threads in both TVM's pool and torch's (set before either starts its pool)."""
-    n = n or os.cpu_count() or 1
+    """Use n threads (default: the physical cores) in both TVM's pool and torch's (set before either
+    starts its pool)."""
+    from .loader.gconvgen_loader import physical_cores
+    n = n or physical_cores()
     os.environ["TVM_NUM_THREADS"] = str(n)
     import torch
     torch.set_num_threads(n)
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("bench", help="time our kernels against PyTorch (eager, both layouts; torch.compile)")
     p.add_argument("--suite", default="public", help="suite file or built-in name (default: public)")
     p.add_argument("--target", default="host", help="target profile (default: host)")
-    p.add_argument("--threads", type=int, default=None, help="threads for TVM and torch (default: all cores)")
+    p.add_argument("--threads", type=int, default=None, help="threads for TVM and torch (default: the physical cores)")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default=None, help="override every row's layout")
     p.add_argument("--compile", action="store_true", help="also time torch.compile")
     p.add_argument("--json", default=None, help="write the rows as JSON here")

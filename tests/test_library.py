@@ -1,5 +1,6 @@
 """Build, manifest, runtime loading, target checks and the build cache."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -118,6 +119,28 @@ def test_runtime_loads_without_the_compiler(library):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert float(result.stdout.strip()) < 1e-4
+
+
+@pytest.mark.parametrize("env, expected", [({}, "cores"), ({"TVM_NUM_THREADS": "1"}, "1"),
+                                           ({"OMP_NUM_THREADS": "1"}, "1")])
+def test_runtime_thread_pool_takes_the_physical_cores(library, env, expected):
+    """TVM alone sizes its pool to half the logical CPUs on x86 (one thread on a 2-core VM); loading
+    a library sizes it to the physical cores, unless the user set TVM_NUM_THREADS or OMP_NUM_THREADS."""
+    code = (
+        "import tvm_ffi\n"
+        "from gconvgen import runtime\n"
+        "from gconvgen.loader.gconvgen_loader import physical_cores\n"
+        "cores = physical_cores()   # (a pool of one thread pins this thread to one core)\n"
+        f"runtime.load({str(library)!r})\n"
+        "print(tvm_ffi.get_global_func('runtime.NumThreads')(), cores)\n")
+    clean = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**clean, **env})
+    assert result.returncode == 0, result.stderr
+    threads, cores = result.stdout.split()
+    assert threads == (cores if expected == "cores" else expected)
+    assert int(cores) == len({open(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list").read()
+                              for c in os.sched_getaffinity(0)})
 
 
 def test_runtime_kernel_refuses_a_misaligned_tensor(library):
