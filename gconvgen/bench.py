@@ -30,11 +30,12 @@ class Row:
 
 
 def _time_rounds(fns: dict[str, Callable[[], object]], rounds: int = 11, min_seconds: float = 0.01,
-                 settle: bool = False) -> dict[str, float]:
+                 settle: float = 0.0) -> dict[str, float]:
     """Median µs per call of each function. The functions take turns round by round, so a noisy
-    neighbour hurts them alike. settle: one untimed call opens each turn, so that a function is not
-    timed while the previous one's thread pool still spins (torch's OpenMP workers spin for
-    milliseconds after an op: whole models would be timed against each other's leftovers)."""
+    neighbour hurts them alike. settle: untimed calls open each turn for at least that many seconds
+    (and one call), so that a function is not timed while the previous one's thread pool still spins:
+    torch's OpenMP workers spin for 10-30 ms after an op here, and a 0.4 ms kernel timed in that
+    window ran 1.3-1.5x slower (whole models would be timed against each other's leftovers)."""
     loops = {}
     for name, fn in fns.items():
         for _ in range(3):
@@ -53,7 +54,10 @@ def _time_rounds(fns: dict[str, Callable[[], object]], rounds: int = 11, min_sec
     for _ in range(rounds):
         for name, fn in fns.items():
             if settle:
+                until = time.perf_counter() + settle
                 fn()
+                while time.perf_counter() < until:
+                    fn()
             start = time.perf_counter()
             for _ in range(loops[name]):
                 fn()
@@ -94,7 +98,7 @@ def run_row(workload: Workload, library_folder, compile_torch: bool, seed: int =
         # settle: torch's OpenMP workers spin for a while after its turn and TVM's pool after ours;
         # unsettled, each turn's first calls ran beside the other's spinning threads (ResNeXt's
         # 512-channel 14x14 grouped layer: 221 us unsettled, 160 settled; torch's 241 and 231)
-        t = _time_rounds(fns, settle=True)
+        t = _time_rounds(fns, min_seconds=0.02, settle=0.03)
     torch_us = t["torch_cl"] if spec.layout == "NHWC" else t["torch_nchw"]
     return Row(workload.name, spec.op_class, spec.layout, t["ours"], torch_us, min(t["torch_nchw"], t["torch_cl"]),
                t.get("torch_compile"), err, kernel.schedule, t.get("rule"))
@@ -220,7 +224,7 @@ def run_model(name: str, compile_torch: bool, size: int = 224) -> ModelRow:
             compiled = torch.compile(model)
             compiled(x)
             fns["compile"] = lambda: compiled(x)
-        t = _time_rounds(fns, rounds=15, min_seconds=0.05, settle=True)   # the VM here has slow phases of seconds
+        t = _time_rounds(fns, rounds=15, min_seconds=0.05, settle=0.03)   # the VM here has slow phases of seconds
     return ModelRow(name, t["ours"] / 1e3, t["eager"] / 1e3, min(t["eager"], t["eager_cl"]) / 1e3,
                     t["compile"] / 1e3 if "compile" in t else None, err)
 

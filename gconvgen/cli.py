@@ -121,6 +121,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     threads = _threads(args.threads)
+    # TVM's idle workers yield-spin for ~250 ms after a kernel here, torch's OpenMP workers ~10 ms;
+    # 30000 spins (~10 ms) leave torch's turn, which opens after ours, as quiet as ours after torch's
+    os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "30000")
     from . import bench, build, targets
     profile = targets.load(args.target)
     if args.overhead:
