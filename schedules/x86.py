@@ -542,7 +542,8 @@ class GroupConvPackedNCHW(_PackedWeightRule):
 class ChannelVectorNHWC(ScheduleRule):
     """Any conv in NHWC (depthwise, grouped, pointwise, dense): vectors run along the output
     channels, which are contiguous in input, HWIO weight and output; a few output pixels of a
-    row share each weight vector in registers; rows are parallel. The epilogue (and the output
+    row share each weight vector in registers; rows are parallel, or tiles where rows are fewer than
+    `few_rows`. The epilogue (and the output
     shuffle's remap) runs on the tile while it is hot. With 32 registers a tile takes up to 7 pixels
     x 2 channel vectors: on AVX-512, with 4 pixels each weight vector served too few (960->320 at
     7x7 595 -> 337 µs, ShuffleNet v1's grouped 480->120 at 14x14 239 -> 126, ResNeXt's 32-group 3x3
@@ -555,12 +556,13 @@ class ChannelVectorNHWC(ScheduleRule):
     name = "x86.ChannelVectorNHWC"
 
     def __init__(self, pixels: int = 7, vectors: int = 2, unroll_taps: bool = True, group_input: bool = True,
-                 blocked_weight: bool = True) -> None:
+                 blocked_weight: bool = True, few_rows: int = 8) -> None:
         self.pixels = pixels
         self.vectors = vectors
         self.unroll_taps = unroll_taps
         self.group_input = group_input
         self.blocked_weight = blocked_weight
+        self.few_rows = few_rows
 
     def applies(self, spec, target: Target) -> bool:
         return (spec.op == "conv2d" or spec.op_class == "pool") and spec.layout == "NHWC"
@@ -635,7 +637,17 @@ class ChannelVectorNHWC(ScheduleRule):
             oo, *oi = split(sch, o, channels, tunable, max_inner=lanes)
         wo, wi_ = split(sch, w, wi, tunable, max_inner=8)
         sch.reorder(n, h, wo, oo, *red, wi_, *oi)
-        sch.parallel(sch.fuse(n, h))
+        rows = spec.batch * spec.out_height
+        if spec.shuffle_groups == 1 and rows < self.few_rows and (rows == 1 or not window):
+            # Few rows: a task per tile, not per row, so that the cores share the work. One row ran on
+            # one core (in-process A/B, 2 threads: a global pool of 2048 channels at 7x7 23 vs 41 µs,
+            # a 2048->1000 classifier's 1x1 plane 129 vs 263-270); with 7 rows one of 2 cores idled a
+            # seventh of the time (MobileNetV2's 960->160 at 7x7 177-203 vs 189-218 µs, ResNeXt's g32
+            # 1024x7 295-307 vs 309-321). Depthwise tiles on 7 rows lost (960x7 12-17 vs 11-16 µs).
+            oo = sch.fuse(n, h, wo, oo)
+            sch.parallel(oo)
+        else:
+            sch.parallel(sch.fuse(n, h))
         if window and self.unroll_taps and len(red) == 2:
             sch.unroll(red[-1])   # a row's taps unrolled: LLVM loads each input vector once for all pixels
         for loop in (wi_, *oi[:-1]):

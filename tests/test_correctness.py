@@ -1,6 +1,7 @@
 """Every public-suite layer, both layouts, against torch.nn.functional.conv2d (+ epilogue):
 once as served (the shipped tuning log where it has the layer) and once from the rules alone."""
 import dataclasses
+import re
 
 import pytest
 
@@ -251,6 +252,31 @@ PACKED_NHWC = [KernelSpec.from_json({"batch": n, "in_channels": i, "out_channels
                for n, i, o, h, w, e, d in ((2, 512, 512, 5, 3, ["bias", "residual", "relu"], "float32"),
                                            (1, 1024, 512, 7, 7, ["bias"], "float16"),
                                            (1, 256, 1024, 14, 14, ["bias", "relu6"], "float32"))]
+
+
+FEW_ROWS_NHWC = [KernelSpec.from_json({"op": op, "batch": n, "in_channels": i, "out_channels": o, "height": h,
+                                       "width": h, "kernel": k, "stride": s, "padding": p, "groups": g,
+                                       "epilogue": e, "layout": "NHWC"})
+                 for op, n, i, o, h, k, s, p, g, e in (
+                     ("conv2d", 1, 512, 512, 7, 3, 1, 1, 32, ["bias", "relu"]),     # group_input copy per tile
+                     ("conv2d", 2, 96, 40, 3, 1, 1, 0, 1, ["bias", "residual"]),   # 6 rows over 2 images
+                     ("conv2d", 1, 256, 100, 1, 1, 1, 0, 1, ["bias"]),             # a classifier's 1x1 plane
+                     ("avg_pool2d", 1, 200, 200, 7, 7, 7, 0, 200, []),             # a global pool's one row
+                 )]
+
+
+@pytest.mark.parametrize("natural", FEW_ROWS_NHWC, ids=lambda s: s.key)
+def test_few_rows_nhwc_run_a_task_per_tile(natural, host):
+    """ChannelVectorNHWC makes each tile a task where an output has fewer than 8 rows (a single row
+    on one core ran the global pool at half speed): the parallel loop covers more than the rows."""
+    from gconvgen.schedule import rule_schedule
+    from schedules import preferred_spec
+    spec = preferred_spec(natural, host.family, host.tvm_target())
+    scheduled = rule_schedule(spec, host)
+    assert scheduled.source == "x86.ChannelVectorNHWC"
+    tasks = re.search(r"T\.parallel\((\d+)\)", scheduled.func.script())
+    assert tasks and int(tasks.group(1)) > spec.batch * spec.out_height
+    assert relative_error(spec, host) < 1e-4
 
 
 @pytest.mark.parametrize("natural", BLOCKED_NHWC + PACKED_NHWC, ids=lambda s: s.key)
