@@ -1,5 +1,5 @@
 # The two commands of the README: `make bench` (the main job) and `make test`.
-THREADS ?= 2
+THREADS ?=
 TRIALS ?= 0
 VENV := .venv/bin
 
@@ -9,8 +9,8 @@ setup:
 
 bench: setup
 	@if [ "$(TRIALS)" != "0" ]; then $(VENV)/gconvgen tune --suite public --target host --trials $(TRIALS); fi
-	$(VENV)/gconvgen bench --suite public --target host --threads $(THREADS) --compile --json bench.json --plot bench.png
-	$(VENV)/gconvgen bench --model mobilenet_v2,shufflenet_v1,shufflenet_v2 --threads $(THREADS) --compile
+	$(VENV)/gconvgen bench --suite public --target host $(if $(THREADS),--threads $(THREADS)) --compile --json bench.json --plot bench.png
+	$(VENV)/gconvgen bench --model mobilenet_v2,shufflenet_v1,shufflenet_v2 $(if $(THREADS),--threads $(THREADS)) --compile
 
 test: setup
 	$(VENV)/python -m pytest -q tests
