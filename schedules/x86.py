@@ -150,7 +150,8 @@ class PointwiseNCHW(ScheduleRule):
     of an even number of vectors, take a larger tile (6 channels x 4 vectors) and run the reduction in blocks of `block` input channels
     over all channel tiles of a pixel tile, so the input block stays in L1 (MobileNetV2's 144->24 at
     56x56 123 vs 167-172 us, 96->24 69-79 vs 100-104, ResNeXt's 256->256 at 56x56 2.3-2.4 vs 2.9-3.0
-    ms); expanding layers stay faster with the small tile (24->144 at 56x56 127-131 vs 161-168 us).
+    ms); expanding layers stay faster with the small tile (24->144 at 56x56 127-131 vs 161-168 us),
+    but for those that add a residual from `block` input channels on (`blocked_residual`).
     The larger tile's vectors scale with the register file: 24 accumulators fit AVX-512's 32
     registers, on AVX2's 16 they spilled (6 x 2 vectors there: 144->24 at 56x56 280-340 vs 870 us).
     Does not apply when the pixel count is no multiple of the vector, nor with an output shuffle."""
@@ -158,12 +159,13 @@ class PointwiseNCHW(ScheduleRule):
     name = "x86.PointwiseNCHW"
 
     def __init__(self, channel_tile: int = 4, vectors: int = 2, reduce_tile: int = 6, reduce_vectors: int = 4,
-                 block: int = 64) -> None:
+                 block: int = 64, blocked_residual: bool = True) -> None:
         self.channel_tile = channel_tile
         self.vectors = vectors
         self.reduce_tile = reduce_tile
         self.reduce_vectors = reduce_vectors
         self.block = block
+        self.blocked_residual = blocked_residual
 
     def applies(self, spec, target: Target) -> bool:
         return (_plain_pointwise(spec, "NCHW") and spec.op_class != "depthwise"
@@ -177,7 +179,14 @@ class PointwiseNCHW(ScheduleRule):
         pixel_vectors = spec.height * spec.width // lanes
         # (28x28 planes are 49 vectors: a one-vector tile, which loses blocked: 192->64 168 vs 152 us)
         reduce_vectors = for_registers(self.reduce_vectors, target)
-        reducing = cig >= cog and divisor_at_most(pixel_vectors, reduce_vectors) > 1
+        # Expanding layers that add a residual run blocked too once the input channels fill a block:
+        # the small tile's tasks, one channel tile each, ran ResNeXt's 128->256 at 56x56 (+residual)
+        # in 2.9-3.2 ms, 0.94-0.96x torch, blocked 2.1-2.4; 64->256 1.5 vs 1.1 ms, 256->512 at 28x28
+        # 1.9-2.1 vs 1.7-2.0 (in-process A/B, AVX2, 2 threads, two runs); without the residual the
+        # small tile stays ahead (64->256 0.76-0.80 vs 0.87 ms), and so it does with few input
+        # channels (MobileNetV2's 24->144 with its residual).
+        expanding_residual = self.blocked_residual and "residual" in spec.epilogue and cig >= self.block
+        reducing = (cig >= cog or expanding_residual) and divisor_at_most(pixel_vectors, reduce_vectors) > 1
         oi = divisor_at_most(cog, self.reduce_tile if reducing else self.channel_tile)
         vectors = divisor_at_most(pixel_vectors, reduce_vectors if reducing else self.vectors)
         # Channels with no divisor near the tile (256, 58) take the whole tile anyway, the last one

@@ -254,6 +254,26 @@ PACKED_NHWC = [KernelSpec.from_json({"batch": n, "in_channels": i, "out_channels
                                            (1, 256, 1024, 14, 14, ["bias", "relu6"], "float32"))]
 
 
+BLOCKED_NCHW = [(KernelSpec.from_json({"batch": n, "in_channels": i, "out_channels": o, "height": h, "width": h,
+                                       "epilogue": e}), partial)
+                for n, i, o, h, e, partial in (
+                    (1, 256, 256, 16, ["bias", "relu"], True),             # 42 tiles of 6 + one of 4
+                    (2, 58, 58, 8, ["bias"], True),                         # 9 of 6 + one of 4
+                    (1, 64, 160, 16, ["bias", "residual", "relu"], False),  # expanding, residual: 5 a tile
+                    (2, 128, 256, 8, ["bias", "residual"], True))]          # both
+
+
+@pytest.mark.parametrize("spec, partial", BLOCKED_NCHW, ids=lambda s: getattr(s, "key", ""))
+def test_blocked_pointwise_nchw_matches_torch(spec, partial, host):
+    """x86.PointwiseNCHW's blocked GEMM where the channels have no divisor near its tile (a partial
+    last tile, peeled off by TVM's LoopPartition pass) and for expanding layers with a residual."""
+    from gconvgen.schedule import rule_schedule
+    scheduled = rule_schedule(spec, host)
+    assert scheduled.source == "x86.PointwiseNCHW"
+    assert ("pragma_loop_partition_hint" in scheduled.func.script()) == partial
+    assert relative_error(spec, host) < 1e-4
+
+
 FEW_ROWS_NHWC = [KernelSpec.from_json({"op": op, "batch": n, "in_channels": i, "out_channels": o, "height": h,
                                        "width": h, "kernel": k, "stride": s, "padding": p, "groups": g,
                                        "epilogue": e, "layout": "NHWC"})
