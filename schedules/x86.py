@@ -186,16 +186,16 @@ class PointwiseNCHW(ScheduleRule):
         # small tile stays ahead (64->256 0.76-0.80 vs 0.87 ms), and so it does with few input
         # channels (MobileNetV2's 24->144 with its residual).
         expanding_residual = self.blocked_residual and "residual" in spec.epilogue and cig >= self.block
-        reducing = (cig >= cog or expanding_residual) and divisor_at_most(pixel_vectors, reduce_vectors) > 1
-        oi = divisor_at_most(cog, self.reduce_tile if reducing else self.channel_tile)
-        vectors = divisor_at_most(pixel_vectors, reduce_vectors if reducing else self.vectors)
+        blocked = (cig >= cog or expanding_residual) and divisor_at_most(pixel_vectors, reduce_vectors) > 1
+        oi = divisor_at_most(cog, self.reduce_tile if blocked else self.channel_tile)
+        vectors = divisor_at_most(pixel_vectors, reduce_vectors if blocked else self.vectors)
         # Channels with no divisor near the tile (256, 58) take the whole tile anyway, the last one
         # partial: split with a predicate that TVM's LoopPartition pass peels off the full tiles, so
         # they run unpredicated (in-process A/B, AVX2, 2 threads: ShuffleNet v2's 58->58 at 28x28
         # 47 vs 69 µs, 2 channels a tile before; ResNeXt's 256->256 at 56x56 4.1-5.8 vs 4.4-6.0 ms,
-        # 256->128 2.0-3.4 vs 2.2-3.6, 512->256 at 28x28 2.0-2.4 vs 2.1-2.6), with blocks of twice the
-        # input channels (half of them lost: 256->128 3.7 vs 3.6 ms).
-        ragged = reducing and cog > self.reduce_tile and oi <= self.reduce_tile - 2
+        # 256->128 2.0-3.4 vs 2.2-3.6, 512->256 at 28x28 2.0-2.4 vs 2.1-2.6), with blocks of 128 input
+        # channels (blocks of 64 lost there: 256->128 3.7 vs 3.6 ms).
+        ragged = blocked and cog > self.reduce_tile and oi <= self.reduce_tile - 2
         if ragged:
             oo, oi_ = sch.split(o, factors=[None, self.reduce_tile])
             sch.annotate(oo, "pragma_loop_partition_hint", 1)
@@ -203,7 +203,7 @@ class PointwiseNCHW(ScheduleRule):
             oo, oi_ = split(sch, o, oi, tunable, max_inner=16)
         pq, pl = sch.split(p, factors=[None, lanes])
         po, pv = split(sch, pq, vectors, tunable, max_inner=8)
-        if reducing:
+        if blocked:
             block = divisor_at_most(cig, self.block * (2 if ragged else 1))
             ro, ri = split(sch, r, block, tunable, max_inner=256)
             sch.reorder(n, po, ro, oo, ri, oi_, pv, pl)
