@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -139,7 +140,7 @@ def test_runtime_thread_pool_takes_the_physical_cores(library, env, expected):
     assert result.returncode == 0, result.stderr
     threads, cores = result.stdout.split()
     assert threads == (cores if expected == "cores" else expected)
-    assert int(cores) == len({open(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list").read()
+    assert int(cores) == len({Path(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list").read_text()
                               for c in os.sched_getaffinity(0)})
 
 

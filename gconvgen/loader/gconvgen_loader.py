@@ -73,7 +73,7 @@ def elf_arch(path: Path) -> str | None:
 def host_features() -> set[str]:
     """The checked ISA features this CPU has (LLVM names), read from /proc/cpuinfo."""
     try:
-        text = open("/proc/cpuinfo").read()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return set()
     flags: set[str] = set()
