@@ -81,3 +81,18 @@ def flatten_pixels(sch: s_tir.Schedule, conv, out, width: int) -> list:
     sch.transform_block_layout(conv, lambda n, o, h, w, r: (n, o, h * width + w, r))
     sch.transform_block_layout(out, lambda n, o, h, w: (n, o, h * width + w))
     return sch.get_loops(conv)
+
+
+def epilogue_in_conv_order(sch: s_tir.Schedule, spec) -> None:
+    """With an output shuffle, iterate the epilogue block ("out", NCHW) over the conv's channels:
+    output channel j*G+g holds conv channel g*(C/G)+j, so a tile of the conv's channels is then a box
+    of the epilogue's iterations (its planes land G apart) and the epilogue runs under the tile while
+    it is hot, where over output channels it needed a separate pass over the whole output. Nothing to
+    do without a shuffle."""
+    groups = spec.shuffle_groups
+    if groups == 1:
+        return
+    assert spec.layout == "NCHW", "NHWC shuffles interleave their stores (x86.ChannelVectorNHWC)"
+    per_group = spec.out_channels // groups
+    sch.transform_block_layout(sch.get_sblock("out"),
+                               lambda n, c, h, w: (n, (c % groups) * per_group + c // groups, h, w))

@@ -5,8 +5,8 @@ from tvm import s_tir
 from tvm.target import Target
 
 from . import ScheduleRule
-from .common import (divisor_at_most, dtype_bits, flatten_pixels, for_registers, has_block, split, vector_lanes,
-                     vector_registers)
+from .common import (divisor_at_most, dtype_bits, epilogue_in_conv_order, flatten_pixels, for_registers, has_block,
+                     split, vector_lanes, vector_registers)
 
 
 class DepthwiseNCHW(ScheduleRule):
@@ -154,7 +154,9 @@ class PointwiseNCHW(ScheduleRule):
     but for those that add a residual from `block` input channels on (`blocked_residual`).
     The larger tile's vectors scale with the register file: 24 accumulators fit AVX-512's 32
     registers, on AVX2's 16 they spilled (6 x 2 vectors there: 144->24 at 56x56 280-340 vs 870 us).
-    Does not apply when the pixel count is no multiple of the vector, nor with an output shuffle."""
+    An output shuffle runs in that epilogue too, iterated in the conv's channel order (ShuffleNet
+    v1's 3-group 240->60 at 28x28 80 vs 177 µs as a separate pass; batch 8 0.93 vs 1.86 ms).
+    Does not apply when the pixel count is no multiple of the vector."""
 
     name = "x86.PointwiseNCHW"
 
@@ -172,6 +174,7 @@ class PointwiseNCHW(ScheduleRule):
                 and (spec.height * spec.width) % vector_lanes(target) == 0)
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        epilogue_in_conv_order(sch, spec)
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         lanes = vector_lanes(target)
         n, o, p, r = flatten_pixels(sch, conv, out, spec.width)
@@ -224,8 +227,8 @@ class PointwiseWideTileNCHW(ScheduleRule):
     of input (64 channels x 112 pixels, 28 KB) stays in L1 while the group's channel tiles use it.
     Here (2 cores, AVX-512): 512->512 at 28x28 2.4-2.8 ms vs 3.4-3.8 (torch channels_last 2.3-2.4),
     1024->256 2.6 vs 3.8, 512->256 1.2 vs 1.8, 192->64 109 vs 156 us; on fewer channels the small
-    tile's kernels stay faster (192->32 75 vs 102 us). Does not apply to other planes, groups,
-    shuffles, or output channels no multiple of the tile."""
+    tile's kernels stay faster (192->32 75 vs 102 us). Does not apply to other planes, groups, or
+    output channels no multiple of the tile."""
 
     name = "x86.PointwiseWideTileNCHW"
 
@@ -248,6 +251,7 @@ class PointwiseWideTileNCHW(ScheduleRule):
         return divisor_at_most(vectors, 4) == 1 and divisor_at_most(vectors, self.vectors) > 4
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        epilogue_in_conv_order(sch, spec)
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         lanes = vector_lanes(target)
         n, o, p, r = flatten_pixels(sch, conv, out, spec.width)
@@ -304,8 +308,7 @@ class PointwisePackedNCHW(_PackedWeightRule):
     7x7 1.1 vs 1.6-1.7 ms; MobileNetV2's 320->1280 at 7x7 186-199 vs 255 us, 960->320 145-153 vs 176).
     The tile's accumulators scale with the register file (24 of AVX-512's 32, 12 of AVX2's 16: 384->64
     at 14x14 167 vs 300 us there), and are at least the FMAs in flight where channels allow.
-    Does not apply to other weight layouts, groups, shuffles, or channel counts no multiple of half a
-    vector."""
+    Does not apply to other weight layouts, groups, or channel counts no multiple of half a vector."""
 
     name = "x86.PointwisePackedNCHW"
 
@@ -339,6 +342,7 @@ class PointwisePackedNCHW(_PackedWeightRule):
         sch.transform_block_layout(sch.get_sblock("out"), lambda n, o, h, w: (n, o, h * width + w))
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        epilogue_in_conv_order(sch, spec)
         lanes = vector_lanes(target)
         pixels = spec.height * spec.width
         self._flatten(sch, spec)
@@ -402,7 +406,8 @@ class PointwisePackedNHWC(PointwisePackedNCHW):
 
     def _fits(self, spec, target: Target) -> bool:
         weight_bytes = spec.in_channels * spec.out_channels * dtype_bits(spec.dtype) // 8
-        return (_plain_pointwise(spec, "NHWC") and spec.groups == 1 and spec.out_channels % vector_lanes(target) == 0
+        return (_plain_pointwise(spec, "NHWC") and spec.groups == 1 and spec.shuffle_groups == 1
+                and spec.out_channels % vector_lanes(target) == 0
                 and 1 < spec.height * spec.width <= self.max_pixels
                 and weight_bytes >= self.min_weight_bytes)
 
@@ -432,6 +437,7 @@ class MatVecNCHW(ScheduleRule):
 
     def applies(self, spec, target: Target) -> bool:
         return (_plain_pointwise(spec, "NCHW") and spec.height * spec.width == 1 and spec.groups == 1
+                and spec.shuffle_groups == 1
                 and spec.weight_layout == "OIHW" and spec.in_channels % vector_lanes(target) == 0)
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
@@ -505,23 +511,28 @@ class GroupConvPackedNCHW(_PackedWeightRule):
     row-vectorized, 1024 at 7x7 246 vs 327, 512 at 28x28 stride 2 175 vs 434; ShuffleNet v1's
     960->240 (3 groups) 1x1 at 7x7 60 vs 119; stems: MobileNetV2's 3->32 3x3 s2 at 224 168-188 vs
     304 us, ResNeXt's 3->64 7x7 s2 1.2 vs 2.5 ms. Does not apply to other weight layouts, depthwise,
-    shuffles, groups whose output channels are no multiple of the vector, nor 1x1 convs on planes
-    wider than half a vector (14x14 1x1: 54 vs 41 us row-vectorized). The weight comes blocked by
+    groups whose output channels are no multiple of the vector, nor, with 32 registers, 1x1 convs on
+    planes wider than half a vector (14x14 1x1: 54 vs 41 us row-vectorized). The weight comes blocked by
     the vector, HWIO<lanes>, as for PointwisePackedNCHW (1024 channels at 7x7: 214 vs 253 us warm,
     234 vs 317 cold; 3-8% on the smaller layers).
     With AVX2's 16 registers the tile is halved, and grouped layers whose rows fill no
     whole vectors take this rule too, where the row rule ran 7-lane vectors: ResNeXt's g32 256
     channels at 56x56 stride 2 494 vs 1155 us, 256 at 28x28 757 vs 961, 512 at 14x14 585 vs 840
-    (torch 835-885, 685)."""
+    (torch 835-885, 685); so do grouped 1x1s on planes of no whole vectors, in tiles of 14 pixels
+    (`pointwise_pixels`, 14 accumulators) x 1 vector: ShuffleNet v1's 480->120 at 14x14 77 vs 167 µs
+    (batch 8: 0.61 vs 1.40 ms, torch 1.1), 960->240 at 7x7 108 vs 137 (0.77 vs 1.05 ms, torch 0.80).
+    An output shuffle runs in the tile's epilogue, iterated in the conv's channel order."""
 
     name = "x86.GroupConvPackedNCHW"
 
     def packed_layout(self, spec, target: Target) -> str:
         return f"HWIO{vector_lanes(target)}"
 
-    def __init__(self, pixels: int = 14, vectors: int = 1, stem_pixels: int = 7, stem_vectors: int = 2) -> None:
+    def __init__(self, pixels: int = 14, vectors: int = 1, stem_pixels: int = 7, stem_vectors: int = 2,
+                 pointwise_pixels: int = 14) -> None:
         self.pixels = pixels
         self.vectors = vectors
+        self.pointwise_pixels = pointwise_pixels
         self.stem_pixels = stem_pixels
         self.stem_vectors = stem_vectors
 
@@ -529,12 +540,16 @@ class GroupConvPackedNCHW(_PackedWeightRule):
         lanes = vector_lanes(target)
         stem = spec.groups == 1 and spec.in_channels <= 4 and spec.kernel != (1, 1)
         narrow = spec.out_width < lanes or (spec.out_width % lanes and vector_registers(target) < 32)
+        # 1x1s on planes of whole vectors are PointwiseNCHW's (ShuffleNet v1's 60->240 at 28x28 60 vs 83 µs)
+        pointwise_here = 2 * spec.out_width <= lanes or (
+            vector_registers(target) < 32 and spec.out_height * spec.out_width % lanes)
         small_planes = (spec.groups > 1 and spec.op_class != "depthwise" and narrow
-                        and (spec.kernel != (1, 1) or 2 * spec.out_width <= lanes))
-        return (spec.op == "conv2d" and spec.layout == "NCHW" and spec.shuffle_groups == 1
+                        and (spec.kernel != (1, 1) or pointwise_here))
+        return (spec.op == "conv2d" and spec.layout == "NCHW"
                 and (spec.out_channels // spec.groups) % lanes == 0 and (stem or small_planes))
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        epilogue_in_conv_order(sch, spec)
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         lanes = vector_lanes(target)
         cog = spec.out_channels // spec.groups
@@ -545,7 +560,9 @@ class GroupConvPackedNCHW(_PackedWeightRule):
         # tiles stay inside a group, so one input value is the broadcast for all their channels
         pixels, vectors = (self.pixels, self.vectors) if spec.groups > 1 else (self.stem_pixels, self.stem_vectors)
         shrink = 32 // vector_registers(target)   # tiles are made for 32 registers: AVX2 has 16
-        if vectors >= shrink:   # fewer channel vectors first (stems: 7 pixels x 1 vector 618 vs 872 us at 7 x 2)
+        if spec.kernel == (1, 1):   # no taps, no predicates: 14 accumulators fit AVX2's registers
+            pixels, vectors = self.pointwise_pixels, 1
+        elif vectors >= shrink:   # fewer channel vectors first (stems: 7 pixels x 1 vector 618 vs 872 us at 7 x 2)
             vectors //= shrink
         else:
             pixels = max(1, pixels // shrink)
@@ -926,9 +943,10 @@ def interleave_groups(sch: s_tir.Schedule, channels, groups: int) -> None:
 
 
 def _plain_pointwise(spec, layout: str) -> bool:
-    """A 1x1, stride-1, unpadded conv in `layout` without an output shuffle: a GEMM over flattened pixels."""
+    """A 1x1, stride-1, unpadded conv in `layout`: a GEMM over flattened pixels (an output shuffle in
+    NCHW only permutes the output's planes: see epilogue_in_conv_order)."""
     return (spec.op == "conv2d" and spec.layout == layout and spec.kernel == (1, 1) and spec.stride == (1, 1)
-            and spec.padding == (0, 0, 0, 0) and spec.shuffle_groups == 1)
+            and spec.padding == (0, 0, 0, 0))
 
 
 def _pixel_tile_tail(sch: s_tir.Schedule, conv, out, tile, unrolled: list, vector, reduction) -> None:

@@ -7,6 +7,7 @@ import pytest
 
 from gconvgen import suites, targets
 from gconvgen.spec import KernelSpec
+from schedules.common import vector_lanes
 
 from helpers import relative_error
 
@@ -271,6 +272,31 @@ def test_blocked_pointwise_nchw_matches_torch(spec, partial, host):
     scheduled = rule_schedule(spec, host)
     assert scheduled.source == "x86.PointwiseNCHW"
     assert ("pragma_loop_partition_hint" in scheduled.func.script()) == partial
+    assert relative_error(spec, host) < 1e-4
+
+
+SHUFFLED_NCHW = [KernelSpec.from_json({"batch": n, "in_channels": i, "out_channels": o, "height": h, "width": h,
+                                        "groups": g, "epilogue": e})
+                 for n, i, o, h, g, e in (
+                     (2, 240, 60, 16, 3, ["bias", "relu", "shuffle:3"]),   # a GEMM over pixel vectors
+                     (1, 480, 120, 14, 3, ["bias", "relu", "shuffle:3"]),  # packed weight on AVX2
+                     (2, 96, 48, 7, 2, ["bias", "relu", "shuffle:2"]),     # packed weight, 7-wide rows
+                     (1, 232, 232, 7, 1, ["bias", "shuffle:2"]),           # dense, packed weight
+                 )]
+
+
+@pytest.mark.parametrize("natural", SHUFFLED_NCHW, ids=lambda s: s.key)
+def test_shuffled_nchw_runs_the_epilogue_in_the_tile(natural, host):
+    """An output shuffle in NCHW permutes planes: iterated in the conv's channel order the epilogue
+    (shuffle included) fuses under the parallel tile, one pass, where GroupConvNCHW keeps a separate one."""
+    from gconvgen.schedule import rule_schedule
+    from schedules import preferred_spec
+    spec = preferred_spec(natural, host.family, host.tvm_target())
+    scheduled = rule_schedule(spec, host)
+    if spec.height * spec.width % vector_lanes(host.tvm_target()) == 0:
+        assert scheduled.source == "x86.PointwiseNCHW"
+    if scheduled.source != "x86.GroupConvNCHW":
+        assert scheduled.func.script().count("T.parallel(") == 1
     assert relative_error(spec, host) < 1e-4
 
 
