@@ -275,6 +275,31 @@ def test_blocked_pointwise_nchw_matches_torch(spec, partial, host):
     assert relative_error(spec, host) < 1e-4
 
 
+NARROW_DEPTHWISE_NCHW = [KernelSpec.from_json({"batch": n, "in_channels": c, "out_channels": c, "height": h, "width": h,
+                                                "kernel": k, "stride": st, "padding": pd, "dilation": d, "groups": c,
+                                                "epilogue": e})
+                         for n, c, h, k, st, pd, d, e in (
+                             (1, 64, 7, 7, 1, 3, 1, ["bias"]),                     # ConvNeXt's 7x7
+                             (2, 48, 14, 3, 2, 1, 1, ["bias", "relu6"]),           # stride 2 to 7x7
+                             (1, 44, 14, 3, 1, 1, 1, ["bias", "residual", "relu"]),  # half vectors
+                             (2, 32, 13, 3, 1, 2, 2, ["relu"]),                    # dilated, odd rows
+                         )]
+
+
+@pytest.mark.parametrize("natural", NARROW_DEPTHWISE_NCHW, ids=lambda s: s.key)
+def test_narrow_depthwise_nchw_runs_channel_vectors(natural, host):
+    """x86.DepthwisePackedNCHW: on rows narrower than two vectors and no multiple of one, vectors run
+    along channels of a channel-last padded tile (the weight packed HWIO)."""
+    from gconvgen.schedule import rule_schedule
+    from schedules import preferred_spec
+    if natural.out_channels % (vector_lanes(host.tvm_target()) // 2):
+        pytest.skip("channels no multiple of half this CPU's vector")
+    spec = preferred_spec(natural, host.family, host.tvm_target())
+    assert spec.weight_layout == "HWIO"
+    assert rule_schedule(spec, host).source == "x86.DepthwisePackedNCHW"
+    assert relative_error(spec, host) < 1e-4
+
+
 SHUFFLED_NCHW = [KernelSpec.from_json({"batch": n, "in_channels": i, "out_channels": o, "height": h, "width": h,
                                         "groups": g, "epilogue": e})
                  for n, i, o, h, g, e in (
