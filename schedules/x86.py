@@ -683,12 +683,11 @@ class ChannelVectorNHWC(ScheduleRule):
     def _tile(self, spec, target: Target, span: int, lanes: int) -> tuple[int, tuple[int, int]]:
         """(pixels, (vectors, lanes)) of a conv tile: output pixels of a row x output channels.
         The tiles of `pixels` x `vectors` were measured on AVX-512 and NEON, whose 32 registers hold
-        them; on 16 registers `_register_tile` sizes the tile to the register file. Outputs with a
-        fused shuffle keep the 7-pixel tile: their epilogue runs per pixel tile over all channels,
-        and 2-pixel tiles lost there (ShuffleNet v1's 240->60 at 28x28 381 vs 333 µs, 480->120 at
-        14x14 177 vs 140)."""
+        them; on 16 registers `_register_tile` sizes the tile to the register file, with a fused
+        shuffle too (in-process A/B, 2 threads: ShuffleNet v1's 3-group 240->60 at 28x28 111 vs 209 µs
+        with 7 x 2, 960->240 at 7x7 87 vs 135, batch 8 610 vs 891, 480->120 at 14x14 75 vs 93)."""
         registers = vector_registers(target)
-        if registers >= 32 or spec.shuffle_groups > 1:
+        if registers >= 32:
             vectors = self.vectors if spec.groups > 1 else for_registers(self.vectors, target)
             return divisor_at_most(spec.out_width, self.pixels), self._channel_tile(span, lanes, vectors)
         return self._register_tile(spec.out_width, span, lanes, registers)
