@@ -27,6 +27,7 @@ class Row:
     max_abs_err: float
     schedule: str
     rule_us: float | None = None   # the same kernel from the rules alone (bench --vs-rules)
+    key: str = ""                  # the kernel's spec key (shape, batch, layouts)
 
 
 def _time_rounds(fns: dict[str, Callable[[], object]], rounds: int = 11, min_seconds: float = 0.01,
@@ -101,7 +102,7 @@ def run_row(workload: Workload, library_folder, compile_torch: bool, seed: int =
         t = _time_rounds(fns, min_seconds=0.02, settle=0.03)
     torch_us = t["torch_cl"] if spec.layout == "NHWC" else t["torch_nchw"]
     return Row(workload.name, spec.op_class, spec.layout, t["ours"], torch_us, min(t["torch_nchw"], t["torch_cl"]),
-               t.get("torch_compile"), err, kernel.schedule, t.get("rule"))
+               t.get("torch_compile"), err, kernel.schedule, t.get("rule"), spec.key)
 
 
 def geomean(values: list[float]) -> float:
@@ -208,12 +209,12 @@ class ModelRow:
     max_rel_err: float
 
 
-def run_model(name: str, compile_torch: bool, size: int = 224) -> ModelRow:
-    """A reference model at batch 1: converted vs torch eager (both layouts) vs torch.compile."""
+def run_model(name: str, compile_torch: bool, size: int = 224, batch: int = 1) -> ModelRow:
+    """A reference model at `batch`: converted vs torch eager (both layouts) vs torch.compile."""
     from . import convert, models
     model = models.create(name)
     ours = convert(model)
-    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     cl_model = models.create(name).to(memory_format=torch.channels_last)
     x_cl = x.to(memory_format=torch.channels_last)
     fns = {"ours": lambda: ours(x), "eager": lambda: model(x), "eager_cl": lambda: cl_model(x_cl)}

@@ -49,6 +49,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _workloads(args: argparse.Namespace, profile: TargetProfile):
     """The suite's rows, or with --model the layers of that reference model as the converted model runs
     them; each as the torch ops call it on the target: the variant its rules prefer (a packed weight
@@ -59,9 +66,10 @@ def _workloads(args: argparse.Namespace, profile: TargetProfile):
     if getattr(args, "model", None):
         from .models import layer_specs
         rows = [suites.Workload(f"{args.model}.{i}", args.model, s)
-                for i, s in enumerate(layer_specs(args.model, channels_last=args.layout == "NHWC"))]
+                for i, s in enumerate(layer_specs(args.model, channels_last=args.layout == "NHWC",
+                                                  batch=getattr(args, "batch", None) or 1))]
     else:
-        rows = suites.load(args.suite, args.layout)
+        rows = suites.load(args.suite, args.layout, getattr(args, "batch", None))
     return [dataclasses.replace(w, spec=preferred_spec(w.spec, profile.family, target)) for w in rows]
 
 
@@ -135,7 +143,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         rows = []
         for name in names:
             print(f"[{len(rows) + 1}/{len(names)}] {name}: converting, compiling, timing", file=sys.stderr, flush=True)
-            rows.append(bench.run_model(name, args.compile))
+            rows.append(bench.run_model(name, args.compile, batch=args.batch or 1))
         print(bench.format_models(rows))
         return 0
     workloads = _workloads(args, profile)
@@ -193,12 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", default="host", help="target profile (default: host)")
     p.add_argument("--threads", type=int, default=None, help="threads for TVM and torch (default: the physical cores)")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default=None, help="override every row's layout")
+    p.add_argument("--batch", type=_positive, default=None, help="override every row's batch (with --model: "
+                   "the models' batch, default 1)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile")
     p.add_argument("--json", default=None, help="write the rows as JSON here")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="draw the per-layer speedups here")
     p.add_argument("--convergence", action="store_true",
                    help="from the tuning log, not timing: trials each layer took to reach 90%% of its best")
-    p.add_argument("--model", default=None, help="time whole models at batch 1 instead: converted vs eager vs "
+    p.add_argument("--model", default=None, help="time whole models instead: converted vs eager vs "
                    "torch.compile (mobilenet_v2,shufflenet_v1,shufflenet_v2,resnext50; comma-separated)")
     p.add_argument("--overhead", action="store_true", help="time the call overhead on a tiny layer instead: "
                    "kernel alone vs gconvgen.nn.Conv2d vs the registered op vs torch")
@@ -213,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--model", default=None, help="the layers of a reference model (mobilenet_v2, shufflenet_v1, "
                    "shufflenet_v2, resnext50) as gconvgen.convert runs them")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default=None, help="override every row's layout")
+    p.add_argument("--batch", type=_positive, default=None, help="override every row's batch (with --model: "
+                   "the model's batch, default 1)")
     p.add_argument("--trials", type=int, default=16, help="measured candidates per kernel in this run (default 16)")
     p.add_argument("--budget-minutes", type=float, default=None, help="stop after this long (records are kept)")
     p.add_argument("--workers", type=int, default=None, help="build processes (default: the target's cores)")

@@ -190,12 +190,12 @@ def create(name: str, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def layer_specs(name: str, size: int = 224, channels_last: bool = False) -> list:
-    """The KernelSpec of every layer gconvgen runs in the converted model at batch 1 (repeats
+def layer_specs(name: str, size: int = 224, channels_last: bool = False, batch: int = 1) -> list:
+    """The KernelSpec of every layer gconvgen runs in the converted model at `batch` (repeats
     included, so a tuner can weight them), found by running it once on aten."""
     from . import convert, torch_ops
     model = convert(create(name))
-    x = torch.randn(1, 3, size, size)
+    x = torch.randn(batch, 3, size, size)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
     with torch.no_grad(), torch_ops.recording() as specs:

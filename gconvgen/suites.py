@@ -28,8 +28,8 @@ class Workload:
     spec: KernelSpec
 
 
-def load(suite: str, layout: str | None = None) -> list[Workload]:
-    """Rows of a suite file or built-in suite; `layout` overrides each row's layout."""
+def load(suite: str, layout: str | None = None, batch: int | None = None) -> list[Workload]:
+    """Rows of a suite file or built-in suite; `layout` and `batch` override each row's."""
     path = Path(suite)
     models = None
     if not path.exists():
@@ -54,6 +54,8 @@ def load(suite: str, layout: str | None = None) -> list[Workload]:
             continue
         if layout:
             row = dict(row, layout=layout)
+        if batch is not None:
+            row = dict(row, batch=batch)
         try:
             spec = KernelSpec.from_json(row)
         except ValueError as e:

@@ -29,6 +29,9 @@ def test_bench_prints_table_and_json(tmp_path):
         assert row["max_abs_err"] < 1e-4 and row["schedule"] in ("tuned", "transfer", "rule", "fallback")
     again = gconvgen("bench", "--suite", str(suite), "--threads", "1")
     assert again.returncode == 0 and "cached" in again.stderr
+    batched = gconvgen("bench", "--suite", str(suite), "--threads", "1", "--batch", "3", "--json", str(out))
+    assert batched.returncode == 0, batched.stderr
+    assert all("_n3_" in r["key"] for r in json.loads(out.read_text())["rows"])
 
 
 def test_bad_input_gives_a_clear_error(tmp_path):
