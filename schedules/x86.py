@@ -308,7 +308,9 @@ class PointwisePackedNCHW(_PackedWeightRule):
     7x7 1.1 vs 1.6-1.7 ms; MobileNetV2's 320->1280 at 7x7 186-199 vs 255 us, 960->320 145-153 vs 176).
     The tile's accumulators scale with the register file (24 of AVX-512's 32, 12 of AVX2's 16: 384->64
     at 14x14 167 vs 300 us there), and are at least the FMAs in flight where channels allow.
-    Does not apply to other weight layouts, groups, or channel counts no multiple of half a vector."""
+    Output channels of no whole vectors (but of half ones) take plain HWIO and whole-vector tiles with
+    a partial last one (`_ragged`). Does not apply to other weight layouts, groups, or channel counts
+    no multiple of half a vector."""
 
     name = "x86.PointwisePackedNCHW"
 
@@ -319,7 +321,8 @@ class PointwisePackedNCHW(_PackedWeightRule):
         self.in_flight = in_flight   # independent FMAs that hide the latency: 2 units x 4 cycles
 
     def packed_layout(self, spec, target: Target) -> str:
-        return f"HWIO{_channel_vector(spec, target)}"
+        lanes = vector_lanes(target)   # channels of no whole vectors read plain HWIO rows (`_ragged`)
+        return f"HWIO{lanes}" if spec.out_channels % lanes == 0 else "HWIO"
 
     def _fits(self, spec, target: Target) -> bool:
         lanes = vector_lanes(target)
@@ -342,16 +345,25 @@ class PointwisePackedNCHW(_PackedWeightRule):
         pixels = spec.height * spec.width
         self._flatten(sch, spec)
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
-        vector = _channel_vector(spec, target)
+        if spec.out_channels % lanes:
+            self._ragged(sch, spec, target, tunable)
+            return
+        vector = lanes
         # Vectors per tile: the most (up to `vectors`) that divide the channel vectors, as a partial
         # last tile costs predicates in every tile (1280 channels at 7x7: 2-vector tiles 229-239 us,
         # 3-vector 279-304). Where none does, a partial tile still beats 1-vector tiles: 232 channels
         # = 29 vectors of 8 run as 3-vector tiles in 45 us, as 1-vector ones in 70.
         channel_vectors = spec.out_channels // vector
         per_tile = divisor_at_most(channel_vectors, self.vectors)
+        accumulators = for_registers(self.accumulators, target)
         if per_tile == 1 and not tunable:
             per_tile = self.vectors
-        accumulators = for_registers(self.accumulators, target)
+            # the partial tile's predicate needs a register beyond the accumulators, weight vectors
+            # and broadcast: on AVX2 232->232 at 14x14 ran 3 x 4 tiles in 314 µs, 2 x 4 in 197 (batch
+            # 8: 3712 vs 2561); 7x7's 3 x 1 keep 3 (74 vs 95)
+            while (per_tile > 1 and per_tile * divisor_at_most(pixels, max(1, accumulators // per_tile))
+                   + per_tile + 1 >= vector_registers(target)):
+                per_tile -= 1
         pi = divisor_at_most(pixels, max(1, accumulators // per_tile))
         if per_tile * pi < self.in_flight:
             # Too few accumulators to cover the FMA latency (7x7's pixels divide by 7 only, which
@@ -366,23 +378,30 @@ class PointwisePackedNCHW(_PackedWeightRule):
         else:
             o_rest, ov = sch.split(o_vectors, factors=[None, per_tile])
         po, pi_ = split(sch, p, pi, tunable, max_inner=32)
-        if vector < lanes:   # half-vector tiles lose blocked: 232->232 at 7x7 65-71 vs 47 us
-            # Images in turn, each a parallel loop over its tiles: with the batch fused into the
-            # tasks LLVM spilled the accumulators (ShuffleNet v2's 116->116 at 14x14, batch 8: 1540 vs
-            # 1027 µs, batch 2 332 vs 216; batch 1 the same).
-            tile = _register_tile(sch, conv, [o_rest, po], [r], [pi_, ov], ol)
-        else:
-            # Tasks are channel tiles: each streams its weight panel once, block by block, over all
-            # pixel tiles (which also helps few input channels: 96->576 at 14x14 102-135 vs 119-170 us).
-            ro, ri = split(sch, r, divisor_at_most(spec.in_channels, self.block), tunable, max_inner=256)
-            sch.reorder(n, o_rest, ro, po, ri, pi_, ov, ol)
-            tile = sch.fuse(n, o_rest)
-            sch.parallel(tile)
-            sch.unroll(pi_)
-            sch.unroll(ov)
-            sch.vectorize(ol)
-            sch.decompose_reduction(conv, ro)
-        sch.reverse_compute_at(out, tile, preserve_unit_loops=True)
+        # Tasks are channel tiles: each streams its weight panel once, block by block, over all
+        # pixel tiles (which also helps few input channels: 96->576 at 14x14 102-135 vs 119-170 us).
+        ro, ri = split(sch, r, divisor_at_most(spec.in_channels, self.block), tunable, max_inner=256)
+        sch.reorder(n, o_rest, ro, po, ri, pi_, ov, ol)
+        _channel_tile_tasks(sch, conv, out, sch.fuse(n, o_rest), [pi_, ov], ol, ro)
+
+    def _ragged(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        """Output channels of no whole vectors (ShuffleNet v2's 116 on AVX2): tiles of two whole
+        vectors over plain HWIO rows, the last tile partial, which TVM's LoopPartition pass peels off
+        (`pragma_loop_partition_hint`) so that the others run unpredicated. Tasks are one image's
+        channel tiles (a hinted loop cannot be fused), the images in turn. In-process A/B, AVX2,
+        2 threads: 116->116 at 14x14 57-93 vs 111-122 µs in 4-lane half vectors, batch 8 500-510 vs
+        764-1061 (torch's channels_last 552-585, which half vectors cannot reach); with the batch in
+        the tasks LLVM had spilled half-vector tiles' accumulators (1540 µs at batch 8), and so it
+        did 3-vector tiles here (1414)."""
+        conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+        lanes = vector_lanes(target)
+        n, o, p, r = sch.get_loops(conv)
+        o_rest, ov, ol = sch.split(o, factors=[None, 2, lanes])
+        sch.annotate(o_rest, "pragma_loop_partition_hint", 1)
+        pixels = divisor_at_most(spec.height * spec.width, for_registers(self.accumulators, target) // 2)
+        po, pi = split(sch, p, pixels, tunable, max_inner=32)
+        sch.reorder(o_rest, po, r, pi, ov, ol)
+        _channel_tile_tasks(sch, conv, out, o_rest, [pi, ov], ol, r)
 
 
 class PointwisePackedNHWC(PointwisePackedNCHW):
@@ -1022,6 +1041,17 @@ def _pixel_tile_tail(sch: s_tir.Schedule, conv, out, tile, unrolled: list, vecto
     sch.reverse_compute_at(out, tile, preserve_unit_loops=True)
     sch.vectorize(sch.get_loops(out)[-1])
     sch.decompose_reduction(conv, reduction)
+
+
+def _channel_tile_tasks(sch: s_tir.Schedule, conv, out, tile, unrolled: list, vector, reduction) -> None:
+    """The parallel `tile` loop of a packed GEMM's channel tiles, its register tile unrolled around one
+    channel vector, and the epilogue (a transposing store) run on each task's outputs."""
+    sch.parallel(tile)
+    for loop in unrolled:
+        sch.unroll(loop)
+    sch.vectorize(vector)
+    sch.decompose_reduction(conv, reduction)
+    sch.reverse_compute_at(out, tile, preserve_unit_loops=True)
 
 
 def _register_tile(sch: s_tir.Schedule, block, outer, reductions, unrolled, vector):

@@ -275,6 +275,29 @@ def test_blocked_pointwise_nchw_matches_torch(spec, partial, host):
     assert relative_error(spec, host) < 1e-4
 
 
+RAGGED_PACKED_NCHW = [KernelSpec.from_json({"batch": n, "in_channels": i, "out_channels": o, "height": h, "width": h,
+                                             "epilogue": e})
+                      for n, i, o, h, e in ((2, 36, 116, 14, ["bias", "relu"]),          # 7 tiles + 4 channels
+                                            (1, 40, 52, 7, ["bias", "residual", "relu"]),  # 3 tiles + 4
+                                            (1, 24, 20, 14, ["relu", "shuffle:2"]))]       # 1 tile + 4, shuffled
+
+
+@pytest.mark.parametrize("natural", RAGGED_PACKED_NCHW, ids=lambda s: s.key)
+def test_ragged_packed_pointwise_nchw(natural, host):
+    """PointwisePackedNCHW on output channels of no whole vectors: whole-vector tiles over plain HWIO,
+    the partial last one peeled off by TVM's LoopPartition."""
+    from gconvgen.schedule import rule_schedule
+    from schedules import preferred_spec
+    lanes = vector_lanes(host.tvm_target())
+    if natural.out_channels % (lanes // 2) or natural.out_channels % lanes == 0:
+        pytest.skip("channels whole or no half vectors on this CPU")
+    spec = preferred_spec(natural, host.family, host.tvm_target())
+    assert spec.weight_layout == "HWIO"
+    scheduled = rule_schedule(spec, host)
+    assert scheduled.source == "x86.PointwisePackedNCHW" and "pragma_loop_partition_hint" in scheduled.func.script()
+    assert relative_error(spec, host) < 1e-4
+
+
 NARROW_DEPTHWISE_NCHW = [KernelSpec.from_json({"batch": n, "in_channels": c, "out_channels": c, "height": h, "width": h,
                                                 "kernel": k, "stride": st, "padding": pd, "dilation": d, "groups": c,
                                                 "epilogue": e})
