@@ -161,13 +161,17 @@ class PointwiseNCHW(ScheduleRule):
     name = "x86.PointwiseNCHW"
 
     def __init__(self, channel_tile: int = 4, vectors: int = 2, reduce_tile: int = 6, reduce_vectors: int = 4,
-                 block: int = 64, blocked_residual: bool = True) -> None:
+                 block: int = 64, blocked_residual: bool = True, stream_bytes: int = 4 << 20, panel: int = 196,
+                 stream_block: int = 8) -> None:
         self.channel_tile = channel_tile
         self.vectors = vectors
         self.reduce_tile = reduce_tile
         self.reduce_vectors = reduce_vectors
         self.block = block
         self.blocked_residual = blocked_residual
+        self.stream_bytes = stream_bytes
+        self.panel = panel
+        self.stream_block = stream_block
 
     def applies(self, spec, target: Target) -> bool:
         return (_plain_pointwise(spec, "NCHW") and spec.op_class != "depthwise"
@@ -190,6 +194,10 @@ class PointwiseNCHW(ScheduleRule):
         # channels (MobileNetV2's 24->144 with its residual).
         expanding_residual = self.blocked_residual and "residual" in spec.epilogue and cig >= self.block
         blocked = (cig >= cog or expanding_residual) and divisor_at_most(pixel_vectors, reduce_vectors) > 1
+        input_bytes = spec.batch * spec.in_channels * spec.height * spec.width * dtype_bits(spec.dtype) // 8
+        if blocked and self.stream_bytes and input_bytes >= self.stream_bytes:
+            self._streamed(sch, spec, (n, o, p, r), lanes, tunable)
+            return
         oi = divisor_at_most(cog, self.reduce_tile if blocked else self.channel_tile)
         vectors = divisor_at_most(pixel_vectors, reduce_vectors if blocked else self.vectors)
         # Channels with no divisor near the tile (256, 58) take the whole tile anyway, the last one
@@ -215,6 +223,29 @@ class PointwiseNCHW(ScheduleRule):
             sch.reorder(n, po, oo, r, oi_, pv, pl)
             tile, reduction = sch.fuse(n, po, oo), r
         _pixel_tile_tail(sch, conv, out, tile, [oi_, pv], pl, reduction)
+
+    def _streamed(self, sch: s_tir.Schedule, spec, loops, lanes: int, tunable: bool) -> None:
+        """A blocked layer whose input outgrows the caches (`stream_bytes`: batch 8 of MobileNetV2's
+        112x112 and 56x56 planes) comes from memory, and the blocked tile read each of its 32-144
+        input rows a tile's two cache lines at a time: more streams than the prefetchers follow. Here
+        a task is a panel of up to `panel` pixel vectors (1568 pixels), and the reduction runs in
+        blocks of `stream_block` input channels, each sweeping the whole panel (8 rows of 6 KB) over
+        the small tile (`channel_tile` x `vectors`), the panel's accumulators in L2. In-process A/B,
+        AVX2, 2 threads, batch 8: 32->16 at 112x112 1.96 vs 4.77 ms (torch's channels_last 1.53),
+        96->24 at 56x56 1.34 vs 2.61 (1.30), 144->24 2.29 vs 3.98 (4.34); at batch 1 (cache-resident)
+        this lost up to 7 % and the blocked tile stays."""
+        conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+        n, o, p, r = loops
+        cog, cig = spec.out_channels // spec.groups, spec.in_channels // spec.groups
+        pixel_vectors = spec.height * spec.width // lanes
+        panel = divisor_at_most(pixel_vectors, self.panel)
+        vectors = divisor_at_most(panel, self.vectors)
+        oo, oi = split(sch, o, divisor_at_most(cog, self.channel_tile), tunable, max_inner=16)
+        pq, pl = sch.split(p, factors=[None, lanes])
+        pp, pm, pv = split(sch, pq, (panel // vectors, vectors), tunable, max_inner=8)
+        ro, ri = split(sch, r, divisor_at_most(cig, self.stream_block), tunable, max_inner=64)
+        sch.reorder(n, pp, ro, oo, pm, ri, oi, pv, pl)
+        _pixel_tile_tail(sch, conv, out, sch.fuse(n, pp), [oi, pv], pl, ro)
 
 
 class PointwiseWideTileNCHW(ScheduleRule):

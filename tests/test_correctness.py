@@ -275,6 +275,25 @@ def test_blocked_pointwise_nchw_matches_torch(spec, partial, host):
     assert relative_error(spec, host) < 1e-4
 
 
+STREAMED_NCHW = [KernelSpec.from_json({"batch": n, "in_channels": i, "out_channels": o, "height": h, "width": h,
+                                        "groups": g, "epilogue": e})
+                 for n, i, o, h, g, e in ((4, 64, 16, 64, 1, ["bias"]),                    # 4 MiB of input
+                                          (6, 240, 60, 28, 3, ["bias", "relu", "shuffle:3"]))]
+
+
+@pytest.mark.parametrize("natural", STREAMED_NCHW, ids=lambda s: s.key)
+def test_streamed_pointwise_nchw(natural, host):
+    """x86.PointwiseNCHW on inputs past `stream_bytes`: panels of pixels per task, the reduction in
+    blocks of 8 input channels over each panel."""
+    from gconvgen.schedule import rule_schedule
+    scheduled = rule_schedule(natural, host)
+    assert scheduled.source == "x86.PointwiseNCHW"
+    tasks = int(re.search(r"T\.parallel\((\d+)\)", scheduled.func.script()).group(1))
+    pixel_vectors = natural.height * natural.width // vector_lanes(host.tvm_target())
+    assert tasks * 64 <= natural.batch * pixel_vectors   # panels, not tiles of a few vectors
+    assert relative_error(natural, host) < 1e-4
+
+
 RAGGED_PACKED_NCHW = [KernelSpec.from_json({"batch": n, "in_channels": i, "out_channels": o, "height": h, "width": h,
                                              "epilogue": e})
                       for n, i, o, h, e in ((2, 36, 116, 14, ["bias", "relu"]),          # 7 tiles + 4 channels
