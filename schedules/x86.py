@@ -628,17 +628,17 @@ class GroupConvPackedNCHW(_PackedWeightRule):
 class DepthwisePackedNCHW(_PackedWeightRule):
     """Padded depthwise conv in NCHW on narrow planes (output rows of 7 or 14, no multiple of the
     vector): vectors run along channels instead of rows, so they stay full. A task takes one vector
-    of channels (half a vector where the channels allow no more) and copies their padded planes
-    into a channel-last tile, vector-wide stores gathering one value from each plane; a register
+    of channels and copies their padded planes into a channel-last tile, vector-wide stores gathering one value from each plane; a register
     tile of a row of up to `cols` output pixels x the channel vector then runs each tap as one
     weight vector (the weight packed HWIO, `preferred`) and one input vector a pixel, and the
     epilogue stores it back plane by plane. In-process A/B, AVX2, 2 threads, against
     DepthwiseNCHW's 7-lane row vectors: ConvNeXt's 7x7 768x7 52-54 vs 96 µs (batch 8 395 vs 732),
     384x14 100 vs 173 (712 vs 1282); MobileNetV2's 3x3 576x14 stride 2 29 vs 54 (368 vs 475), 960x7
-    26 vs 33 (182-230 vs 250-280), 384x14 39 vs 49; ShuffleNet v2's 232x7 7.7 vs 10.0, its 116
-    channels in half vectors 3-8 % ahead. Untimed with AVX-512, whose 16 lanes cover 14-wide rows
-    with one masked vector. Does not apply to pools, unpadded convs, channel multipliers, shuffles,
-    rows of 16 or more (DepthwiseNCHW's whole-row bands), or channels no multiple of half a vector."""
+    26 vs 33 (182-230 vs 250-280), 384x14 39 vs 49; ShuffleNet v2's 232x7 7.7 vs 10.0. Its 116
+    channels in half vectors were no faster (batch 8: 5 % slower), so channels fill whole vectors.
+    Untimed with AVX-512, whose 16 lanes cover 14-wide rows with one masked vector. Does not apply
+    to pools, unpadded convs, channel multipliers, shuffles, rows of 16 or more (DepthwiseNCHW's
+    whole-row bands), or channels no multiple of the vector."""
 
     name = "x86.DepthwisePackedNCHW"
 
@@ -653,8 +653,7 @@ class DepthwisePackedNCHW(_PackedWeightRule):
         lanes = vector_lanes(target)
         return (spec.op == "conv2d" and spec.op_class == "depthwise" and spec.layout == "NCHW"
                 and spec.shuffle_groups == 1 and spec.in_channels == spec.out_channels and any(spec.padding)
-                and spec.out_width < self.max_width and spec.out_width % lanes
-                and spec.out_channels % max(1, lanes // 2) == 0)
+                and spec.out_width < self.max_width and spec.out_width % lanes and spec.out_channels % lanes == 0)
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         conv, out, pad = sch.get_sblock("conv"), sch.get_sblock("out"), sch.get_sblock("pad")
@@ -664,7 +663,7 @@ class DepthwisePackedNCHW(_PackedWeightRule):
         sch.transform_block_layout(conv, lambda n, c, h, w, kh, kw: (n, h, w, c, kh, kw))
         conv = sch.get_sblock("conv")
         n, c, h, w = sch.get_loops(out)
-        co, ci = sch.split(c, factors=[None, _channel_vector(spec, target)])
+        co, ci = sch.split(c, factors=[None, vector_lanes(target)])
         wo, wi = split(sch, w, divisor_at_most(spec.out_width, self.cols), tunable, max_inner=16)
         sch.reorder(n, co, h, wo, wi, ci)
         task = sch.fuse(n, co)
@@ -1047,12 +1046,6 @@ def interleave_groups(sch: s_tir.Schedule, channels, groups: int) -> None:
     (ShuffleNet v2's 116 channels at 28x28: 37 -> 8 µs, v1's 60 in 3 groups 19 -> 8)."""
     _, g = sch.split(channels, factors=[None, groups])
     sch.unroll(g)
-
-
-def _channel_vector(spec, target: Target) -> int:
-    """Lanes of a vector along output channels: a whole vector, or half one where the channels need it."""
-    lanes = vector_lanes(target)
-    return lanes if spec.out_channels % lanes == 0 else lanes // 2
 
 
 def _plain_pointwise(spec, layout: str) -> bool:
