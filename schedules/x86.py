@@ -379,12 +379,11 @@ class PointwisePackedNCHW(_PackedWeightRule):
         if spec.out_channels % lanes:
             self._ragged(sch, spec, target, tunable)
             return
-        vector = lanes
         # Vectors per tile: the most (up to `vectors`) that divide the channel vectors, as a partial
         # last tile costs predicates in every tile (1280 channels at 7x7: 2-vector tiles 229-239 us,
         # 3-vector 279-304). Where none does, a partial tile still beats 1-vector tiles: 232 channels
         # = 29 vectors of 8 run as 3-vector tiles in 45 us, as 1-vector ones in 70.
-        channel_vectors = spec.out_channels // vector
+        channel_vectors = spec.out_channels // lanes
         per_tile = divisor_at_most(channel_vectors, self.vectors)
         accumulators = for_registers(self.accumulators, target)
         if per_tile == 1 and not tunable:
@@ -403,7 +402,7 @@ class PointwisePackedNCHW(_PackedWeightRule):
             per_tile = min([d for d in range(per_tile, accumulators // pi + 1)
                             if channel_vectors % d == 0 and d * pi >= self.in_flight] or [per_tile])
         n, o, p, r = sch.get_loops(conv)
-        o_vectors, ol = sch.split(o, factors=[None, vector])
+        o_vectors, ol = sch.split(o, factors=[None, lanes])
         if tunable:
             o_rest, ov = split(sch, o_vectors, per_tile, True, 4)
         else:
@@ -413,7 +412,7 @@ class PointwisePackedNCHW(_PackedWeightRule):
         # pixel tiles (which also helps few input channels: 96->576 at 14x14 102-135 vs 119-170 us).
         ro, ri = split(sch, r, divisor_at_most(spec.in_channels, self.block), tunable, max_inner=256)
         sch.reorder(n, o_rest, ro, po, ri, pi_, ov, ol)
-        _channel_tile_tasks(sch, conv, out, sch.fuse(n, o_rest), [pi_, ov], ol, ro)
+        _pixel_tile_tail(sch, conv, out, sch.fuse(n, o_rest), [pi_, ov], ol, ro, vector_store=False)
 
     def _ragged(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         """Output channels of no whole vectors (ShuffleNet v2's 116 on AVX2): tiles of two whole
@@ -432,7 +431,7 @@ class PointwisePackedNCHW(_PackedWeightRule):
         pixels = divisor_at_most(spec.height * spec.width, for_registers(self.accumulators, target) // 2)
         po, pi = split(sch, p, pixels, tunable, max_inner=32)
         sch.reorder(o_rest, po, r, pi, ov, ol)
-        _channel_tile_tasks(sch, conv, out, o_rest, [pi, ov], ol, r)
+        _pixel_tile_tail(sch, conv, out, o_rest, [pi, ov], ol, r, vector_store=False)
 
 
 class PointwisePackedNHWC(PointwisePackedNCHW):
@@ -628,10 +627,10 @@ class GroupConvPackedNCHW(_PackedWeightRule):
 class DepthwisePackedNCHW(_PackedWeightRule):
     """Padded depthwise conv in NCHW on narrow planes (output rows of 7 or 14, no multiple of the
     vector): vectors run along channels instead of rows, so they stay full. A task takes one vector
-    of channels and copies their padded planes into a channel-last tile, vector-wide stores gathering one value from each plane; a register
-    tile of a row of up to `cols` output pixels x the channel vector then runs each tap as one
-    weight vector (the weight packed HWIO, `preferred`) and one input vector a pixel, and the
-    epilogue stores it back plane by plane. In-process A/B, AVX2, 2 threads, against
+    of channels and copies their padded planes into a channel-last tile, vector-wide stores gathering
+    one value from each plane; a register tile of a row of up to `cols` output pixels x the channel
+    vector then runs each tap as one weight vector (the weight packed HWIO, `preferred`) and one
+    input vector a pixel, and the epilogue stores it back plane by plane. In-process A/B, AVX2, 2 threads, against
     DepthwiseNCHW's 7-lane row vectors: ConvNeXt's 7x7 768x7 52-54 vs 96 µs (batch 8 395 vs 732),
     384x14 100 vs 173 (712 vs 1282); MobileNetV2's 3x3 576x14 stride 2 29 vs 54 (368 vs 475), 960x7
     26 vs 33 (182-230 vs 250-280), 384x14 39 vs 49; ShuffleNet v2's 232x7 7.7 vs 10.0. Its 116
@@ -1055,27 +1054,19 @@ def _plain_pointwise(spec, layout: str) -> bool:
             and spec.padding == (0, 0, 0, 0))
 
 
-def _pixel_tile_tail(sch: s_tir.Schedule, conv, out, tile, unrolled: list, vector, reduction) -> None:
-    """The parallel `tile` loop, the register tile unrolled around one pixel vector, and the epilogue
-    run on each task's outputs while they are hot."""
+def _pixel_tile_tail(sch: s_tir.Schedule, conv, out, tile, unrolled: list, vector, reduction,
+                     vector_store: bool = True) -> None:
+    """The parallel `tile` loop, the register tile unrolled around one vector, and the epilogue run on
+    each task's outputs while they are hot, its store vectorized unless it transposes (`vector_store`
+    False: a packed GEMM's tiles run along output channels, the store along pixels)."""
     sch.parallel(tile)
     for loop in unrolled:
         sch.unroll(loop)
     sch.vectorize(vector)
     sch.reverse_compute_at(out, tile, preserve_unit_loops=True)
-    sch.vectorize(sch.get_loops(out)[-1])
+    if vector_store:
+        sch.vectorize(sch.get_loops(out)[-1])
     sch.decompose_reduction(conv, reduction)
-
-
-def _channel_tile_tasks(sch: s_tir.Schedule, conv, out, tile, unrolled: list, vector, reduction) -> None:
-    """The parallel `tile` loop of a packed GEMM's channel tiles, its register tile unrolled around one
-    channel vector, and the epilogue (a transposing store) run on each task's outputs."""
-    sch.parallel(tile)
-    for loop in unrolled:
-        sch.unroll(loop)
-    sch.vectorize(vector)
-    sch.decompose_reduction(conv, reduction)
-    sch.reverse_compute_at(out, tile, preserve_unit_loops=True)
 
 
 def _register_tile(sch: s_tir.Schedule, block, outer, reductions, unrolled, vector):
