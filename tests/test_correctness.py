@@ -252,7 +252,9 @@ PACKED_NHWC = [KernelSpec.from_json({"batch": n, "in_channels": i, "out_channels
                                      "epilogue": e, "layout": "NHWC", "dtype": d})
                for n, i, o, h, w, e, d in ((2, 512, 512, 5, 3, ["bias", "residual", "relu"], "float32"),
                                            (1, 1024, 512, 7, 7, ["bias"], "float16"),
-                                           (1, 256, 1024, 14, 14, ["bias", "relu6"], "float32"))]
+                                           (1, 256, 1024, 14, 14, ["bias", "relu6"], "float32"),
+                                           (6, 64, 24, 7, 5, ["bias", "relu"], "float32"),     # panels of 3 images
+                                           (3, 32, 16, 10, 10, ["bias"], "float32"))]          # of 1
 
 
 BLOCKED_NCHW = [(KernelSpec.from_json({"batch": n, "in_channels": i, "out_channels": o, "height": h, "width": h,
@@ -389,6 +391,21 @@ def test_few_rows_nhwc_run_a_task_per_tile(natural, host):
     assert scheduled.source == "x86.ChannelVectorNHWC"
     tasks = re.search(r"T\.parallel\((\d+)\)", scheduled.func.script())
     assert tasks and int(tasks.group(1)) > spec.batch * spec.out_height
+    assert relative_error(spec, host) < 1e-4
+
+
+def test_packed_nhwc_tasks_span_images(host):
+    """PointwisePackedNHWC at batch 8 on 7x7 planes: the batch's pixels are one GEMM axis, cut into
+    panels of whole images (4 here), so each task streams its weight panel over several images."""
+    from gconvgen.schedule import rule_schedule
+    from schedules import preferred_spec
+    natural = KernelSpec.from_json({"batch": 8, "in_channels": 40, "out_channels": 48, "height": 7, "width": 7,
+                                    "epilogue": ["bias", "relu"], "layout": "NHWC"})
+    spec = preferred_spec(natural, host.family, host.tvm_target())
+    scheduled = rule_schedule(spec, host)
+    assert scheduled.source == "x86.PointwisePackedNHWC"
+    tasks = int(re.search(r"T\.parallel\((\d+)\)", scheduled.func.script()).group(1))
+    assert tasks < spec.batch
     assert relative_error(spec, host) < 1e-4
 
 
