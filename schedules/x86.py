@@ -344,6 +344,7 @@ class PointwisePackedNCHW(_PackedWeightRule):
     no multiple of half a vector."""
 
     name = "x86.PointwisePackedNCHW"
+    pixel_weight_bytes: int | None = 8192   # a block's weight panel where tiles are one pixel
 
     def __init__(self, vectors: int = 3, accumulators: int = 24, block: int = 64, in_flight: int = 8) -> None:
         self.vectors = vectors
@@ -413,7 +414,15 @@ class PointwisePackedNCHW(_PackedWeightRule):
         po, pi_ = split(sch, p, pi, tunable, max_inner=32)
         # Tasks are channel tiles: each streams its weight panel once, block by block, over all
         # pixel tiles (which also helps few input channels: 96->576 at 14x14 102-135 vs 119-170 us).
-        ro, ri = split(sch, r, divisor_at_most(spec.in_channels, self.block), tunable, max_inner=256)
+        block = self.block
+        if pi == 1 and self.pixel_weight_bytes:
+            # One-pixel tiles read the block's weight panel again for every pixel: the panel stays
+            # within a quarter of L1, so 7x7's 8-vector tiles on AVX2 take 32 input channels a block
+            # (in-process A/B, µs, batch 1: 320->1280 349-381 vs 406-410, 960->160 143-307 vs 169-362,
+            # 576->160 89 vs 101, 960->320 262-321 vs 285-351, 1024->2048 2553-2713 vs 2761-2887;
+            # batch 8: 960->160 1125 vs 1348, 464->1024 3289 vs 3702, 320->1280 3485 vs 3925).
+            block = min(block, self.pixel_weight_bytes // (per_tile * lanes * dtype_bits(spec.dtype) // 8))
+        ro, ri = split(sch, r, divisor_at_most(spec.in_channels, block), tunable, max_inner=256)
         sch.reorder(n, o_rest, ro, po, ri, pi_, ov, ol)
         _pixel_tile_tail(sch, conv, out, sch.fuse(n, o_rest), [pi_, ov], ol, ro, vector_store=False)
 
@@ -456,6 +465,8 @@ class PointwisePackedNHWC(PointwisePackedNCHW):
     grouped or shuffled convs, nor to channel counts no multiple of the vector."""
 
     name = "x86.PointwisePackedNHWC"
+    pixel_weight_bytes = None   # a pixel's input channels are one run, which the prefetchers stream
+    # (64-channel blocks on 7x7 1-pixel tiles: 2048->1024 3209 vs 3314 µs with 32, 960->320 338 vs 360)
     min_weight_bytes = 1 << 20
     max_pixels = 14 * 14
 

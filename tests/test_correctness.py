@@ -111,10 +111,10 @@ def test_avg_pool_matches_torch(spec, layout, host):
 
 # Pointwise layers whose planes are no multiple of the vector, with the weight packed (HWIO blocked by the
 # channel vector) as the torch ops call them on x86: the channel-vector rule, a partial last tile
-# (232 = 29 x 8) included.
+# (232 = 29 x 8) included, and 1-pixel tiles of 8 vectors whose reduction runs in blocks of 32 on AVX2.
 PACKED = [KernelSpec.from_json({"in_channels": i, "out_channels": o, "height": h, "width": h, "epilogue": e})
           for i, o, h, e in ((232, 232, 7, ["bias", "relu"]), (96, 576, 14, ["bias", "relu6"]),
-                             (24, 40, 5, []), (16, 1024, 7, ["hardswish"]))]
+                             (24, 40, 5, []), (16, 1024, 7, ["hardswish"]), (96, 320, 7, ["bias"]))]
 
 
 @pytest.mark.parametrize("natural", PACKED, ids=lambda s: s.key)
