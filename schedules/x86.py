@@ -339,12 +339,15 @@ class PointwisePackedNCHW(_PackedWeightRule):
     7x7 1.1 vs 1.6-1.7 ms; MobileNetV2's 320->1280 at 7x7 186-199 vs 255 us, 960->320 145-153 vs 176).
     The tile's accumulators scale with the register file (24 of AVX-512's 32, 12 of AVX2's 16: 384->64
     at 14x14 167 vs 300 us there), and are at least the FMAs in flight where channels allow.
-    Output channels of no whole vectors (but of half ones) take plain HWIO and whole-vector tiles with
+    Batches of deep layers that would run 1-pixel tiles copy their input pixel-major first
+    (`_transposes_input`). Output channels of no whole vectors (but of half ones) take plain HWIO and whole-vector tiles with
     a partial last one (`_ragged`). Does not apply to other weight layouts, groups, or channel counts
     no multiple of half a vector."""
 
     name = "x86.PointwisePackedNCHW"
     pixel_weight_bytes: int | None = 8192   # a block's weight panel where tiles are one pixel
+    transpose_min_channels = 768
+    max_pixels = 14 * 14   # a task's panel of images, where they are one GEMM axis
 
     def __init__(self, vectors: int = 3, accumulators: int = 24, block: int = 64, in_flight: int = 8) -> None:
         self.vectors = vectors
@@ -362,27 +365,9 @@ class PointwisePackedNCHW(_PackedWeightRule):
         return (_plain_pointwise(spec, "NCHW") and spec.groups == 1 and spec.out_channels % max(1, lanes // 2) == 0
                 and pixels % lanes != 0 and not (pixels == 1 and spec.in_channels % lanes == 0))   # MatVecNCHW's
 
-    def _task_pixels(self, spec) -> int:
-        """The pixels of the GEMM's pixel axis p that one task's tiles run over: an image's."""
-        return spec.height * spec.width
-
-    def _flatten(self, sch: s_tir.Schedule, spec) -> None:
-        """One pixel axis p = h * W + w; the conv's loops become (n, o, p, r). The accumulator is
-        pixel-major, so a tile's channel vectors are contiguous in it."""
-        width = spec.width
-        sch.transform_layout(sch.get_sblock("conv"), ("write", 0), lambda n, o, h, w: (n, h * width + w, o))
-        sch.transform_block_layout(sch.get_sblock("conv"), lambda n, o, h, w, r: (n, o, h * width + w, r))
-        sch.transform_block_layout(sch.get_sblock("out"), lambda n, o, h, w: (n, o, h * width + w))
-
-    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
-        epilogue_in_conv_order(sch, spec)
+    def _tile(self, spec, target: Target, pixels: int, tunable: bool) -> tuple[int, int]:
+        """(channel vectors, pixels) of the register tile, over a task's `pixels`."""
         lanes = vector_lanes(target)
-        pixels = self._task_pixels(spec)
-        self._flatten(sch, spec)
-        conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
-        if spec.out_channels % lanes:
-            self._ragged(sch, spec, target, tunable)
-            return
         # Vectors per tile: the most (up to `vectors`) that divide the channel vectors, as a partial
         # last tile costs predicates in every tile (1280 channels at 7x7: 2-vector tiles 229-239 us,
         # 3-vector 279-304). Where none does, a partial tile still beats 1-vector tiles: 232 channels
@@ -405,6 +390,63 @@ class PointwisePackedNCHW(_PackedWeightRule):
             # (960->320 at 7x7 on AVX2: 8 vectors x 1 pixel 445-486 us, 2 x 1 730-870).
             per_tile = min([d for d in range(per_tile, accumulators // pi + 1)
                             if channel_vectors % d == 0 and d * pi >= self.in_flight] or [per_tile])
+        return per_tile, pi
+
+    def _transposes_input(self, spec, target: Target) -> bool:
+        """Batches of deep layers whose images take 1-pixel tiles (7x7 on AVX2): the input is first
+        copied pixel-major (NHWC) in a pass of its own, and tasks run `_task_pixels` panels of images
+        as PointwisePackedNHWC's do, with its tiles of several pixels (in-process A/B at batch 8,
+        2 threads, µs: 2048->1024 at 7x7 14658-15369 vs 21078-28752, 1024->2048 15557-21142 vs
+        21534-28163, 960->320 2204-2221 vs 2389-2419, 960->160 1107 vs 1208). With fewer input
+        channels the copy and the transposed store weigh more (464->1024 3854 vs 3488, 160->960
+        1481 vs 1200)."""
+        plane = spec.height * spec.width
+        return (spec.layout == "NCHW" and spec.batch > 1 and spec.in_channels >= self.transpose_min_channels
+                and spec.out_channels % vector_lanes(target) == 0 and plane <= self.max_pixels
+                and self._tile(spec, target, plane, False)[1] == 1)
+
+    def _task_pixels(self, spec, target: Target) -> int:
+        """The pixels of the GEMM's pixel axis p that one task's tiles run over: an image's, or with
+        the input pixel-major, a panel of whole images up to `max_pixels`."""
+        plane = spec.height * spec.width
+        if spec.layout == "NHWC" or self._transposes_input(spec, target):
+            return plane * divisor_at_most(spec.batch, self.max_pixels // plane)
+        return plane
+
+    def _flatten(self, sch: s_tir.Schedule, spec, panel: int) -> None:
+        """The batch's pixels as one GEMM axis cut into panels of `panel` pixels of whole images: the
+        conv's loops become (panel, o, p, r), (n, o, h * W + w, r) where a panel is an image. The
+        accumulator is pixel-major, so a tile's channel vectors are contiguous in it."""
+        width, plane = spec.width, spec.height * spec.width
+        conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+
+        def split(n, h, w):
+            pixel = n * plane + h * width + w
+            return pixel // panel, pixel % panel
+
+        if spec.layout == "NCHW":
+            sch.transform_layout(conv, ("write", 0), lambda n, o, h, w: (*split(n, h, w), o))
+            sch.transform_block_layout(conv, lambda n, o, h, w, r: (split(n, h, w)[0], o, split(n, h, w)[1], r))
+            sch.transform_block_layout(out, lambda n, o, h, w: (split(n, h, w)[0], o, split(n, h, w)[1]))
+        else:
+            sch.transform_layout(conv, ("write", 0), lambda n, h, w, o: (*split(n, h, w), o))
+            sch.transform_block_layout(conv, lambda n, h, w, o, r: (split(n, h, w)[0], o, split(n, h, w)[1], r))
+            sch.transform_block_layout(out, lambda n, h, w, c: (*split(n, h, w), c))
+
+    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        epilogue_in_conv_order(sch, spec)
+        lanes = vector_lanes(target)
+        pixels = self._task_pixels(spec, target)
+        copy = None
+        if self._transposes_input(spec, target):
+            copy = sch.cache_read(sch.get_sblock("conv"), 0, "global")
+            sch.transform_layout(copy, ("write", 0), lambda n, c, h, w: (n, h, w, c))
+        self._flatten(sch, spec, pixels)
+        conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+        if spec.out_channels % lanes:
+            self._ragged(sch, spec, target, tunable)
+            return
+        per_tile, pi = self._tile(spec, target, pixels, tunable)
         n, o, p, r = sch.get_loops(conv)
         o_vectors, ol = sch.split(o, factors=[None, lanes])
         if tunable:
@@ -425,6 +467,13 @@ class PointwisePackedNCHW(_PackedWeightRule):
         ro, ri = split(sch, r, divisor_at_most(spec.in_channels, block), tunable, max_inner=256)
         sch.reorder(n, o_rest, ro, po, ri, pi_, ov, ol)
         _pixel_tile_tail(sch, conv, out, sch.fuse(n, o_rest), [pi_, ov], ol, ro, vector_store=False)
+        if copy is not None:   # channel vectors of each pixel, gathered from the planes as they stream
+            n, c, h, w = sch.get_loops(copy)
+            c_vectors, c_lanes = sch.split(c, factors=[None, lanes])
+            pixel = sch.fuse(h, w)
+            sch.reorder(n, c_vectors, pixel, c_lanes)
+            sch.parallel(sch.fuse(n, c_vectors))
+            sch.vectorize(c_lanes)
 
     def _ragged(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         """Output channels of no whole vectors (ShuffleNet v2's 116 on AVX2): tiles of two whole
@@ -468,7 +517,6 @@ class PointwisePackedNHWC(PointwisePackedNCHW):
     pixel_weight_bytes = None   # a pixel's input channels are one run, which the prefetchers stream
     # (64-channel blocks on 7x7 1-pixel tiles: 2048->1024 3209 vs 3314 µs with 32, 960->320 338 vs 360)
     min_weight_bytes = 1 << 20
-    max_pixels = 14 * 14
 
     def _fits(self, spec, target: Target) -> bool:
         weight_bytes = spec.in_channels * spec.out_channels * dtype_bits(spec.dtype) // 8
@@ -476,24 +524,6 @@ class PointwisePackedNHWC(PointwisePackedNCHW):
                 and spec.out_channels % vector_lanes(target) == 0
                 and 1 < spec.height * spec.width <= self.max_pixels
                 and (weight_bytes >= self.min_weight_bytes or spec.batch > 1))
-
-    def _task_pixels(self, spec) -> int:
-        plane = spec.height * spec.width
-        return plane * divisor_at_most(spec.batch, self.max_pixels // plane)
-
-    def _flatten(self, sch: s_tir.Schedule, spec) -> None:
-        """The batch's pixels, contiguous rows in NHWC, as one GEMM axis cut into panels of
-        `_task_pixels`: the loops become (panel, o, p, r) where the parent's are (n, o, p, r)."""
-        width, plane, panel = spec.width, spec.height * spec.width, self._task_pixels(spec)
-
-        def split(n, h, w):
-            pixel = n * plane + h * width + w
-            return pixel // panel, pixel % panel
-
-        sch.transform_layout(sch.get_sblock("conv"), ("write", 0), lambda n, h, w, o: (*split(n, h, w), o))
-        sch.transform_block_layout(sch.get_sblock("conv"), lambda n, h, w, o, r: (split(n, h, w)[0], o,
-                                                                                   split(n, h, w)[1], r))
-        sch.transform_block_layout(sch.get_sblock("out"), lambda n, h, w, c: (*split(n, h, w), c))
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         super().schedule(sch, spec, target, tunable)

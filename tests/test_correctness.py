@@ -114,7 +114,21 @@ def test_avg_pool_matches_torch(spec, layout, host):
 # (232 = 29 x 8) included, and 1-pixel tiles of 8 vectors whose reduction runs in blocks of 32 on AVX2.
 PACKED = [KernelSpec.from_json({"in_channels": i, "out_channels": o, "height": h, "width": h, "epilogue": e})
           for i, o, h, e in ((232, 232, 7, ["bias", "relu"]), (96, 576, 14, ["bias", "relu6"]),
-                             (24, 40, 5, []), (16, 1024, 7, ["hardswish"]), (96, 320, 7, ["bias"]))]
+                             (24, 40, 5, []), (16, 1024, 7, ["hardswish"]), (96, 320, 7, ["bias"]))] + [
+    KernelSpec.from_json({"batch": 3, "in_channels": 1024, "out_channels": 96, "height": 7, "width": 7})]
+
+
+def test_deep_batched_packed_pointwise_transposes_its_input(host):
+    """PointwisePackedNCHW on a batch of deep layers whose images take 1-pixel tiles (13 pixels, prime,
+    on any x86 register file): the input is copied pixel-major first and tasks are panels of images."""
+    from gconvgen.schedule import rule_schedule
+    from schedules import preferred_spec
+    natural = KernelSpec.from_json({"batch": 5, "in_channels": 768, "out_channels": 64, "height": 1, "width": 13,
+                                    "epilogue": ["bias", "residual", "relu"]})
+    spec = preferred_spec(natural, host.family, host.tvm_target())
+    scheduled = rule_schedule(spec, host)
+    assert scheduled.source == "x86.PointwisePackedNCHW" and 'T.sblock("input_global")' in scheduled.func.script()
+    assert relative_error(spec, host) < 1e-4
 
 
 @pytest.mark.parametrize("natural", PACKED, ids=lambda s: s.key)
