@@ -161,8 +161,8 @@ class PointwiseNCHW(ScheduleRule):
     name = "x86.PointwiseNCHW"
 
     def __init__(self, channel_tile: int = 4, vectors: int = 2, reduce_tile: int = 6, reduce_vectors: int = 4,
-                 block: int = 64, blocked_residual: bool = True, stream_bytes: int = 4 << 20, panel: int = 196,
-                 stream_block: int = 8) -> None:
+                 block: int = 64, blocked_residual: bool = True, stream_bytes: int = 6 << 20, panel: int = 196,
+                 stream_block: int = 8, stream_outputs: int = 64) -> None:
         self.channel_tile = channel_tile
         self.vectors = vectors
         self.reduce_tile = reduce_tile
@@ -172,6 +172,7 @@ class PointwiseNCHW(ScheduleRule):
         self.stream_bytes = stream_bytes
         self.panel = panel
         self.stream_block = stream_block
+        self.stream_outputs = stream_outputs
 
     def applies(self, spec, target: Target) -> bool:
         return (_plain_pointwise(spec, "NCHW") and spec.op_class != "depthwise"
@@ -195,7 +196,7 @@ class PointwiseNCHW(ScheduleRule):
         expanding_residual = self.blocked_residual and "residual" in spec.epilogue and cig >= self.block
         blocked = (cig >= cog or expanding_residual) and divisor_at_most(pixel_vectors, reduce_vectors) > 1
         input_bytes = spec.batch * spec.in_channels * spec.height * spec.width * dtype_bits(spec.dtype) // 8
-        if blocked and self.stream_bytes and input_bytes >= self.stream_bytes:
+        if blocked and self.stream_bytes and input_bytes >= self.stream_bytes and cog <= self.stream_outputs:
             self._streamed(sch, spec, (n, o, p, r), lanes, tunable)
             return
         oi = divisor_at_most(cog, self.reduce_tile if blocked else self.channel_tile)
@@ -232,8 +233,12 @@ class PointwiseNCHW(ScheduleRule):
         blocks of `stream_block` input channels, each sweeping the whole panel (8 rows of 6 KB) over
         the small tile (`channel_tile` x `vectors`), the panel's accumulators in L2. In-process A/B,
         AVX2, 2 threads, batch 8: 32->16 at 112x112 1.96 vs 4.77 ms (torch's channels_last 1.53),
-        96->24 at 56x56 1.34 vs 2.61 (1.30), 144->24 2.29 vs 3.98 (4.34); at batch 1 (cache-resident)
-        this lost up to 7 % and the blocked tile stays."""
+        96->24 at 56x56 1.34 vs 2.61 (1.30), 144->24 2.29 vs 3.98 (4.34), 256->64 9.6 vs 11.1; batch 4:
+        144->24 0.87 vs 1.14, 32->16 0.81 vs 2.15. Under 6 MiB of input it lost (at batch 1, up to 7 %;
+        192->32 at 28x28, batch 8, 4.8 MB: 0.85 vs 0.75 ms), and so it did with more than
+        `stream_outputs` output channels, where the blocked tile's reuse of each input line counts
+        more (batch 8: ResNeXt's 512->256 at 28x28 16.2 vs 14.9 ms, 512->512 31.9 vs 29.0, 256->256
+        at 56x56 34.5 vs 30.8; 256->128 16.0 vs 16.3)."""
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         n, o, p, r = loops
         cog, cig = spec.out_channels // spec.groups, spec.in_channels // spec.groups

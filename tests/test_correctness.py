@@ -291,22 +291,24 @@ def test_blocked_pointwise_nchw_matches_torch(spec, partial, host):
     assert relative_error(spec, host) < 1e-4
 
 
-STREAMED_NCHW = [KernelSpec.from_json({"batch": n, "in_channels": i, "out_channels": o, "height": h, "width": h,
-                                        "groups": g, "epilogue": e})
-                 for n, i, o, h, g, e in ((4, 64, 16, 64, 1, ["bias"]),                    # 4 MiB of input
-                                          (6, 240, 60, 28, 3, ["bias", "relu", "shuffle:3"]))]
+STREAMED_NCHW = [(KernelSpec.from_json({"batch": n, "in_channels": i, "out_channels": o, "height": h, "width": h,
+                                         "groups": g, "epilogue": e}), streamed)
+                 for n, i, o, h, g, e, streamed in (
+                     (6, 64, 16, 64, 1, ["bias"], True),                           # 6 MiB of input
+                     (9, 240, 60, 28, 3, ["bias", "relu", "shuffle:3"], True),
+                     (4, 128, 128, 64, 1, ["bias", "relu"], False))]               # too many outputs
 
 
-@pytest.mark.parametrize("natural", STREAMED_NCHW, ids=lambda s: s.key)
-def test_streamed_pointwise_nchw(natural, host):
-    """x86.PointwiseNCHW on inputs past `stream_bytes`: panels of pixels per task, the reduction in
-    blocks of 8 input channels over each panel."""
+@pytest.mark.parametrize("natural, streamed", STREAMED_NCHW, ids=lambda s: getattr(s, "key", ""))
+def test_streamed_pointwise_nchw(natural, streamed, host):
+    """x86.PointwiseNCHW on inputs past `stream_bytes` with few output channels: panels of pixels per
+    task, the reduction in blocks of 8 input channels over each panel; with many, the blocked tile."""
     from gconvgen.schedule import rule_schedule
     scheduled = rule_schedule(natural, host)
     assert scheduled.source == "x86.PointwiseNCHW"
     tasks = int(re.search(r"T\.parallel\((\d+)\)", scheduled.func.script()).group(1))
     pixel_vectors = natural.height * natural.width // vector_lanes(host.tvm_target())
-    assert tasks * 64 <= natural.batch * pixel_vectors   # panels, not tiles of a few vectors
+    assert (tasks * 64 <= natural.batch * pixel_vectors) == streamed   # panels, not tiles of a few vectors
     assert relative_error(natural, host) < 1e-4
 
 
