@@ -162,7 +162,7 @@ class PointwiseNCHW(ScheduleRule):
 
     def __init__(self, channel_tile: int = 4, vectors: int = 2, reduce_tile: int = 6, reduce_vectors: int = 4,
                  block: int = 64, blocked_residual: bool = True, stream_bytes: int = 6 << 20, panel: int = 196,
-                 stream_block: int = 8, stream_outputs: int = 64) -> None:
+                 stream_block: int = 8, stream_outputs: int = 64, pack_outputs: int = 128) -> None:
         self.channel_tile = channel_tile
         self.vectors = vectors
         self.reduce_tile = reduce_tile
@@ -173,6 +173,7 @@ class PointwiseNCHW(ScheduleRule):
         self.panel = panel
         self.stream_block = stream_block
         self.stream_outputs = stream_outputs
+        self.pack_outputs = pack_outputs
 
     def applies(self, spec, target: Target) -> bool:
         return (_plain_pointwise(spec, "NCHW") and spec.op_class != "depthwise"
@@ -220,10 +221,30 @@ class PointwiseNCHW(ScheduleRule):
             ro, ri = split(sch, r, block, tunable, max_inner=256)
             sch.reorder(n, po, ro, oo, ri, oi_, pv, pl)
             tile, reduction = sch.fuse(n, po), ro
+            if spec.groups == 1 and cog >= self.pack_outputs:
+                self._pack_input(sch, spec, ro)
         else:
             sch.reorder(n, po, oo, r, oi_, pv, pl)
             tile, reduction = sch.fuse(n, po, oo), r
         _pixel_tile_tail(sch, conv, out, tile, [oi_, pv], pl, reduction)
+
+    @staticmethod
+    def _pack_input(sch: s_tir.Schedule, spec, block_loop) -> None:
+        """Each block's input panel (its input channels x the tile's pixels) copied into one contiguous
+        buffer first, which every channel tile then reads: in place its rows lie a plane apart, a page
+        or more from 28x28 on, so a block touched as many pages as channels. In-process A/B, AVX2, 2
+        threads, ms, batch 1: 512->256 at 28x28 1.70 vs 1.91; batch 8: 512->512 28.6 vs 31.0, 512->256
+        14.1 vs 15.2, 256->256 at 56x56 30.0 vs 33.2. Only with `pack_outputs` output channels or more,
+        whose tiles share the copy (batch 1: 256->128 at 56x56 2.43 vs 2.67, 256->256 3.76 vs 4.16,
+        512->512 at 28x28 3.53 vs 3.74; 116->116 at 28x28 the same, 58->58 48 vs 45 µs, 32->16 at
+        112x112 199 vs 176). Grouped layers read each group's own channels, no one range: they keep
+        reading in place."""
+        width = spec.width
+        copy = sch.cache_read(sch.get_sblock("conv"), 0, "global")
+        sch.transform_layout(copy, ("write", 0), lambda n, c, h, w: (n, c, h * width + w))
+        sch.transform_block_layout(copy, lambda n, c, h, w: (n, c, h * width + w))
+        sch.compute_at(copy, block_loop, preserve_unit_loops=True)
+        sch.vectorize(sch.get_loops(copy)[-1])
 
     def _streamed(self, sch: s_tir.Schedule, spec, loops, lanes: int, tunable: bool) -> None:
         """A blocked layer whose input outgrows the caches (`stream_bytes`: batch 8 of MobileNetV2's

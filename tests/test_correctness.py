@@ -283,11 +283,13 @@ BLOCKED_NCHW = [(KernelSpec.from_json({"batch": n, "in_channels": i, "out_channe
 @pytest.mark.parametrize("spec, partial", BLOCKED_NCHW, ids=lambda s: getattr(s, "key", ""))
 def test_blocked_pointwise_nchw_matches_torch(spec, partial, host):
     """x86.PointwiseNCHW's blocked GEMM where the channels have no divisor near its tile (a partial
-    last tile, peeled off by TVM's LoopPartition pass) and for expanding layers with a residual."""
+    last tile, peeled off by TVM's LoopPartition pass) and for expanding layers with a residual;
+    with 128 output channels or more, each block's input panel is copied contiguous first."""
     from gconvgen.schedule import rule_schedule
     scheduled = rule_schedule(spec, host)
     assert scheduled.source == "x86.PointwiseNCHW"
     assert ("pragma_loop_partition_hint" in scheduled.func.script()) == partial
+    assert ('T.sblock("input_global")' in scheduled.func.script()) == (spec.out_channels >= 128)
     assert relative_error(spec, host) < 1e-4
 
 
