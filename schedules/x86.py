@@ -161,7 +161,7 @@ class PointwiseNCHW(ScheduleRule):
     name = "x86.PointwiseNCHW"
 
     def __init__(self, channel_tile: int = 4, vectors: int = 2, reduce_tile: int = 6, reduce_vectors: int = 4,
-                 block: int = 64, blocked_residual: bool = True, stream_bytes: int = 6 << 20, panel: int = 196,
+                 block: int = 64, blocked_residual: bool = True, stream_bytes: int = 4 << 20, panel: int = 196,
                  stream_block: int = 8, stream_outputs: int = 64, pack_outputs: int = 128) -> None:
         self.channel_tile = channel_tile
         self.vectors = vectors
@@ -255,11 +255,11 @@ class PointwiseNCHW(ScheduleRule):
         the small tile (`channel_tile` x `vectors`), the panel's accumulators in L2. In-process A/B,
         AVX2, 2 threads, batch 8: 32->16 at 112x112 1.96 vs 4.77 ms (torch's channels_last 1.53),
         96->24 at 56x56 1.34 vs 2.61 (1.30), 144->24 2.29 vs 3.98 (4.34), 256->64 9.6 vs 11.1; batch 4:
-        144->24 0.87 vs 1.14, 32->16 0.81 vs 2.15. Under 6 MiB of input it lost (at batch 1, up to 7 %;
-        192->32 at 28x28, batch 8, 4.8 MB: 0.85 vs 0.75 ms), and so it did with more than
-        `stream_outputs` output channels, where the blocked tile's reuse of each input line counts
-        more (batch 8: ResNeXt's 512->256 at 28x28 16.2 vs 14.9 ms, 512->512 31.9 vs 29.0, 256->256
-        at 56x56 34.5 vs 30.8; 256->128 16.0 vs 16.3)."""
+        144->24 0.87 vs 1.14, 32->16 0.81 vs 2.15, ShuffleNet v1's 3-group 240->60 at 28x28, batch 8,
+        0.70-1.06 vs 1.22-1.47. Cache-resident (batch 1) it lost up to 7 %, and so it did with more
+        than `stream_outputs` output channels, where the blocked tile's reuse of each input line
+        counts more (batch 8: ResNeXt's 512->256 at 28x28 16.2 vs 14.9 ms, 512->512 31.9 vs 29.0,
+        256->256 at 56x56 34.5 vs 30.8; 256->128 16.0 vs 16.3)."""
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         n, o, p, r = loops
         cog, cig = spec.out_channels // spec.groups, spec.in_channels // spec.groups
