@@ -366,13 +366,13 @@ class PointwisePackedNCHW(_PackedWeightRule):
     The tile's accumulators scale with the register file (24 of AVX-512's 32, 12 of AVX2's 16: 384->64
     at 14x14 167 vs 300 us there), and are at least the FMAs in flight where channels allow.
     Batches of deep layers that would run 1-pixel tiles copy their input pixel-major first
-    (`_transposes_input`). Output channels of no whole vectors (but of half ones) take plain HWIO and whole-vector tiles with
-    a partial last one (`_ragged`). Does not apply to other weight layouts, groups, or channel counts
-    no multiple of half a vector."""
+    (`_transposes_input`). Output channels of no whole vectors (but of half ones) take plain HWIO
+    and whole-vector tiles with a partial last one (`_ragged`). Does not apply to other weight
+    layouts, groups, or channel counts no multiple of half a vector."""
 
     name = "x86.PointwisePackedNCHW"
     pixel_weight_bytes: int | None = 8192   # a block's weight panel where tiles are one pixel
-    transpose_min_channels = 768
+    transpose_min_channels = 768   # input channels whose reduction pays for the pixel-major copy
     max_pixels = 14 * 14   # a task's panel of images, where they are one GEMM axis
 
     def __init__(self, vectors: int = 3, accumulators: int = 24, block: int = 64, in_flight: int = 8) -> None:
@@ -861,7 +861,8 @@ class ChannelVectorNHWC(ScheduleRule):
         window = spec.op_class in ("depthwise", "pool")
         if window:   # one vector loop, which LLVM splits into registers (unrolled halves lost 30% at 7x7)
             wi = divisor_at_most(spec.out_width, self.pixels)
-            oo, *oi = split(sch, o, self._window_vector(span, lanes, target, spec.out_width), tunable, max_inner=4 * lanes)
+            vector = self._window_vector(span, lanes, target, spec.out_width)
+            oo, *oi = split(sch, o, vector, tunable, max_inner=4 * lanes)
         else:
             wi, channels = self._tile(spec, target, span, lanes)
             oo, *oi = split(sch, o, channels, tunable, max_inner=lanes)

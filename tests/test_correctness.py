@@ -392,7 +392,7 @@ FEW_ROWS_NHWC = [KernelSpec.from_json({"op": op, "batch": n, "in_channels": i, "
                                        "epilogue": e, "layout": "NHWC"})
                  for op, n, i, o, h, k, s, p, g, e in (
                      ("conv2d", 1, 512, 512, 7, 3, 1, 1, 32, ["bias", "relu"]),     # group_input copy per tile
-                     ("conv2d", 2, 96, 40, 3, 1, 1, 0, 1, ["bias", "residual"]),   # 6 rows over 2 images
+                     ("conv2d", 2, 96, 40, 3, 3, 1, 1, 1, ["bias", "residual"]),   # 6 rows over 2 images
                      ("conv2d", 1, 256, 100, 1, 1, 1, 0, 1, ["bias"]),             # a classifier's 1x1 plane
                      ("avg_pool2d", 1, 200, 200, 7, 7, 7, 0, 200, []),             # a global pool's one row
                  )]
