@@ -109,6 +109,20 @@ def test_avg_pool_matches_torch(spec, layout, host):
     assert relative_error(spec.with_layout(layout), host) < 1e-5
 
 
+GLOBAL_POOLS = [KernelSpec.from_json({"op": op, "batch": n, "in_channels": c, "height": h, "width": w, "kernel": [h, w],
+                                      "stride": [h, w], "epilogue": e})
+                for op, n, c, h, w, e in (("avg_pool2d", 2, 40, 7, 7, ["relu6"]), ("max_pool2d", 3, 12, 5, 3, []),
+                                          ("avg_pool2d", 1, 16, 14, 14, []))]
+
+
+@pytest.mark.parametrize("spec", GLOBAL_POOLS, ids=lambda s: s.key)
+def test_global_pool_nchw_sums_row_vectors(spec, host):
+    """x86.GlobalPoolNCHW: a plane's window rows reduced as one vector, then its lanes."""
+    from gconvgen.schedule import rule_schedule
+    assert rule_schedule(spec, host).source == "x86.GlobalPoolNCHW"
+    assert relative_error(spec, host) < 1e-5
+
+
 # Pointwise layers whose planes are no multiple of the vector, with the weight packed (HWIO blocked by the
 # channel vector) as the torch ops call them on x86: the channel-vector rule, a partial last tile
 # (232 = 29 x 8) included, and 1-pixel tiles of 8 vectors whose reduction runs in blocks of 32 on AVX2.
