@@ -461,11 +461,11 @@ class PointwisePackedNCHW(_PackedWeightRule):
                 and spec.out_channels % vector_lanes(target) == 0 and plane <= self.max_pixels
                 and self._tile(spec, target, plane, False)[1] == 1)
 
-    def _task_pixels(self, spec, target: Target) -> int:
+    def _task_pixels(self, spec, transposed: bool) -> int:
         """The pixels of the GEMM's pixel axis p that one task's tiles run over: an image's, or with
-        the input pixel-major, a panel of whole images up to `max_pixels`."""
+        the input pixel-major (NHWC, or `transposed`), a panel of whole images up to `max_pixels`."""
         plane = spec.height * spec.width
-        if spec.layout == "NHWC" or self._transposes_input(spec, target):
+        if spec.layout == "NHWC" or transposed:
             return plane * divisor_at_most(spec.batch, self.max_pixels // plane)
         return plane
 
@@ -492,9 +492,10 @@ class PointwisePackedNCHW(_PackedWeightRule):
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         epilogue_in_conv_order(sch, spec)
         lanes = vector_lanes(target)
-        pixels = self._task_pixels(spec, target)
+        transposed = self._transposes_input(spec, target)
+        pixels = self._task_pixels(spec, transposed)
         copy = None
-        if self._transposes_input(spec, target):
+        if transposed:
             copy = sch.cache_read(sch.get_sblock("conv"), 0, "global")
             sch.transform_layout(copy, ("write", 0), lambda n, c, h, w: (n, h, w, c))
         self._flatten(sch, spec, pixels)
@@ -1213,7 +1214,7 @@ def _parallel_vectorize(sch: s_tir.Schedule, block, flatten_inner: bool = False)
     sch.vectorize(inner)
 
 
-RULES: list[ScheduleRule] = [GlobalPoolNCHW(), DepthwisePackedNCHW(), DepthwiseNCHW(), PointwiseWideTileNCHW(), PointwiseNCHW(),
-                             PointwisePackedNCHW(), MatVecNCHW(), GroupConvPackedNCHW(),
+RULES: list[ScheduleRule] = [GlobalPoolNCHW(), DepthwisePackedNCHW(), DepthwiseNCHW(), PointwiseWideTileNCHW(),
+                             PointwiseNCHW(), PointwisePackedNCHW(), MatVecNCHW(), GroupConvPackedNCHW(),
                              GroupConvNCHW(), PointwisePackedNHWC(), ChannelVectorNHWC(), ChannelShuffle(),
                              WeightGradNCHW(), InputGradNCHW()]
