@@ -3,8 +3,9 @@ shuffles for gconvgen's, folding BatchNorm and the following activation into the
 
 - `nn.Conv2d` with groups > 1, a 1x1 kernel, or an image stem (at most 4 input channels) ->
   `gconvgen.nn.Conv2d` (same parameters).
-- In an `nn.Sequential`, conv -> BatchNorm2d (eval mode) -> ReLU/ReLU6/Hardswish becomes one fused
-  `ConvBNAct`; the BatchNorm and the activation become `nn.Identity`.
+- In an `nn.Sequential`, conv -> BatchNorm2d (eval mode) -> an activation (ReLU, ReLU6, Hardswish,
+  SiLU, Sigmoid, Hardsigmoid) becomes one fused `ConvBNAct`; the BatchNorm and the activation become
+  `nn.Identity`.
 - `nn.ChannelShuffle` -> `gconvgen.nn.ChannelShuffle`; `nn.MaxPool2d` (and, through fx, `F.max_pool2d`
   calls), floor mode without indices -> `gconvgen.nn.MaxPool2d`; `nn.AvgPool2d` and `F.avg_pool2d` ->
   `gconvgen.nn.AvgPool2d`; `nn.AdaptiveAvgPool2d` and `F.adaptive_avg_pool2d` ->
@@ -31,7 +32,8 @@ from torch import nn
 
 from .nn import AdaptiveAvgPool2d, AvgPool2d, ChannelShuffle, Conv2d, ConvBNAct, Linear, MaxPool2d
 
-_ACTIVATIONS = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish"}
+_ACTIVATIONS = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish", nn.SiLU: "silu", nn.Sigmoid: "sigmoid",
+                nn.Hardsigmoid: "hardsigmoid"}
 
 
 def eligible(conv: nn.Module) -> bool:
@@ -200,7 +202,7 @@ def _trace_shuffles(model: nn.Module) -> nn.Module:
     replaced = _drop_identities(gm) + _replace_shuffles(gm) + _replace_max_pools(gm) + _replace_avg_pools(gm)
     gm.graph.eliminate_dead_code()   # the replaced nodes, which still read what the fusions below need alone
     fused = (_fuse_concat_shuffles(gm) + _fuse_shuffles_into_convs(gm) + _fuse_residual_adds(gm)
-             + _fuse_relu_into_concat(gm))
+             + _fuse_relu_into_concat(gm) + _fuse_activations(gm))
     if not (replaced or fused):
         return model
     gm.graph.eliminate_dead_code()
@@ -324,13 +326,6 @@ def _is_add(node) -> bool:
             or (_is_method(node, "add") and not node.kwargs)) and len(node.args) == 2
 
 
-def _is_relu(gm: torch.fx.GraphModule, node) -> bool:
-    if node.op == "call_module":
-        return type(gm.get_submodule(node.target)) is nn.ReLU
-    return ((node.op == "call_function" and node.target in (torch.relu, F.relu)) or _is_method(node, "relu")) \
-        and len(node.args) == 1
-
-
 def _fuse_residual_adds(gm: torch.fx.GraphModule) -> int:
     """conv(x) + skip [-> relu], where only the add reads the conv's output, the conv module runs once
     and has no activation of its own, becomes conv(x, residual=skip) with the relu in its epilogue:
@@ -354,12 +349,51 @@ def _fuse_residual_adds(gm: torch.fx.GraphModule) -> int:
             gm.graph.erase_node(node)
             gm.graph.erase_node(conv_node)
             user = next(iter(fused.users)) if len(fused.users) == 1 else None
-            if user is not None and _is_relu(gm, user):
+            if user is not None and _activation(gm, user) == "relu":
                 conv.activation = "relu"
                 user.replace_all_uses_with(fused)
                 gm.graph.erase_node(user)
             count += 1
             break
+    return count
+
+
+_ACTIVATION_FUNCTIONS = {F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.hardswish: "hardswish",
+                         F.silu: "silu", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", F.hardsigmoid: "hardsigmoid"}
+
+
+def _activation(gm: torch.fx.GraphModule, node) -> str | None:
+    """The epilogue activation a graph node computes of its one tensor argument, or None."""
+    if node.op == "call_module":
+        return _ACTIVATIONS.get(type(gm.get_submodule(node.target)))
+    plain = len(node.args) == 1 and set(node.kwargs) <= {"inplace"}
+    if node.op == "call_function" and plain:
+        return _ACTIVATION_FUNCTIONS.get(node.target)
+    if node.op == "call_method" and plain and not node.kwargs:
+        return {"relu": "relu", "sigmoid": "sigmoid"}.get(node.target)
+    return None
+
+
+def _fuse_activations(gm: torch.fx.GraphModule) -> int:
+    """conv(x) -> activation, where only the activation reads the conv's output and the conv module
+    runs once with no activation or shuffle of its own, becomes the conv with the activation in its
+    epilogue: what the Sequential fusion does for modules a forward calls one after the other
+    (torchvision's SqueezeExcitation: fc1 -> SiLU, fc2 -> Sigmoid)."""
+    calls = _module_calls(gm)
+    count = 0
+    for node in list(gm.graph.nodes):
+        if not (node.op == "call_module" and len(node.users) == 1 and calls.get(node.target) == 1):
+            continue
+        conv = gm.get_submodule(node.target)
+        user = next(iter(node.users))
+        act = _activation(gm, user)
+        if not (isinstance(conv, Conv2d) and conv.activation == "none" and conv.shuffle <= 1 and act
+                and user.args[0] is node):
+            continue
+        conv.activation = act
+        user.replace_all_uses_with(node)
+        gm.graph.erase_node(user)
+        count += 1
     return count
 
 
@@ -455,7 +489,7 @@ def _fuse_relu_into_concat(gm: torch.fx.GraphModule) -> int:
     calls = _module_calls(gm)
     count = 0
     for node in list(gm.graph.nodes):
-        if not _is_relu(gm, node):
+        if _activation(gm, node) != "relu":
             continue
         cat = node.args[0] if node.args else None
         parts = _channel_cat_parts(cat)

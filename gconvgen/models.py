@@ -5,6 +5,7 @@ torch), random weights: what `gconvgen bench --model` and the convert tests run.
 - ShuffleNetV1 with g = 3 (Zhang et al. 2018), 1.0x: grouped 1x1 convs and a channel shuffle.
 - ShuffleNetV2 1.0x (Ma et al. 2018): channel split, concat and a hand-written shuffle.
 - ResNeXt-50 32x4d (Xie et al. 2017).
+- EfficientNet-B0 (Tan and Le 2019): SiLU, 5x5 depthwise convs, squeeze-and-excitation.
 """
 from __future__ import annotations
 
@@ -169,8 +170,59 @@ class ResNeXt50(nn.Module):
         return pool_classify(self.stages(nn.functional.max_pool2d(self.stem(x), 3, 2, 1)), self.fc)
 
 
+# --- EfficientNet-B0 ------------------------------------------------------------------------------
+class SqueezeExcite(nn.Module):
+    """Channel gates from the globally pooled features, written as torchvision writes it: modules
+    called one after the other in forward, not a Sequential."""
+
+    def __init__(self, channels: int, squeezed: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, squeezed, 1)
+        self.activation = nn.SiLU()
+        self.fc2 = nn.Conv2d(squeezed, channels, 1)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = nn.functional.adaptive_avg_pool2d(x, 1)
+        return x * self.gate(self.fc2(self.activation(self.fc1(pooled))))
+
+
+class MBConv(nn.Module):
+    def __init__(self, cin: int, cout: int, k: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = cin * expand
+        layers = [conv_bn(cin, hidden, 1, act=nn.SiLU)] if expand != 1 else []
+        layers += [conv_bn(hidden, hidden, k, stride, groups=hidden, act=nn.SiLU),
+                   SqueezeExcite(hidden, max(1, cin // 4)), conv_bn(hidden, cout, 1, act=None)]
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x) if self.residual else self.block(x)
+
+
+class EfficientNetB0(nn.Module):
+    # expansion, kernel, stride, output channels, blocks
+    SETTINGS = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
+                (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        layers, cin = [conv_bn(3, 32, 3, 2, act=nn.SiLU)], 32
+        for t, k, s, c, n in self.SETTINGS:
+            for i in range(n):
+                layers.append(MBConv(cin, c, k, s if i == 0 else 1, t))
+                cin = c
+        layers.append(conv_bn(cin, 1280, 1, act=nn.SiLU))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(1280, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pool_classify(self.features(x), self.classifier)
+
+
 MODELS = {"mobilenet_v2": MobileNetV2, "shufflenet_v1": ShuffleNetV1, "shufflenet_v2": ShuffleNetV2,
-          "resnext50": ResNeXt50}
+          "resnext50": ResNeXt50, "efficientnet_b0": EfficientNetB0}
 
 
 def create(name: str, seed: int = 0) -> nn.Module:

@@ -1,7 +1,8 @@
 """Drop-in modules: nn.Conv2d's and nn.ChannelShuffle's constructors and state_dicts, our kernels.
 
-`Conv2d` adds two keyword arguments, `activation` ('none', 'relu', 'relu6', 'hardswish') and
-`shuffle` (output channel shuffle groups), which run fused in the kernel's store.
+`Conv2d` adds two keyword arguments, `activation` ('none', 'relu', 'relu6', 'hardswish', 'silu',
+'sigmoid', 'hardsigmoid') and `shuffle` (output channel shuffle groups), which run fused in the
+kernel's store.
 """
 from __future__ import annotations
 

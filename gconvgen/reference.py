@@ -28,6 +28,12 @@ def activate(y: torch.Tensor, activation: str | None) -> torch.Tensor:
         return F.relu6(y)
     if activation == "hardswish":
         return F.hardswish(y)
+    if activation == "silu":
+        return F.silu(y)
+    if activation == "sigmoid":
+        return torch.sigmoid(y)
+    if activation == "hardsigmoid":
+        return F.hardsigmoid(y)
     return y
 
 

@@ -14,7 +14,7 @@ WEIGHT_LAYOUTS = ("OIHW", "HWIO")   # torch's own; output channels innermost (an
 # and HWIO<t>, e.g. HWIO16: HWIO with the output channels in blocks of t, block-major, (out/t, kh, kw, in/groups,
 # t), so the weights of t output channels are one contiguous panel (x86's packed NCHW rules and its NHWC tiles)
 DTYPES = ("float32", "float16")
-ACTIVATIONS = ("relu", "relu6", "hardswish")
+ACTIVATIONS = ("relu", "relu6", "hardswish", "silu", "sigmoid", "hardsigmoid")
 OP_CLASSES = ("depthwise", "grouped", "pointwise", "dense", "shuffle", "pool", "wgrad", "dgrad")
 # Suite rows carry these as labels; they do not change the kernel.
 _METADATA_FIELDS = ("name", "model")

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 
 from . import reference
 from .reference import activate
-from .spec import KernelSpec
+from .spec import ACTIVATIONS as _FUSED_ACTIVATIONS, KernelSpec
 
-ACTIVATIONS = ("none", "relu", "relu6", "hardswish")
+ACTIVATIONS = ("none", *_FUSED_ACTIVATIONS)
 
 _kernels: dict[tuple[str, str], object] = {}   # (device type, spec key) -> kernel
 _libraries: list = []
@@ -364,7 +364,7 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
            padding: list[int], dilation: list[int], groups: int, activation: str, shuffle: int,
            residual: torch.Tensor | None = None) -> torch.Tensor:
     """Group conv2d + bias + residual (a tensor of the output's shape, added before the activation)
-    + activation ('none', 'relu', 'relu6', 'hardswish') + output channel shuffle (0 or 1: none),
+    + activation (one of ACTIVATIONS, 'none' for none) + output channel shuffle (0 or 1: none),
     torch's result for NCHW or channels_last input."""
     if strided_pointwise(weight, stride, padding) and x.dim() == 4:
         # A strided 1x1 conv is the 1x1 conv of the subsampled input (ResNet's downsampling shortcut):
@@ -423,6 +423,11 @@ def _activation_grad(z: torch.Tensor, activation: str) -> torch.Tensor | None:
         return ((z > 0) & (z < 6)).to(z.dtype)
     if activation == "hardswish":   # x/6 * relu6(x + 3): 0 below -3, 1 above 3, (2x + 3)/6 between
         return torch.where(z < -3, 0.0, torch.where(z > 3, 1.0, (2 * z + 3) / 6)).to(z.dtype)
+    if activation == "hardsigmoid":
+        return ((z > -3) & (z < 3)).to(z.dtype) / 6
+    if activation in ("sigmoid", "silu"):
+        s = torch.sigmoid(z)
+        return s * (1 - s) if activation == "sigmoid" else s * (1 + z * (1 - s))
     return None
 
 

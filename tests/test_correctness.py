@@ -4,6 +4,7 @@ import dataclasses
 import re
 
 import pytest
+import torch
 
 from gconvgen import suites, targets
 from gconvgen.spec import KernelSpec
@@ -121,6 +122,24 @@ def test_global_pool_nchw_sums_row_vectors(spec, host):
     from gconvgen.schedule import rule_schedule
     assert rule_schedule(spec, host).source == "x86.GlobalPoolNCHW"
     assert relative_error(spec, host) < 1e-5
+
+
+@pytest.mark.parametrize("activation", ["silu", "sigmoid", "hardsigmoid"])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_sigmoid_epilogues_over_the_whole_float_range(activation, layout, host):
+    """silu and sigmoid compute e^x in plain arithmetic (ops/epilogue.exp): pre-activations of a few
+    hundred, beyond where e^x leaves float32, saturate as torch's do (an EfficientNet 5x5 depthwise)."""
+    from gconvgen import reference
+    from helpers import run_ours
+    spec = KernelSpec.from_json({"in_channels": 16, "out_channels": 16, "groups": 16, "height": 12, "width": 12,
+                                 "kernel": 5, "padding": 2, "epilogue": ["bias", activation], "layout": layout})
+    args = reference.random_args(spec)
+    args["input"] = args["input"] * 100
+    expected = reference.forward(spec, *args.values())
+    z = torch.nn.functional.conv2d(args["input"], args["weight"], args["bias"], padding=2, groups=16)
+    assert z.min() < -88 and z.max() > 89
+    ours = run_ours(spec, host, args)
+    assert ((ours - expected).abs().max() / expected.abs().max()).item() < 1e-5
 
 
 # Pointwise layers whose planes are no multiple of the vector, with the weight packed (HWIO blocked by the

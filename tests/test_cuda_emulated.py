@@ -33,6 +33,7 @@ def dw(channels: int, size: int, **kw) -> KernelSpec:
 CASES = [
     (cuda.DepthwiseNCHW(), dw(16, 16)),
     (cuda.DepthwiseNCHW(), dw(16, 16, stride=2, dtype="float16")),
+    (cuda.DepthwiseNCHW(), dw(16, 12, k=5, dtype="float16", epilogue=("bias", "silu"))),   # EfficientNet's
     (cuda.DepthwiseStagedNCHW(), dw(16, 16, dtype="float16")),                 # 8-lane copies
     (cuda.DepthwiseStagedNCHW(), dw(24, 12, stride=2)),
     (cuda.DepthwiseStagedNCHW(), dw(8, 14, k=7, dtype="float16", epilogue=("bias",))),   # 2 lanes
@@ -52,6 +53,7 @@ CASES = [
     (cuda.PointwiseTiledNCHW(min_blocks=1), conv(48, 96, 8, k=1, groups=3, epilogue=("bias", "relu", "shuffle:3"))),
     (cuda.PointwiseTiledNCHW(min_blocks=1), conv(96, 48, 7, k=1, groups=3, dtype="float16")),
     (cuda.SplitReductionNCHW(), conv(256, 64, 7, k=1, batch=1, epilogue=("bias",))),
+    (cuda.SplitReductionNCHW(), conv(96, 384, 1, k=1, epilogue=("bias", "sigmoid"))),   # a squeeze-and-excitation gate
     (cuda.SplitReductionNCHW(), conv(64, 32, 7, batch=1, groups=2, dtype="float16")),
     (cuda.GroupConvNCHW(), conv(32, 64, 10, groups=4)),
     (cuda.GroupConvNCHW(), conv(24, 48, 9, k=1, stride=2, dtype="float16", epilogue=("bias",))),

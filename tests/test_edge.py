@@ -32,7 +32,9 @@ def _arm_subset() -> list[KernelSpec]:
     subset = list(picked.values())
     padded = KernelSpec.from_json({"in_channels": 10, "out_channels": 6, "height": 6, "width": 6, "epilogue": ["bias"],
                                    "layout": "NHWC"})   # 6 channels padded to two 4-lane vectors
-    return (subset + [s.with_layout("NHWC") for s in subset[:3]] + [padded]
+    silu = KernelSpec.from_json({"in_channels": 24, "out_channels": 24, "groups": 24, "height": 10, "width": 10,
+                                 "kernel": 5, "stride": 2, "padding": 2, "epilogue": ["bias", "silu"]})   # EfficientNet's
+    return (subset + [s.with_layout("NHWC") for s in subset[:3]] + [padded, silu]
             + [dataclasses.replace(s, dtype="float16") for s in subset[:2]])
 
 

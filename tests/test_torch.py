@@ -18,6 +18,9 @@ CONV_CASES = [  # (N, C, H, W, O, k, stride, pad, dilation, groups, bias, activa
     (1, 12, 8, 8, 24, 1, 1, 0, 1, 3, True, "relu", 3),         # grouped 1x1 + shuffle (ShuffleNet v1)
     (1, 16, 9, 9, 16, 3, 1, 2, 2, 4, True, "hardswish", 0),    # grouped, dilated
     (1, 16, 12, 12, 32, 3, 2, 1, 1, 4, True, "relu", 0),       # grouped, stride 2 (phase-split input grad)
+    (1, 24, 9, 9, 24, 5, 2, 2, 1, 24, True, "silu", 0),       # depthwise 5x5, stride 2 (EfficientNet)
+    (2, 32, 1, 1, 8, 1, 1, 0, 1, 1, True, "sigmoid", 0),       # squeeze-and-excitation's 1x1s on pooled vectors
+    (2, 8, 1, 1, 32, 1, 1, 0, 1, 1, True, "hardsigmoid", 0),
 ]
 
 
@@ -34,7 +37,8 @@ def _args(case, channels_last=False, seed=0):
 
 def _reference(x, weight, b, stride, padding, dilation, groups, act, shuffle):
     y = F.conv2d(x, weight, b, stride, padding, dilation, groups)
-    y = {"none": y, "relu": F.relu(y), "relu6": F.relu6(y), "hardswish": F.hardswish(y)}[act]
+    y = {"none": y, "relu": F.relu(y), "relu6": F.relu6(y), "hardswish": F.hardswish(y), "silu": F.silu(y),
+         "sigmoid": torch.sigmoid(y), "hardsigmoid": F.hardsigmoid(y)}[act]
     return F.channel_shuffle(y, shuffle) if shuffle > 1 else y
 
 
@@ -64,7 +68,10 @@ def test_opcheck_channel_shuffle():
 
 @pytest.mark.parametrize("case", [(1, 4, 5, 5, 8, 3, 1, 1, 1, 2, True, "relu", 2),
                                   (1, 4, 6, 6, 4, 3, 1, 2, 2, 4, True, "hardswish", 0),
-                                  (1, 4, 7, 7, 6, 3, 2, 1, 1, 2, False, "relu6", 0)])
+                                  (1, 4, 7, 7, 6, 3, 2, 1, 1, 2, False, "relu6", 0),
+                                  (1, 4, 5, 5, 4, 3, 1, 1, 1, 4, True, "silu", 0),
+                                  (1, 4, 5, 5, 8, 1, 1, 0, 1, 1, True, "sigmoid", 0),
+                                  (1, 4, 5, 5, 4, 3, 1, 1, 1, 2, True, "hardsigmoid", 0)])
 def test_gradcheck_float64(case):
     # float64 runs on aten inside the op; the backward formula (epilogue by hand, input gradient as
     # a transposed group conv) is what is checked here.
@@ -145,11 +152,12 @@ def test_errors_are_torchs():
     torch.testing.assert_close(out64, _reference(x.double(), w.double(), b.double(), *rest))
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v2", "shufflenet_v1", "shufflenet_v2", "resnext50"])
+@pytest.mark.parametrize("name", ["mobilenet_v2", "shufflenet_v1", "shufflenet_v2", "resnext50", "efficientnet_b0"])
 def test_convert_reference_model_matches_eager(name):
     model = models.create(name)
     converted = gconvgen.convert(model)
-    x = torch.randn(1, 3, 224 if name != "resnext50" else 96, 224 if name != "resnext50" else 96)
+    size = 96 if name in ("resnext50", "efficientnet_b0") else 224
+    x = torch.randn(1, 3, size, size)
     with torch.no_grad():
         expected, got = model(x), converted(x)
     assert ((got - expected).abs().max() / expected.abs().max()).item() < 1e-4
@@ -159,13 +167,16 @@ def test_convert_reference_model_matches_eager(name):
     assert isinstance(stem, gnn.Conv2d) and stem.in_channels == 3     # the image stem runs on our kernel too
     if name == "shufflenet_v2":   # hand-written view/transpose/view shuffles of a concatenation: one copy
         assert "concat_shuffle" in converted.code and ".transpose(" not in converted.code
-    if name != "mobilenet_v2":    # their stems call F.max_pool2d: replaced through fx
+    if name not in ("mobilenet_v2", "efficientnet_b0"):    # their stems call F.max_pool2d: replaced through fx
         assert "gconvgen_max_pool_0" in converted.code and "max_pool2d(" not in converted.code
     if name == "shufflenet_v1":   # a shuffle right after a grouped 1x1 conv runs in that conv's store
         assert sum(isinstance(m, gnn.Conv2d) and m.shuffle > 1 for m in converted.modules()) == 15
         # the downsampling units' relu(cat(avg_pool(x), conv(...))): the relu in both parts' epilogues
         pools = [m for m in converted.modules() if isinstance(m, gnn.AvgPool2d)]
         assert len(pools) == 3 and all(p.activation == "relu" for p in pools) and "relu" not in converted.code
+    if name == "efficientnet_b0":   # squeeze-and-excitation's modules called in turn: activations fused through fx
+        gates = [m for m in converted.modules() if isinstance(m, gnn.Conv2d) and m.activation == "sigmoid"]
+        assert len(gates) == 16 and "gate" not in converted.code and "activation" not in converted.code
     # every head's global pool runs on our kernel
     assert "adaptive_avg_pool2d(" not in converted.code
     assert any(isinstance(m, gnn.AdaptiveAvgPool2d) for m in converted.modules())
@@ -481,6 +492,36 @@ def test_convert_drops_identity_calls_and_swaps_the_classifier():
         torch.testing.assert_close(ours(x), model(x), rtol=1e-4, atol=1e-4)
 
 
+def test_convert_fuses_activations_a_forward_calls():
+    """A conv whose output only an activation reads takes it into its epilogue, whichever way the
+    forward writes it; a conv that also feeds something else, or that runs twice, keeps its own."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+            self.pw = nn.Conv2d(8, 16, 1)
+            self.se = nn.Conv2d(16, 16, 1)
+            self.shared = nn.Conv2d(16, 16, 1)
+            self.act = nn.Hardswish()
+
+        def forward(self, x):
+            y = F.silu(self.dw(x))
+            y = self.act(self.pw(y))
+            gate = self.se(y).sigmoid()
+            z = self.shared(y)
+            return F.hardsigmoid(self.shared(gate * y)) + z.relu() + z
+
+    model = Net().eval()
+    ours = gconvgen.convert(model)
+    assert (ours.dw.activation, ours.pw.activation, ours.se.activation) == ("silu", "hardswish", "sigmoid")
+    assert ours.shared.activation == "none"
+    called = [n.target for n in ours.graph.nodes if n.op in ("call_function", "call_method")]
+    assert F.silu not in called and "sigmoid" not in called and F.hardsigmoid in called and "relu" in called
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), model(x), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("shapes,groups", [([(1, 6, 5, 4)] * 2, 2), ([(2, 4, 3, 3)] * 3, 3),
                                            ([(1, 6, 5, 4), (1, 2, 5, 4)], 2), ([(1, 6, 5, 4)] * 2, 4)])
 def test_concat_shuffle_is_a_shuffle_of_the_concatenation(shapes, groups):
@@ -536,14 +577,15 @@ def test_gradcheck_residual_float64():
     assert torch.autograd.gradcheck(lambda x, w, b, r: torch.ops.gconvgen.conv2d(x, w, b, *args, r), (*inputs, r))
 
 
-@pytest.mark.parametrize("name,fused", [("mobilenet_v2", 10), ("shufflenet_v1", 13), ("resnext50", 16)])
+@pytest.mark.parametrize("name,fused", [("mobilenet_v2", 10), ("shufflenet_v1", 13), ("resnext50", 16),
+                                        ("efficientnet_b0", 9)])
 def test_convert_fuses_skip_connections(name, fused):
     model = models.create(name)
     ours = gconvgen.convert(model)
     with_residual = [n for n in ours.graph.nodes if n.op == "call_module" and "residual" in n.kwargs]
     assert len(with_residual) == fused
     assert not any(n.op == "call_function" and n.target is torch.relu for n in ours.graph.nodes) or name == "shufflenet_v1"
-    size = 96 if name == "resnext50" else 224
+    size = 96 if name in ("resnext50", "efficientnet_b0") else 224
     x = torch.randn(1, 3, size, size)
     with torch.no_grad():
         expected = model(x)

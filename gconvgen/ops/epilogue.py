@@ -26,7 +26,33 @@ def apply(spec: KernelSpec, value: tirx.PrimExpr, channel: tirx.PrimExpr, bias: 
             clipped = tirx.min(tirx.max(value + tirx.const(3, dt), tirx.const(0, dt)),
                                tirx.const(6, dt))
             value = value * clipped * tirx.const(1.0 / 6.0, dt)
+        elif e == "hardsigmoid":
+            clipped = tirx.min(tirx.max(value + tirx.const(3, dt), tirx.const(0, dt)),
+                               tirx.const(6, dt))
+            value = clipped * tirx.const(1.0 / 6.0, dt)
+        elif e == "sigmoid":
+            value = tirx.const(1, dt) / (tirx.const(1, dt) + exp(-value))
+        elif e == "silu":
+            value = value / (tirx.const(1, dt) + exp(-value))
     return value
+
+
+def exp(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """e^x of a float32 in plain arithmetic, within 2 ulp (the Cephes expf method): x = n ln2 + r with
+    |r| <= ln2/2, e^r a degree-7 polynomial, 2^n built in the exponent bits. tirx.exp would become a
+    libm call per lane on CPUs, which costs more than a depthwise conv's whole tile; this vectorizes.
+    Saturates outside [-87.3, 88.3] (0 below, 2^127 x e^0.3 above: 1 / (1 + e^-x) still rounds right)."""
+    dt = ACC_DTYPE
+    c = lambda v: tirx.const(v, dt)
+    x = tirx.min(tirx.max(x, c(-87.3)), c(88.3))
+    n = tirx.floor(x * c(1.4426950408889634) + c(0.5))
+    r = x - n * c(0.693359375) - n * c(-2.12194440e-4)   # ln 2 in two parts: n * hi is exact
+    p = c(1.9875691500e-4)
+    for k in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+        p = p * r + c(k)
+    p = p * r * r + r + c(1)
+    two_n = tirx.reinterpret(dt, (n.astype("int32") + 127) << 23)
+    return p * two_n
 
 
 def shuffle_source(channel: tirx.PrimExpr, channels: int, groups: int) -> tirx.PrimExpr:
