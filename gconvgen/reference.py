@@ -20,21 +20,14 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
+_TORCH_ACTIVATIONS = {"relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish, "silu": F.silu,
+                      "sigmoid": torch.sigmoid, "hardsigmoid": F.hardsigmoid}
+
+
 def activate(y: torch.Tensor, activation: str | None) -> torch.Tensor:
     """An epilogue activation as torch computes it (None or 'none': identity)."""
-    if activation == "relu":
-        return F.relu(y)
-    if activation == "relu6":
-        return F.relu6(y)
-    if activation == "hardswish":
-        return F.hardswish(y)
-    if activation == "silu":
-        return F.silu(y)
-    if activation == "sigmoid":
-        return torch.sigmoid(y)
-    if activation == "hardsigmoid":
-        return F.hardsigmoid(y)
-    return y
+    fn = _TORCH_ACTIVATIONS.get(activation)
+    return fn(y) if fn is not None else y
 
 
 def forward(spec: KernelSpec, x: torch.Tensor, weight: torch.Tensor | None = None,

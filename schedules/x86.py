@@ -476,18 +476,18 @@ class PointwisePackedNCHW(_PackedWeightRule):
         width, plane = spec.width, spec.height * spec.width
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
 
-        def split(n, h, w):
+        def panel_of(n, h, w):   # (panel, pixel in it)
             pixel = n * plane + h * width + w
             return pixel // panel, pixel % panel
 
         if spec.layout == "NCHW":
-            sch.transform_layout(conv, ("write", 0), lambda n, o, h, w: (*split(n, h, w), o))
-            sch.transform_block_layout(conv, lambda n, o, h, w, r: (split(n, h, w)[0], o, split(n, h, w)[1], r))
-            sch.transform_block_layout(out, lambda n, o, h, w: (split(n, h, w)[0], o, split(n, h, w)[1]))
+            sch.transform_layout(conv, ("write", 0), lambda n, o, h, w: (*panel_of(n, h, w), o))
+            sch.transform_block_layout(conv, lambda n, o, h, w, r: (panel_of(n, h, w)[0], o, panel_of(n, h, w)[1], r))
+            sch.transform_block_layout(out, lambda n, o, h, w: (panel_of(n, h, w)[0], o, panel_of(n, h, w)[1]))
         else:
-            sch.transform_layout(conv, ("write", 0), lambda n, h, w, o: (*split(n, h, w), o))
-            sch.transform_block_layout(conv, lambda n, h, w, o, r: (split(n, h, w)[0], o, split(n, h, w)[1], r))
-            sch.transform_block_layout(out, lambda n, h, w, c: (*split(n, h, w), c))
+            sch.transform_layout(conv, ("write", 0), lambda n, h, w, o: (*panel_of(n, h, w), o))
+            sch.transform_block_layout(conv, lambda n, h, w, o, r: (panel_of(n, h, w)[0], o, panel_of(n, h, w)[1], r))
+            sch.transform_block_layout(out, lambda n, h, w, c: (*panel_of(n, h, w), c))
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         epilogue_in_conv_order(sch, spec)

@@ -13,6 +13,10 @@ def apply(spec: KernelSpec, value: tirx.PrimExpr, channel: tirx.PrimExpr, bias: 
     """`value` of output channel `channel` (in conv order) after the epilogue's steps, in their order
     (`residual`: the residual input's value at this output position)."""
     dt = ACC_DTYPE
+
+    def clip6(v):
+        return tirx.min(tirx.max(v, tirx.const(0, dt)), tirx.const(6, dt))
+
     for e in spec.epilogue:
         if e == "bias":
             value = value + bias[channel].astype(dt)
@@ -21,15 +25,11 @@ def apply(spec: KernelSpec, value: tirx.PrimExpr, channel: tirx.PrimExpr, bias: 
         elif e == "relu":
             value = tirx.max(value, tirx.const(0, dt))
         elif e == "relu6":
-            value = tirx.min(tirx.max(value, tirx.const(0, dt)), tirx.const(6, dt))
+            value = clip6(value)
         elif e == "hardswish":
-            clipped = tirx.min(tirx.max(value + tirx.const(3, dt), tirx.const(0, dt)),
-                               tirx.const(6, dt))
-            value = value * clipped * tirx.const(1.0 / 6.0, dt)
+            value = value * clip6(value + tirx.const(3, dt)) * tirx.const(1.0 / 6.0, dt)
         elif e == "hardsigmoid":
-            clipped = tirx.min(tirx.max(value + tirx.const(3, dt), tirx.const(0, dt)),
-                               tirx.const(6, dt))
-            value = clipped * tirx.const(1.0 / 6.0, dt)
+            value = clip6(value + tirx.const(3, dt)) * tirx.const(1.0 / 6.0, dt)
         elif e == "sigmoid":
             value = tirx.const(1, dt) / (tirx.const(1, dt) + exp(-value))
         elif e == "silu":
