@@ -15,6 +15,7 @@ WEIGHT_LAYOUTS = ("OIHW", "HWIO")   # torch's own; output channels innermost (an
 # t), so the weights of t output channels are one contiguous panel (x86's packed NCHW rules and its NHWC tiles)
 DTYPES = ("float32", "float16")
 ACTIVATIONS = ("relu", "relu6", "hardswish", "silu", "sigmoid", "hardsigmoid")
+EXP_ACTIVATIONS = ("silu", "sigmoid")   # evaluate e^x: about 25 vector instructions a value, the others 1-3
 OP_CLASSES = ("depthwise", "grouped", "pointwise", "dense", "shuffle", "pool", "wgrad", "dgrad")
 # Suite rows carry these as labels; they do not change the kernel.
 _METADATA_FIELDS = ("name", "model")

@@ -198,10 +198,13 @@ def test_wide_tile_pointwise_matches_torch(spec, host):
 GROUP_PACKED = [KernelSpec.from_json({"batch": n, "in_channels": c, "out_channels": c, "height": h, "width": h,
                                       "kernel": k, "stride": s, "padding": k // 2, "groups": g, "epilogue": e})
                 for n, c, h, k, s, g, e in ((1, 512, 14, 3, 1, 32, ["bias", "relu"]), (1, 1024, 14, 3, 2, 32, ["bias"]),
-                                            (2, 64, 9, 3, 1, 2, ["relu6"]), (1, 240, 7, 1, 1, 3, ["bias"]))] + [
+                                            (2, 64, 9, 3, 1, 2, ["relu6"]), (1, 240, 7, 1, 1, 3, ["bias"]),
+                                            # e^x activations store channel vectors, scattered to their planes
+                                            (2, 64, 9, 3, 1, 2, ["bias", "sigmoid"]),
+                                            (1, 240, 7, 1, 1, 3, ["bias", "silu", "shuffle:3"]))] + [
     KernelSpec.from_json({"in_channels": 3, "out_channels": o, "height": 64, "width": 62, "kernel": k, "stride": 2,
-                          "padding": k // 2, "epilogue": ["bias", "relu6"]})
-    for o, k in ((32, 3), (64, 7))]   # image stems
+                          "padding": k // 2, "epilogue": ["bias", a]})
+    for o, k, a in ((32, 3, "relu6"), (64, 7, "relu6"), (32, 3, "silu"))]   # image stems
 
 
 @pytest.mark.parametrize("natural", GROUP_PACKED, ids=lambda s: s.key)
