@@ -38,11 +38,14 @@ def apply(spec: KernelSpec, value: tirx.PrimExpr, channel: tirx.PrimExpr, bias: 
 
 
 def exp(x: tirx.PrimExpr) -> tirx.PrimExpr:
-    """e^x of a float32 in plain arithmetic, within an ulp on [-80, 80] (the Cephes expf method):
-    x = n ln2 + r with |r| <= ln2/2, e^r a degree-7 polynomial, 2^n built in the exponent bits.
+    """e^x of a float32 in plain arithmetic (the Cephes expf method): x = n ln2 + r with |r| <= ln2/2,
+    e^r = 1 + r + r^2 q(r), 2^n built in the exponent bits. q is a cubic fitted for least relative
+    error, 1.6e-7 in float32 arithmetic (about 3 ulp: SiLU and sigmoid land within 2.3e-7 of float64,
+    torch's float32 ops within 1.7e-7); Cephes' quintic, one ulp, made EfficientNet-B0's SiLU layers 8 %
+    slower (in-process A/B, AVX2: 14.4 vs 13.2 ms).
     tirx.exp would become a libm call per lane on CPUs, which costs more than a depthwise conv's whole
     tile; this vectorizes. x is clamped to [-87.3, 88.3], where e^x stays a normal float (1.2e-38 to
-    2.4e38), so 1 / (1 + e^-x) still rounds to torch's 0 and 1 beyond.
+    2.4e38), so beyond it 1 / (1 + e^-x) is torch's 1, or within 1e-38 of its 0.
     One expression tree, x and r repeated in it: LLVM merges the repeats (Let bindings ran no faster),
     and MetaSchedule's feature extraction refuses a Let."""
     dt = ACC_DTYPE
@@ -50,8 +53,8 @@ def exp(x: tirx.PrimExpr) -> tirx.PrimExpr:
     x = tirx.min(tirx.max(x, c(-87.3)), c(88.3))
     n = tirx.floor(x * c(1.4426950408889634) + c(0.5))
     r = x - n * c(0.693359375) - n * c(-2.12194440e-4)   # ln 2 in two parts: n * hi is exact
-    p = c(1.9875691500e-4)
-    for k in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+    p = c(8.31315852701664e-3)
+    for k in (4.1889868676662445e-2, 1.666710525751114e-1, 4.9999234080314636e-1):
         p = p * r + c(k)
     p = p * r * r + r + c(1)
     two_n = tirx.reinterpret(dt, (n.astype("int32") + 127) << 23)
