@@ -161,26 +161,33 @@ def _avg_pool(x: torch.Tensor, kernel: list[int], stride: list[int], padding: li
 
 
 class Linear(nn.Linear):
-    """nn.Linear (same constructor and state_dict) that, on a few float32 CPU feature vectors, runs
-    our pointwise conv kernel on them as 1x1 images. A classifier at batch 1 is a matrix-vector
-    product bound by reading the weight; inside a converted model torch runs it on one thread (see
-    gconvgen.convert), our kernel on all cores. Larger batches and other inputs run torch's."""
+    """nn.Linear (same constructor and state_dict) that runs our pointwise conv kernels on float32 CPU
+    inputs: a few feature vectors (a classifier at batch 1, `MAX_BATCH`) as 1x1 images, and features
+    along the last dim of a 3-D or 4-D input (ConvNeXt's MLP on (N, H, W, C), a token sequence's
+    (N, L, C)) as the channels-last image they are, an NHWC 1x1 conv. Inside a converted model torch
+    runs its own ops on one thread (see gconvgen.convert), our kernels on all cores: ConvNeXt-T's MLP
+    took 153 ms a forward there. Larger 2-D batches and other inputs run torch's."""
 
     MAX_BATCH = 8
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self._parameters["weight"], self._parameters["bias"]
-        if not (isinstance(x, torch.Tensor) and x.dim() == 2 and x.shape[0] <= self.MAX_BATCH
-                and x.dtype == weight.dtype == torch.float32 and x.device.type == weight.device.type == "cpu"):
+        if not (isinstance(x, torch.Tensor) and x.dtype == weight.dtype == torch.float32
+                and x.device.type == weight.device.type == "cpu"
+                and ((x.dim() == 2 and x.shape[0] <= self.MAX_BATCH) or (x.dim() in (3, 4) and x.is_contiguous()))):
             return super().forward(x)
         # A 4-D view of the weight: the kernel's HWIO copy is cached per base tensor and version,
         # which views share, so it follows in-place updates such as load_state_dict.
         w4 = weight.view(self.out_features, self.in_features, 1, 1)
-        n = x.shape[0]
-        x4 = x.reshape(n, self.in_features, 1, 1)
+        if x.dim() == 2:
+            image = x.reshape(x.shape[0], self.in_features, 1, 1)
+        else:   # (N, [H,] W, C) contiguous is an NHWC image: its NCHW view is channels_last
+            image = (x if x.dim() == 4 else x.unsqueeze(1)).permute(0, 3, 1, 2)
         args = (bias, [1, 1], [0, 0], [1, 1], 1, "none", 0)
-        y = torch_ops.conv2d_eager(x4, w4, *args) if _direct(x, weight) else torch.ops.gconvgen.conv2d(x4, w4, *args)
-        return y.view(n, self.out_features)
+        y = torch_ops.conv2d_eager(image, w4, *args) if _direct(x, weight) else torch.ops.gconvgen.conv2d(image, w4, *args)
+        if x.dim() == 2:
+            return y.view(x.shape[0], self.out_features)
+        return y.permute(0, 2, 3, 1).reshape(*x.shape[:-1], self.out_features)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "Linear":

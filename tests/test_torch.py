@@ -467,18 +467,27 @@ def test_linear_module_matches_nn_linear():
         assert kernel is not None and spec.kernel == (1, 1) and (spec.height, spec.width) == (1, 1)
         ref.weight.mul_(0.5)     # shared and changed in place: the kernel's weight copy follows
         torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-5)
-        big = torch.randn(32, 64)   # past MAX_BATCH, and 3-D input: torch's own
+        big = torch.randn(32, 64)   # past MAX_BATCH: torch's own
         torch.testing.assert_close(ours(big), ref(big))
-        torch.testing.assert_close(ours(big.view(4, 8, 64)), ref(big.view(4, 8, 64)))
+        # features along the last dim of 3-D and 4-D inputs (ConvNeXt's MLP, token sequences): an
+        # NHWC 1x1 conv over the channels-last image they are
+        for shape in ((4, 8, 64), (2, 5, 7, 64)):
+            x3 = torch.randn(*shape)
+            torch.testing.assert_close(ours(x3), ref(x3), rtol=1e-4, atol=1e-5)
+            spec, kernel = gconvgen.torch_ops.last_call()
+            assert kernel is not None and spec.layout == "NHWC" and spec.batch * spec.height * spec.width == x3.numel() // 64
+        strided = torch.randn(8, 64, 4).transpose(1, 2)   # not contiguous: torch's own
+        torch.testing.assert_close(ours(strided), ref(strided))
     fresh = gnn.Linear(64, 40)
     fresh.load_state_dict(ref.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), ref(x), rtol=1e-4, atol=1e-5)
-    xg = x.clone().requires_grad_()
-    ours(xg).sum().backward()        # through the op's autograd
-    xr = x.clone().requires_grad_()
-    ref(xr).sum().backward()
-    torch.testing.assert_close(xg.grad, xr.grad, rtol=1e-4, atol=1e-5)
+    for x in (x, torch.randn(2, 5, 7, 64)):
+        xg = x.clone().requires_grad_()
+        ours(xg).square().sum().backward()        # through the op's autograd
+        xr = x.clone().requires_grad_()
+        ref(xr).square().sum().backward()
+        torch.testing.assert_close(xg.grad, xr.grad, rtol=1e-4, atol=1e-5)
 
 
 def test_convert_drops_identity_calls_and_swaps_the_classifier():
