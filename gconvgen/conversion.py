@@ -33,7 +33,14 @@ from torch import nn
 from .nn import AdaptiveAvgPool2d, AvgPool2d, ChannelShuffle, Conv2d, ConvBNAct, Linear, MaxPool2d
 
 _ACTIVATIONS = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish", nn.SiLU: "silu", nn.Sigmoid: "sigmoid",
-                nn.Hardsigmoid: "hardsigmoid"}
+                nn.Hardsigmoid: "hardsigmoid", nn.GELU: "gelu"}
+
+
+def _module_activation(module: nn.Module) -> str | None:
+    """The epilogue activation an activation module computes, or None (GELU's tanh form is not ours)."""
+    if type(module) is nn.GELU and module.approximate != "none":
+        return None
+    return _ACTIVATIONS.get(type(module))
 
 
 def eligible(conv: nn.Module) -> bool:
@@ -169,16 +176,22 @@ def _swap(module: nn.Module) -> None:
 
 
 def _fuse_sequence(seq: nn.Sequential) -> None:
-    """conv -> [bn] -> [activation] runs inside one kernel."""
+    """conv -> [bn] -> [activation] runs inside one kernel, and so does linear -> activation."""
     names = list(seq._modules)
     for i, name in enumerate(names):
         conv = seq._modules[name]
+        if type(conv) is nn.Linear and i + 1 < len(names):
+            act = _module_activation(seq._modules[names[i + 1]])
+            if act is not None:
+                seq._modules[name] = Linear.from_linear(conv, activation=act)
+                seq._modules[names[i + 1]] = nn.Identity()
+            continue
         if not eligible(conv):
             continue
         nxt = [seq._modules[n] for n in names[i + 1:i + 3]]
         bn = nxt[0] if nxt and type(nxt[0]) is nn.BatchNorm2d and not nxt[0].training else None
         after = nxt[1 if bn is not None else 0] if len(nxt) > (1 if bn is not None else 0) else None
-        act = _ACTIVATIONS.get(type(after)) if after is not None else None
+        act = _module_activation(after) if after is not None else None
         if bn is None and act is None:
             continue
         if bn is not None:
@@ -359,13 +372,14 @@ def _fuse_residual_adds(gm: torch.fx.GraphModule) -> int:
 
 
 _ACTIVATION_FUNCTIONS = {F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.hardswish: "hardswish",
-                         F.silu: "silu", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", F.hardsigmoid: "hardsigmoid"}
+                         F.silu: "silu", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", F.hardsigmoid: "hardsigmoid",
+                         F.gelu: "gelu"}
 
 
 def _activation(gm: torch.fx.GraphModule, node) -> str | None:
     """The epilogue activation a graph node computes of its one tensor argument, or None."""
     if node.op == "call_module":
-        return _ACTIVATIONS.get(type(gm.get_submodule(node.target)))
+        return _module_activation(gm.get_submodule(node.target))
     plain = len(node.args) == 1 and set(node.kwargs) <= {"inplace"}
     if node.op == "call_function" and plain:
         return _ACTIVATION_FUNCTIONS.get(node.target)
@@ -387,8 +401,8 @@ def _fuse_activations(gm: torch.fx.GraphModule) -> int:
         conv = gm.get_submodule(node.target)
         user = next(iter(node.users))
         act = _activation(gm, user)
-        if not (isinstance(conv, Conv2d) and conv.activation == "none" and conv.shuffle <= 1 and act
-                and user.args[0] is node):
+        if not (isinstance(conv, (Conv2d, Linear)) and conv.activation == "none" and getattr(conv, "shuffle", 0) <= 1
+                and act and user.args[0] is node):
             continue
         conv.activation = act
         user.replace_all_uses_with(node)

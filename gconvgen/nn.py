@@ -1,8 +1,8 @@
 """Drop-in modules: nn.Conv2d's and nn.ChannelShuffle's constructors and state_dicts, our kernels.
 
 `Conv2d` adds two keyword arguments, `activation` ('none', 'relu', 'relu6', 'hardswish', 'silu',
-'sigmoid', 'hardsigmoid') and `shuffle` (output channel shuffle groups), which run fused in the
-kernel's store.
+'sigmoid', 'hardsigmoid', 'gelu': the exact, erf one) and `shuffle` (output channel shuffle groups),
+which run fused in the kernel's store.
 """
 from __future__ import annotations
 
@@ -132,7 +132,8 @@ class AvgPool2d(nn.AvgPool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.ceil_mode or self.divisor_override is not None or not self.count_include_pad:
-            return torch_ops._aten_conv_epilogue(super().forward(x), self.activation, 0)
+            y = super().forward(x)
+            return y if self.activation == "none" else torch_ops._aten_conv_epilogue(y, self.activation, 0)
         kernel, stride, padding, _ = torch_ops.pool_args(self.kernel_size, self.stride, self.padding)
         return _avg_pool(x, kernel, stride, padding, self.activation)
 
@@ -169,13 +170,15 @@ class Linear(nn.Linear):
     took 153 ms a forward there. Larger 2-D batches and other inputs run torch's."""
 
     MAX_BATCH = 8
+    activation = "none"   # one of torch_ops.ACTIVATIONS, fused by gconvgen.convert (ConvNeXt's GELU)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self._parameters["weight"], self._parameters["bias"]
         if not (isinstance(x, torch.Tensor) and x.dtype == weight.dtype == torch.float32
                 and x.device.type == weight.device.type == "cpu"
                 and ((x.dim() == 2 and x.shape[0] <= self.MAX_BATCH) or (x.dim() in (3, 4) and x.is_contiguous()))):
-            return super().forward(x)
+            y = super().forward(x)
+            return y if self.activation == "none" else torch_ops._aten_conv_epilogue(y, self.activation, 0)
         # A 4-D view of the weight: the kernel's HWIO copy is cached per base tensor and version,
         # which views share, so it follows in-place updates such as load_state_dict.
         w4 = weight.view(self.out_features, self.in_features, 1, 1)
@@ -183,18 +186,23 @@ class Linear(nn.Linear):
             image = x.reshape(x.shape[0], self.in_features, 1, 1)
         else:   # (N, [H,] W, C) contiguous is an NHWC image: its NCHW view is channels_last
             image = (x if x.dim() == 4 else x.unsqueeze(1)).permute(0, 3, 1, 2)
-        args = (bias, [1, 1], [0, 0], [1, 1], 1, "none", 0)
+        args = (bias, [1, 1], [0, 0], [1, 1], 1, self.activation, 0)
         y = torch_ops.conv2d_eager(image, w4, *args) if _direct(x, weight) else torch.ops.gconvgen.conv2d(image, w4, *args)
         if x.dim() == 2:
             return y.view(x.shape[0], self.out_features)
         return y.permute(0, 2, 3, 1).reshape(*x.shape[:-1], self.out_features)
 
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (f", activation={self.activation}" if self.activation != "none" else "")
+
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> "Linear":
-        """The same layer (same parameters, shared) as a gconvgen module."""
+    def from_linear(cls, linear: nn.Linear, activation: str = "none") -> "Linear":
+        """The same layer (same parameters, shared) as a gconvgen module, then `activation`."""
         new = cls(linear.in_features, linear.out_features, linear.bias is not None, device="meta")
         new.weight = linear.weight
         new.bias = linear.bias
+        if activation != "none":
+            new.activation = activation
         return new
 
 

@@ -21,7 +21,7 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 _TORCH_ACTIVATIONS = {"relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish, "silu": F.silu,
-                      "sigmoid": torch.sigmoid, "hardsigmoid": F.hardsigmoid}
+                      "sigmoid": torch.sigmoid, "hardsigmoid": F.hardsigmoid, "gelu": F.gelu}
 
 
 def activate(y: torch.Tensor, activation: str | None) -> torch.Tensor:

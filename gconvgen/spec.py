@@ -14,8 +14,8 @@ WEIGHT_LAYOUTS = ("OIHW", "HWIO")   # torch's own; output channels innermost (an
 # and HWIO<t>, e.g. HWIO16: HWIO with the output channels in blocks of t, block-major, (out/t, kh, kw, in/groups,
 # t), so the weights of t output channels are one contiguous panel (x86's packed NCHW rules and its NHWC tiles)
 DTYPES = ("float32", "float16")
-ACTIVATIONS = ("relu", "relu6", "hardswish", "silu", "sigmoid", "hardsigmoid")
-EXP_ACTIVATIONS = ("silu", "sigmoid")   # evaluate e^x: about 25 vector instructions a value, the others 1-3
+ACTIVATIONS = ("relu", "relu6", "hardswish", "silu", "sigmoid", "hardsigmoid", "gelu")   # gelu: the exact (erf) one
+EXP_ACTIVATIONS = ("silu", "sigmoid", "gelu")   # evaluate e^x: about 25 vector instructions a value, the others 1-3
 OP_CLASSES = ("depthwise", "grouped", "pointwise", "dense", "shuffle", "pool", "wgrad", "dgrad")
 # Suite rows carry these as labels; they do not change the kernel.
 _METADATA_FIELDS = ("name", "model")

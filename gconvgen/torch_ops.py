@@ -428,6 +428,8 @@ def _activation_grad(z: torch.Tensor, activation: str) -> torch.Tensor | None:
     if activation in ("sigmoid", "silu"):
         s = torch.sigmoid(z)
         return s * (1 - s) if activation == "sigmoid" else s * (1 + z * (1 - s))
+    if activation == "gelu":   # z * Phi(z): Phi(z) + z * phi(z)
+        return torch.special.erfc(-z * 0.5 ** 0.5) / 2 + z * torch.exp(-z * z / 2) * (2 * torch.pi) ** -0.5
     return None
 
 

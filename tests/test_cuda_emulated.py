@@ -69,6 +69,7 @@ CASES = [
     (cuda.GroupConvStagedNCHW(), conv(96, 48, 7, k=1, groups=3, epilogue=("bias", "relu", "shuffle:3"))),
     (cuda.SplitReductionNCHW(), conv(192, 48, 7, k=1, batch=1, groups=3, epilogue=("bias", "relu", "shuffle:3"))),
     (cuda.ChannelVectorNHWC(), conv(24, 48, 8, k=1, groups=3, layout="NHWC", epilogue=("bias", "shuffle:3"))),
+    (cuda.ChannelVectorNHWC(), conv(16, 64, 7, k=1, layout="NHWC", epilogue=("bias", "gelu"))),   # ConvNeXt's MLP
     (cuda.ChannelVectorNHWC(), conv(32, 64, 8, k=1, batch=4, groups=4, layout="NHWC", dtype="float16",
                                     epilogue=("bias", "relu", "shuffle:4"))),   # pixels a thread
 ]

@@ -27,7 +27,7 @@ def conv_specs(draw):
     epilogue = []
     if draw(st.booleans()):
         epilogue.append("bias")
-    act = draw(st.sampled_from([None, "relu", "relu6", "hardswish", "silu", "sigmoid", "hardsigmoid"]))
+    act = draw(st.sampled_from([None, "relu", "relu6", "hardswish", "silu", "sigmoid", "hardsigmoid", "gelu"]))
     if act:
         epilogue.append(act)
     shuffle = draw(st.sampled_from([g for g in (2, 3) if out_channels % g == 0] + [None]))

@@ -21,6 +21,7 @@ CONV_CASES = [  # (N, C, H, W, O, k, stride, pad, dilation, groups, bias, activa
     (1, 24, 9, 9, 24, 5, 2, 2, 1, 24, True, "silu", 0),       # depthwise 5x5, stride 2 (EfficientNet)
     (2, 32, 1, 1, 8, 1, 1, 0, 1, 1, True, "sigmoid", 0),       # squeeze-and-excitation's 1x1s on pooled vectors
     (2, 8, 1, 1, 32, 1, 1, 0, 1, 1, True, "hardsigmoid", 0),
+    (1, 16, 6, 6, 48, 1, 1, 0, 1, 1, True, "gelu", 0),        # ConvNeXt's MLP expansion (the exact GELU)
 ]
 
 
@@ -38,7 +39,7 @@ def _args(case, channels_last=False, seed=0):
 def _reference(x, weight, b, stride, padding, dilation, groups, act, shuffle):
     y = F.conv2d(x, weight, b, stride, padding, dilation, groups)
     y = {"none": y, "relu": F.relu(y), "relu6": F.relu6(y), "hardswish": F.hardswish(y), "silu": F.silu(y),
-         "sigmoid": torch.sigmoid(y), "hardsigmoid": F.hardsigmoid(y)}[act]
+         "sigmoid": torch.sigmoid(y), "hardsigmoid": F.hardsigmoid(y), "gelu": F.gelu(y)}[act]
     return F.channel_shuffle(y, shuffle) if shuffle > 1 else y
 
 
@@ -71,7 +72,8 @@ def test_opcheck_channel_shuffle():
                                   (1, 4, 7, 7, 6, 3, 2, 1, 1, 2, False, "relu6", 0),
                                   (1, 4, 5, 5, 4, 3, 1, 1, 1, 4, True, "silu", 0),
                                   (1, 4, 5, 5, 8, 1, 1, 0, 1, 1, True, "sigmoid", 0),
-                                  (1, 4, 5, 5, 4, 3, 1, 1, 1, 2, True, "hardsigmoid", 0)])
+                                  (1, 4, 5, 5, 4, 3, 1, 1, 1, 2, True, "hardsigmoid", 0),
+                                  (1, 4, 5, 5, 6, 1, 1, 0, 1, 1, True, "gelu", 0)])
 def test_gradcheck_float64(case):
     # float64 runs on aten inside the op; the backward formula (epilogue by hand, input gradient as
     # a transposed group conv) is what is checked here.
@@ -529,6 +531,37 @@ def test_convert_fuses_activations_a_forward_calls():
     x = torch.randn(2, 8, 6, 6)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_convert_fuses_gelu_into_a_channels_last_mlp():
+    """ConvNeXt's block (torchvision's CNBlock): a depthwise 7x7, then on the channels-last features
+    LayerNorm -> Linear -> GELU -> Linear. The Linears run our NHWC 1x1 kernels, the first with the
+    GELU in its epilogue, whether a Sequential holds the GELU or the forward calls F.gelu; GELU's tanh
+    form stays torch's."""
+    class Block(nn.Module):
+        def __init__(self, functional: bool, approximate: str = "none"):
+            super().__init__()
+            self.dw = nn.Conv2d(16, 16, 7, padding=3, groups=16)
+            self.norm = nn.LayerNorm(16)
+            self.mlp = nn.Sequential(nn.Linear(16, 64), nn.GELU(approximate), nn.Linear(64, 16))
+            self.up, self.down = nn.Linear(16, 64), nn.Linear(64, 16)
+            self.functional = functional
+
+        def forward(self, x):
+            y = self.norm(self.dw(x).permute(0, 2, 3, 1))
+            y = self.down(F.gelu(self.up(y))) if self.functional else self.mlp(y)
+            return x + y.permute(0, 3, 1, 2)
+
+    x = torch.randn(2, 16, 9, 9)
+    for functional, approximate in ((False, "none"), (True, "none"), (False, "tanh")):
+        model = Block(functional, approximate).eval()
+        ours = gconvgen.convert(model)
+        first = ours.get_submodule("up" if functional else "mlp.0")
+        assert isinstance(first, gnn.Linear) and first.activation == ("none" if approximate == "tanh" else "gelu")
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), model(x), rtol=1e-4, atol=1e-4)
+            spec, kernel = gconvgen.torch_ops.last_call()   # the second Linear's
+            assert kernel is not None and spec.layout == "NHWC" and (spec.in_channels, spec.out_channels) == (64, 16)
 
 
 @pytest.mark.parametrize("shapes,groups", [([(1, 6, 5, 4)] * 2, 2), ([(2, 4, 3, 3)] * 3, 3),
