@@ -10,7 +10,7 @@ setup:
 bench: setup
 	@if [ "$(TRIALS)" != "0" ]; then $(VENV)/gconvgen tune --suite public --target host --trials $(TRIALS); fi
 	$(VENV)/gconvgen bench --suite public --target host $(if $(THREADS),--threads $(THREADS)) --compile --json bench.json --plot bench.png
-	$(VENV)/gconvgen bench --model mobilenet_v2,shufflenet_v1,shufflenet_v2,efficientnet_b0 $(if $(THREADS),--threads $(THREADS)) --compile
+	$(VENV)/gconvgen bench --model mobilenet_v2,shufflenet_v1,shufflenet_v2,efficientnet_b0,convnext_tiny $(if $(THREADS),--threads $(THREADS)) --compile
 
 test: setup
 	$(VENV)/python -m pytest -q tests

@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--convergence", action="store_true",
                    help="from the tuning log, not timing: trials each layer took to reach 90%% of its best")
     p.add_argument("--model", default=None, help="time whole models instead: converted vs eager vs "
-                   "torch.compile (mobilenet_v2,shufflenet_v1,shufflenet_v2,resnext50,efficientnet_b0; "
+                   "torch.compile (mobilenet_v2,shufflenet_v1,shufflenet_v2,resnext50,efficientnet_b0,convnext_tiny; "
                    "comma-separated)")
     p.add_argument("--overhead", action="store_true", help="time the call overhead on a tiny layer instead: "
                    "kernel alone vs gconvgen.nn.Conv2d vs the registered op vs torch")
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--suite", default="public", help="suite file or built-in name (default: public)")
     g.add_argument("--model", default=None, help="the layers of a reference model (mobilenet_v2, shufflenet_v1, "
-                   "shufflenet_v2, resnext50, efficientnet_b0) as gconvgen.convert runs them")
+                   "shufflenet_v2, resnext50, efficientnet_b0, convnext_tiny) as gconvgen.convert runs them")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default=None, help="override every row's layout")
     p.add_argument("--batch", type=_positive, default=None, help="override every row's batch (with --model: "
                    "the model's batch, default 1)")

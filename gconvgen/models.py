@@ -6,6 +6,8 @@ torch), random weights: what `gconvgen bench --model` and the convert tests run.
 - ShuffleNetV2 1.0x (Ma et al. 2018): channel split, concat and a hand-written shuffle.
 - ResNeXt-50 32x4d (Xie et al. 2017).
 - EfficientNet-B0 (Tan and Le 2019): SiLU, 5x5 depthwise convs, squeeze-and-excitation.
+- ConvNeXt-T (Liu et al. 2022): 7x7 depthwise convs, then LayerNorm and a GELU MLP on channels-last
+  features; patchify stem and downsampling (2x2 stride-2 convs after a channels-first LayerNorm).
 """
 from __future__ import annotations
 
@@ -221,8 +223,53 @@ class EfficientNetB0(nn.Module):
         return pool_classify(self.features(x), self.classifier)
 
 
+# --- ConvNeXt-T ------------------------------------------------------------------------------------
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of NCHW features, as torchvision writes it: through a channels-last
+    permute, so its output is an NCHW tensor with channels-last strides."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    """7x7 depthwise conv, then on channels-last features LayerNorm -> Linear(4C) -> GELU -> Linear,
+    a per-channel layer scale and the residual. The scale starts at 1 (the paper's 1e-6 would leave
+    a random-weight block next to the identity, and a test comparing outputs blind to it)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(channels, channels, 7, padding=3, groups=channels)
+        self.norm = nn.LayerNorm(channels, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(channels, 4 * channels), nn.GELU(), nn.Linear(4 * channels, channels))
+        self.layer_scale = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.mlp(self.norm(self.dwconv(x).permute(0, 2, 3, 1))) * self.layer_scale
+        return x + y.permute(0, 3, 1, 2)
+
+
+class ConvNeXtTiny(nn.Module):
+    DEPTHS, DIMS = (3, 3, 9, 3), (96, 192, 384, 768)
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        layers = [nn.Conv2d(3, self.DIMS[0], 4, stride=4), LayerNorm2d(self.DIMS[0], eps=1e-6)]
+        for i, (depth, dim) in enumerate(zip(self.DEPTHS, self.DIMS)):
+            if i:
+                layers += [LayerNorm2d(self.DIMS[i - 1], eps=1e-6), nn.Conv2d(self.DIMS[i - 1], dim, 2, stride=2)]
+            layers += [ConvNeXtBlock(dim) for _ in range(depth)]
+        self.features = nn.Sequential(*layers)
+        self.norm = nn.LayerNorm(self.DIMS[-1], eps=1e-6)
+        self.classifier = nn.Linear(self.DIMS[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1)
+        return self.classifier(self.norm(pooled))
+
+
 MODELS = {"mobilenet_v2": MobileNetV2, "shufflenet_v1": ShuffleNetV1, "shufflenet_v2": ShuffleNetV2,
-          "resnext50": ResNeXt50, "efficientnet_b0": EfficientNetB0}
+          "resnext50": ResNeXt50, "efficientnet_b0": EfficientNetB0, "convnext_tiny": ConvNeXtTiny}
 
 
 def create(name: str, seed: int = 0) -> nn.Module:

@@ -154,11 +154,12 @@ def test_errors_are_torchs():
     torch.testing.assert_close(out64, _reference(x.double(), w.double(), b.double(), *rest))
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v2", "shufflenet_v1", "shufflenet_v2", "resnext50", "efficientnet_b0"])
+@pytest.mark.parametrize("name", ["mobilenet_v2", "shufflenet_v1", "shufflenet_v2", "resnext50", "efficientnet_b0",
+                                  "convnext_tiny"])
 def test_convert_reference_model_matches_eager(name):
     model = models.create(name)
     converted = gconvgen.convert(model)
-    size = 96 if name in ("resnext50", "efficientnet_b0") else 224
+    size = {"resnext50": 96, "efficientnet_b0": 96, "convnext_tiny": 64}.get(name, 224)
     x = torch.randn(1, 3, size, size)
     with torch.no_grad():
         expected, got = model(x), converted(x)
@@ -169,7 +170,7 @@ def test_convert_reference_model_matches_eager(name):
     assert isinstance(stem, gnn.Conv2d) and stem.in_channels == 3     # the image stem runs on our kernel too
     if name == "shufflenet_v2":   # hand-written view/transpose/view shuffles of a concatenation: one copy
         assert "concat_shuffle" in converted.code and ".transpose(" not in converted.code
-    if name not in ("mobilenet_v2", "efficientnet_b0"):    # their stems call F.max_pool2d: replaced through fx
+    if name not in ("mobilenet_v2", "efficientnet_b0", "convnext_tiny"):   # their stems call F.max_pool2d: replaced through fx
         assert "gconvgen_max_pool_0" in converted.code and "max_pool2d(" not in converted.code
     if name == "shufflenet_v1":   # a shuffle right after a grouped 1x1 conv runs in that conv's store
         assert sum(isinstance(m, gnn.Conv2d) and m.shuffle > 1 for m in converted.modules()) == 15
@@ -179,11 +180,14 @@ def test_convert_reference_model_matches_eager(name):
     if name == "efficientnet_b0":   # squeeze-and-excitation's modules called in turn: activations fused through fx
         gates = [m for m in converted.modules() if isinstance(m, gnn.Conv2d) and m.activation == "sigmoid"]
         assert len(gates) == 16 and "gate" not in converted.code and "activation" not in converted.code
+    if name == "convnext_tiny":   # the MLPs' first Linear takes the GELU; the 2x2 downsampling convs are ours
+        assert sum(isinstance(m, gnn.Linear) and m.activation == "gelu" for m in converted.modules()) == 18
+        assert not any(type(m) is nn.Conv2d for m in converted.modules()) and "gelu" not in converted.code
     # every head's global pool runs on our kernel
     assert "adaptive_avg_pool2d(" not in converted.code
     assert any(isinstance(m, gnn.AdaptiveAvgPool2d) for m in converted.modules())
     bns = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-    assert sum(isinstance(m, nn.BatchNorm2d) for m in converted.modules()) < bns   # folded into the convs
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in converted.modules()) < bns or bns == 0   # folded into the convs
 
 
 def test_convert_runs_torch_on_one_thread_and_restores_it():
@@ -456,6 +460,23 @@ def test_strided_pointwise_runs_on_the_subsampled_input(channels_last):
         for _ in range(3):   # the module never caches the subsampled call's kernel for the raw input
             torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, 2), rtol=1e-4, atol=1e-5)
     torch.library.opcheck(torch.ops.gconvgen.conv2d.default, (x, w, b, [2, 2], [0, 0], [1, 1], 1, "relu", 0))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_convert_takes_patchify_convs(channels_last):
+    """A dense conv whose kernel is its stride (ConvNeXt's 2x2 downsampling, patch embeddings) is
+    swapped too: channels-last input (after ConvNeXt's LayerNorm) runs the NHWC rule."""
+    model = nn.Sequential(nn.Conv2d(16, 32, 2, stride=2), nn.Conv2d(32, 32, 3, stride=3), nn.Conv2d(32, 32, 3, padding=1))
+    ours = gconvgen.convert(model, trace=False)
+    assert [type(m) for m in ours] == [gnn.Conv2d, gnn.Conv2d, nn.Conv2d]   # a padded dense 3x3 stays torch's
+    x = torch.randn(2, 16, 13, 12)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        for _ in range(2):   # and again through the modules' cached kernels
+            torch.testing.assert_close(ours[:2](x), model[:2](x), rtol=1e-4, atol=1e-5)
+        spec, kernel = gconvgen.torch_ops.last_call()
+        assert kernel is not None and spec.kernel == (3, 3) and spec.layout == ("NHWC" if channels_last else "NCHW")
 
 
 def test_linear_module_matches_nn_linear():
