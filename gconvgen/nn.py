@@ -177,8 +177,9 @@ class Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self._parameters["weight"], self._parameters["bias"]
         if not (isinstance(x, torch.Tensor) and x.dtype == weight.dtype == torch.float32
-                and x.device.type == weight.device.type == "cpu"
-                and ((x.dim() == 2 and x.shape[0] <= self.MAX_BATCH) or (x.dim() in (3, 4) and x.is_contiguous()))):
+                and x.device.type == weight.device.type == "cpu" and x.dim() in (2, 3, 4)
+                and x.shape[-1] == self.in_features
+                and (x.shape[0] <= self.MAX_BATCH if x.dim() == 2 else x.is_contiguous())):
             y = super().forward(x)
             return y if self.activation == "none" else torch_ops._aten_conv_epilogue(y, self.activation, 0)
         # A 4-D view of the weight: the kernel's HWIO copy is cached per base tensor and version,

@@ -49,7 +49,7 @@ BASE = {"op": "conv2d", "in_channels": 8, "out_channels": 8, "height": 8, "width
     ({"dilation": [0, 1]}, "dilation"),
     ({"padding": [-1, 0]}, "padding"),
     ({"height": 2, "width": 2, "padding": [0, 0]}, "output would be"),
-    ({"epilogue": ["gelu"]}, "unknown epilogue"),
+    ({"epilogue": ["mish"]}, "unknown epilogue"),
     ({"epilogue": ["shuffle:3"]}, "shuffle"),
     ({"epilogue": ["shuffle:x"]}, "shuffle"),
     ({"epilogue": ["bias", "bias"]}, "bias"),
