@@ -501,6 +501,10 @@ def test_linear_module_matches_nn_linear():
             assert kernel is not None and spec.layout == "NHWC" and spec.batch * spec.height * spec.width == x3.numel() // 64
         strided = torch.randn(8, 64, 4).transpose(1, 2)   # not contiguous: torch's own
         torch.testing.assert_close(ours(strided), ref(strided))
+        fused = gnn.Linear.from_linear(ref, activation="gelu")   # as convert folds a GELU: every path applies it
+        for x_ in (x, big, torch.randn(2, 5, 7, 64), strided):
+            torch.testing.assert_close(fused(x_), F.gelu(ref(x_)), rtol=1e-4, atol=1e-5)
+        assert "activation=gelu" in repr(fused)
     fresh = gnn.Linear(64, 40)
     fresh.load_state_dict(ref.state_dict())
     with torch.no_grad():
