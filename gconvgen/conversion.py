@@ -1,22 +1,24 @@
 """`gconvgen.convert(model)`: swap a model's grouped, depthwise and pointwise convs and its channel
 shuffles for gconvgen's, folding BatchNorm and the following activation into the conv in eval mode.
 
-- `nn.Conv2d` with groups > 1, a 1x1 kernel, or an image stem (at most 4 input channels) ->
-  `gconvgen.nn.Conv2d` (same parameters).
+- `nn.Conv2d` with groups > 1, a 1x1 kernel, an image stem (at most 4 input channels), or a patchify
+  kernel (kernel = stride, unpadded) -> `gconvgen.nn.Conv2d` (same parameters).
 - In an `nn.Sequential`, conv -> BatchNorm2d (eval mode) -> an activation (ReLU, ReLU6, Hardswish,
-  SiLU, Sigmoid, Hardsigmoid) becomes one fused `ConvBNAct`; the BatchNorm and the activation become
-  `nn.Identity`.
+  SiLU, Sigmoid, Hardsigmoid, exact GELU) becomes one fused `ConvBNAct`, and linear -> activation one
+  `gconvgen.nn.Linear` with that activation; the BatchNorm and the activation become `nn.Identity`.
 - `nn.ChannelShuffle` -> `gconvgen.nn.ChannelShuffle`; `nn.MaxPool2d` (and, through fx, `F.max_pool2d`
   calls), floor mode without indices -> `gconvgen.nn.MaxPool2d`; `nn.AvgPool2d` and `F.avg_pool2d` ->
   `gconvgen.nn.AvgPool2d`; `nn.AdaptiveAvgPool2d` and `F.adaptive_avg_pool2d` ->
   `gconvgen.nn.AdaptiveAvgPool2d` (the global pool on our kernel); `nn.Linear` -> `gconvgen.nn.Linear`
-  (the pointwise kernel on a few feature vectors: a classifier at batch 1).
+  (the pointwise kernel on a few feature vectors, a classifier at batch 1, and on channels-last
+  features, ConvNeXt's MLP).
 - Where the model traces with torch.fx: the view -> transpose(1, 2) -> view shuffle that ShuffleNets
   write by hand becomes a `gconvgen.nn.ChannelShuffle`; a shuffle right after a conv (through Identity
   modules only) becomes that conv's output order, fused into its store; a shuffle of a channel
   concatenation becomes one copy (`concat_shuffle`); a conv's output added to a skip connection
-  (then a ReLU) becomes the conv with that residual (and ReLU) in its epilogue; a ReLU of a
-  concatenation of convs and average pools goes into their epilogues; the Identity calls go.
+  (then a ReLU) becomes the conv with that residual (and ReLU) in its epilogue; a conv or Linear
+  whose output only an activation reads (a module, `F.silu`, `torch.sigmoid`, `F.gelu`, ...) takes it;
+  a ReLU of a concatenation of convs and average pools goes into their epilogues; the Identity calls go.
   The result is a GraphModule. Where the model does not trace, the module swaps above still apply.
 """
 from __future__ import annotations

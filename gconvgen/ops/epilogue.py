@@ -8,32 +8,34 @@ from ..spec import KernelSpec
 ACC_DTYPE = "float32"  # accumulators and epilogue math, whatever the storage dtype
 
 
+def _c(v: float) -> tirx.PrimExpr:
+    return tirx.const(v, ACC_DTYPE)
+
+
 def apply(spec: KernelSpec, value: tirx.PrimExpr, channel: tirx.PrimExpr, bias: te.Tensor | None,
           residual: tirx.PrimExpr | None = None) -> tirx.PrimExpr:
     """`value` of output channel `channel` (in conv order) after the epilogue's steps, in their order
     (`residual`: the residual input's value at this output position)."""
-    dt = ACC_DTYPE
-
     def clip6(v):
-        return tirx.min(tirx.max(v, tirx.const(0, dt)), tirx.const(6, dt))
+        return tirx.min(tirx.max(v, _c(0)), _c(6))
 
     for e in spec.epilogue:
         if e == "bias":
-            value = value + bias[channel].astype(dt)
+            value = value + bias[channel].astype(ACC_DTYPE)
         elif e == "residual":
-            value = value + residual.astype(dt)
+            value = value + residual.astype(ACC_DTYPE)
         elif e == "relu":
-            value = tirx.max(value, tirx.const(0, dt))
+            value = tirx.max(value, _c(0))
         elif e == "relu6":
             value = clip6(value)
         elif e == "hardswish":
-            value = value * clip6(value + tirx.const(3, dt)) * tirx.const(1.0 / 6.0, dt)
+            value = value * clip6(value + _c(3)) * _c(1.0 / 6.0)
         elif e == "hardsigmoid":
-            value = clip6(value + tirx.const(3, dt)) * tirx.const(1.0 / 6.0, dt)
+            value = clip6(value + _c(3)) * _c(1.0 / 6.0)
         elif e == "sigmoid":
-            value = tirx.const(1, dt) / (tirx.const(1, dt) + exp(-value))
+            value = _c(1) / (_c(1) + exp(-value))
         elif e == "silu":
-            value = value / (tirx.const(1, dt) + exp(-value))
+            value = value / (_c(1) + exp(-value))
         elif e == "gelu":
             value = value * normal_cdf(value)
     return value
@@ -50,16 +52,14 @@ def exp(x: tirx.PrimExpr) -> tirx.PrimExpr:
     2.4e38), so beyond it 1 / (1 + e^-x) is torch's 1, or within 1e-38 of its 0.
     One expression tree, x and r repeated in it: LLVM merges the repeats (Let bindings ran no faster),
     and MetaSchedule's feature extraction refuses a Let."""
-    dt = ACC_DTYPE
-    c = lambda v: tirx.const(v, dt)
-    x = tirx.min(tirx.max(x, c(-87.3)), c(88.3))
-    n = tirx.floor(x * c(1.4426950408889634) + c(0.5))
-    r = x - n * c(0.693359375) - n * c(-2.12194440e-4)   # ln 2 in two parts: n * hi is exact
-    p = c(8.31315852701664e-3)
+    x = tirx.min(tirx.max(x, _c(-87.3)), _c(88.3))
+    n = tirx.floor(x * _c(1.4426950408889634) + _c(0.5))
+    r = x - n * _c(0.693359375) - n * _c(-2.12194440e-4)   # ln 2 in two parts: n * hi is exact
+    p = _c(8.31315852701664e-3)
     for k in (4.1889868676662445e-2, 1.666710525751114e-1, 4.9999234080314636e-1):
-        p = p * r + c(k)
-    p = p * r * r + r + c(1)
-    two_n = tirx.reinterpret(dt, (n.astype("int32") + 127) << 23)
+        p = p * r + _c(k)
+    p = p * r * r + r + _c(1)
+    two_n = tirx.reinterpret(ACC_DTYPE, (n.astype("int32") + 127) << 23)
     return p * two_n
 
 
@@ -76,15 +76,13 @@ def normal_cdf(x: tirx.PrimExpr) -> tirx.PrimExpr:
     keeps its relative accuracy far out: within 1.2e-6 of float64 for |x| <= 4, then as float32's
     rounding of z^2 allows (1.2e-5 at -12; torch's float32 GELU, 1 + erf, is 4 % off at -5 and 0 from
     -7.5); 1 minus the tail for x >= 0. z stops at 10, where the tail is below any float32."""
-    dt = ACC_DTYPE
-    c = lambda v: tirx.const(v, dt)
-    z = tirx.min(tirx.abs(x) * c(0.7071067811865476), c(10))
-    t = c(1) / (c(1) + c(0.5) * z)
-    r = c(_ERFCX[-1])
+    z = tirx.min(tirx.abs(x) * _c(0.7071067811865476), _c(10))
+    t = _c(1) / (_c(1) + _c(0.5) * z)
+    r = _c(_ERFCX[-1])
     for k in reversed(_ERFCX[:-1]):
-        r = r * t + c(k)
-    tail = c(0.5) * r * exp(-(z * z))
-    return tirx.Select(x >= c(0), c(1) - tail, tail)
+        r = r * t + _c(k)
+    tail = _c(0.5) * r * exp(-(z * z))
+    return tirx.Select(x >= _c(0), _c(1) - tail, tail)
 
 
 def shuffle_source(channel: tirx.PrimExpr, channels: int, groups: int) -> tirx.PrimExpr:
