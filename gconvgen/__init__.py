@@ -13,4 +13,11 @@ def convert(model, inplace: bool = False, trace: bool = True, torch_threads: int
     return _convert(model, inplace=inplace, trace=trace, torch_threads=torch_threads)
 
 
-__all__ = ["KernelSpec", "convert", "__version__"]
+def compile(model, torch_threads: int | None = 1, **options):
+    """torch.compile(model, **options) of a converted model, with torch's own ops and Inductor's
+    kernels held to torch_threads (ours keep every core); see gconvgen.conversion.compile."""
+    from .conversion import compile as _compile
+    return _compile(model, torch_threads=torch_threads, **options)
+
+
+__all__ = ["KernelSpec", "compile", "convert", "__version__"]

@@ -182,15 +182,15 @@ class Linear(nn.Linear):
                 and (x.shape[0] <= self.MAX_BATCH if x.dim() == 2 else x.is_contiguous())):
             y = super().forward(x)
             return y if self.activation == "none" else torch_ops._aten_conv_epilogue(y, self.activation, 0)
-        # A 4-D view of the weight: the kernel's HWIO copy is cached per base tensor and version,
-        # which views share, so it follows in-place updates such as load_state_dict.
-        w4 = weight.view(self.out_features, self.in_features, 1, 1)
+        # The op takes the 2-D weight as a 1x1 conv's: its packed copy is cached per tensor and
+        # version, so it follows in-place updates such as load_state_dict.
         if x.dim() == 2:
             image = x.reshape(x.shape[0], self.in_features, 1, 1)
         else:   # (N, [H,] W, C) contiguous is an NHWC image: its NCHW view is channels_last
             image = (x if x.dim() == 4 else x.unsqueeze(1)).permute(0, 3, 1, 2)
         args = (bias, [1, 1], [0, 0], [1, 1], 1, self.activation, 0)
-        y = torch_ops.conv2d_eager(image, w4, *args) if _direct(x, weight) else torch.ops.gconvgen.conv2d(image, w4, *args)
+        y = torch_ops.conv2d_eager(image, weight, *args) if _direct(x, weight) \
+            else torch.ops.gconvgen.conv2d(image, weight, *args)
         if x.dim() == 2:
             return y.view(x.shape[0], self.out_features)
         return y.permute(0, 2, 3, 1).reshape(*x.shape[:-1], self.out_features)

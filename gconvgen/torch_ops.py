@@ -172,6 +172,15 @@ def strided_pointwise(weight: torch.Tensor, stride, padding) -> bool:
             and not any(padding))
 
 
+def _as_4d(weight: torch.Tensor) -> torch.Tensor:
+    """A 1x1 conv's weight given as nn.Linear holds it, (O, I), as the (O, I, 1, 1) view convs take.
+    The op takes the 2-D tensor itself because compiled code (Inductor) makes each view anew, as an
+    alias without a base or a shared version: a view made before the op would miss the packed-weight
+    cache, which knows a weight by its tensor and version, on every call (ConvNeXt-T repacked its
+    MLP weights, about 60 ms a forward)."""
+    return weight.view(weight.shape[0], weight.shape[1], 1, 1) if weight.dim() == 2 else weight
+
+
 def _channels_last(x: torch.Tensor) -> bool:
     return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
@@ -365,7 +374,9 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
            residual: torch.Tensor | None = None) -> torch.Tensor:
     """Group conv2d + bias + residual (a tensor of the output's shape, added before the activation)
     + activation (one of ACTIVATIONS, 'none' for none) + output channel shuffle (0 or 1: none),
-    torch's result for NCHW or channels_last input."""
+    torch's result for NCHW or channels_last input. weight is (O, I/groups, kh, kw), or (O, I/groups)
+    for a 1x1 conv: nn.Linear's own weight, passed as it is so that its packed copy is found again."""
+    weight = _as_4d(weight)
     if strided_pointwise(weight, stride, padding) and x.dim() == 4:
         # A strided 1x1 conv is the 1x1 conv of the subsampled input (ResNet's downsampling shortcut):
         # the copy is a quarter of the input, and the stride-1 pointwise rules then run it as a GEMM
@@ -401,6 +412,7 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
 
 @conv2d.register_fake
 def _(x, weight, bias, stride, padding, dilation, groups, activation, shuffle, residual=None):
+    weight = _as_4d(weight)
     n, _, h, w = x.shape
     kh, kw = weight.shape[2:]
     oh = _out_size(h, kh, stride[0], padding[0], dilation[0])
@@ -505,7 +517,8 @@ def _conv_backward(ctx, grad):
     """Gradients through the epilogue by hand, then the conv's: the input gradient of a stride-1 conv
     is itself a group conv (of the output gradient with each group's weights transposed and flipped);
     strided ones run on our conv2d_dgrad kernel, the weight gradient on conv2d_wgrad."""
-    x, weight, bias, residual = ctx.saved_tensors
+    x, weight_arg, bias, residual = ctx.saved_tensors
+    weight = _as_4d(weight_arg)
     stride, padding, dilation, groups, activation, shuffle = ctx.args
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     g = grad.contiguous(memory_format=_memory_format(grad)) if grad.dim() == 4 else grad
@@ -516,7 +529,8 @@ def _conv_backward(ctx, grad):
         g = g * _activation_grad(z, activation)
     grad_r = g if residual is not None and ctx.needs_input_grad[9] else None
     grad_b = g.sum((0, 2, 3)) if bias is not None and need_b else None
-    grad_w = conv2d_weight_grad(x, g, list(weight.shape), stride, padding, dilation, groups) if need_w else None
+    grad_w = conv2d_weight_grad(x, g, list(weight.shape), stride, padding, dilation, groups).view(weight_arg.shape) \
+        if need_w else None
     grad_x = None
     if need_x:
         kh, kw = weight.shape[2:]

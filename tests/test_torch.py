@@ -60,6 +60,16 @@ def test_opcheck_conv2d(case):
                           (x.requires_grad_(), w.requires_grad_(), b.requires_grad_() if b is not None else None, *rest))
 
 
+def test_opcheck_conv2d_takes_a_linear_weight():
+    """A 1x1 conv's weight as nn.Linear holds it, (O, I): the output and gradients are the 4-D
+    weight's, the weight's gradient keeps the 2-D shape."""
+    x, w, b, *rest = _args(CONV_CASES[2], channels_last=True)
+    w2 = w.view(w.shape[0], w.shape[1]).clone()
+    torch.testing.assert_close(torch.ops.gconvgen.conv2d(x, w2, b, *rest), _reference(x, w, b, *rest),
+                               rtol=1e-4, atol=1e-4)
+    torch.library.opcheck(torch.ops.gconvgen.conv2d.default, (x.requires_grad_(), w2.requires_grad_(), b, *rest))
+
+
 def test_opcheck_channel_shuffle():
     x = torch.randn(1, 12, 5, 6)
     torch.library.opcheck(torch.ops.gconvgen.channel_shuffle.default, (x, 3))
@@ -216,6 +226,68 @@ def test_convert_runs_torch_on_one_thread_and_restores_it():
         assert len(again._forward_pre_hooks) == 1 and len(again._deepcopy_hooks) == 1
     finally:
         torch.set_num_threads(before)
+
+
+_probe_lib = torch.library.Library("gconvgen_test", "DEF")   # noqa: held for the process
+_probe_lib.define("threads_probe(Tensor x) -> Tensor")
+_probe_seen: list[int] = []
+
+
+def _threads_probe(x):
+    _probe_seen.append(torch.get_num_threads())   # what torch's own ops get at this point of the forward
+    return x.clone()
+
+
+_probe_lib.impl("threads_probe", _threads_probe, "CPU")
+torch.library.register_fake("gconvgen_test::threads_probe", lambda x: torch.empty_like(x), lib=_probe_lib)
+
+
+def test_gconvgen_compile_holds_torch_to_one_thread():
+    """torch.compile traces convert's thread limit away; gconvgen.compile keeps it around the compiled
+    call (and so around Inductor's compile, which bakes the thread count into its kernels), with
+    fullgraph=True, and restores torch's setting after."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+            self.pw = nn.Conv2d(8, 16, 1)
+
+        def forward(self, x):
+            return self.pw(torch.ops.gconvgen_test.threads_probe(self.dw(x)) + 1)
+
+    net = Net().eval()
+    model = gconvgen.convert(net)
+    x = torch.randn(1, 8, 10, 10)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        compiled = gconvgen.compile(model, fullgraph=True)
+        with torch.no_grad():
+            expected = net(x)
+            for _ in range(2):
+                torch.testing.assert_close(compiled(x), expected, rtol=1e-4, atol=1e-4)
+                assert _probe_seen[-1] == 1 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_compiled_linear_keeps_its_packed_weight():
+    """Inductor passes a view made inside the graph as a fresh alias each call: nn.Linear hands the op
+    its own 2-D weight, so the packed copy is made once (ConvNeXt-T compiled had repacked its MLP
+    weights every forward), and still follows an in-place update."""
+    ref = nn.Linear(32, 48)
+    ours = gnn.Linear.from_linear(ref, activation="gelu")
+    compiled = torch.compile(ours, fullgraph=True)
+    x = torch.randn(1, 5, 6, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), F.gelu(ref(x)), rtol=1e-4, atol=1e-5)
+        compiled(x)   # (compiling ran the op once on a copy of the weight)
+        packed = len(gconvgen.torch_ops._packed)
+        for _ in range(3):
+            compiled(x)
+        assert len(gconvgen.torch_ops._packed) == packed
+        ref.weight.mul_(0.5)
+        torch.testing.assert_close(compiled(x), F.gelu(ref(x)), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["shufflenet_v2", "shufflenet_v1"])
