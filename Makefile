@@ -1,6 +1,7 @@
 # The two commands of the README: `make bench` (the main job) and `make test`.
 THREADS ?=
 TRIALS ?= 0
+WORKERS ?= 2   # pytest-xdist processes for `make test`: most of a test's time is single-threaded compiling
 VENV := .venv/bin
 
 .PHONY: setup bench test
@@ -13,4 +14,4 @@ bench: setup
 	$(VENV)/gconvgen bench --model mobilenet_v2,shufflenet_v1,shufflenet_v2,efficientnet_b0,convnext_tiny $(if $(THREADS),--threads $(THREADS)) --compile
 
 test: setup
-	$(VENV)/python -m pytest -q tests
+	$(VENV)/python -m pytest -q -n $(WORKERS) --dist loadfile tests
