@@ -1,7 +1,8 @@
 # The two commands of the README: `make bench` (the main job) and `make test`.
 THREADS ?=
 TRIALS ?= 0
-WORKERS ?= 2   # pytest-xdist processes for `make test`: most of a test's time is single-threaded compiling
+# pytest-xdist processes for `make test` (0: one process): most of a test's time is single-threaded compiling
+WORKERS ?= 2
 VENV := .venv/bin
 
 .PHONY: setup bench test

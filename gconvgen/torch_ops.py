@@ -178,7 +178,7 @@ def _as_4d(weight: torch.Tensor) -> torch.Tensor:
     alias without a base or a shared version: a view made before the op would miss the packed-weight
     cache, which knows a weight by its tensor and version, on every call (ConvNeXt-T repacked its
     MLP weights, about 60 ms a forward)."""
-    return weight.view(weight.shape[0], weight.shape[1], 1, 1) if weight.dim() == 2 else weight
+    return weight.reshape(weight.shape[0], weight.shape[1], 1, 1) if weight.dim() == 2 else weight
 
 
 def _channels_last(x: torch.Tensor) -> bool:
