@@ -285,9 +285,9 @@ def last_call() -> tuple[KernelSpec | None, object] | None:
 
 def _packed_weight(weight: torch.Tensor, block: int = 0) -> torch.Tensor:
     """The HWIO copy NHWC kernels take (HWIO<block> for the packed pointwise and grouped rules), made
-    once per weight tensor, version and layout. A view (gconvgen.nn.Linear's 4-D weight, made each call)
-    counts as its base tensor; views share its version. The entry holds the tensor itself, so its id
-    (and memory) cannot be reused by another tensor while cached."""
+    once per weight tensor, version and layout. A view (`_as_4d`'s of nn.Linear's 2-D weight, made
+    each call) counts as its base tensor; views share its version. The entry holds the tensor itself,
+    so its id (and memory) cannot be reused by another tensor while cached."""
     root = weight._base if weight._base is not None else weight
     key = (id(root), tuple(weight.shape), weight.storage_offset(), block)
     entry = _packed.get(key)
