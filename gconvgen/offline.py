@@ -33,49 +33,55 @@ LIBRARY = "candidates.so"
 FORMAT = 2   # 2: each kernel's workload once, in "workloads" by key (1 repeated it per candidate)
 
 
-def _draw(spec: KernelSpec, profile: TargetProfile, count: int, seed: int) -> tuple[tvm.IRModule, list]:
+def _draw(spec: KernelSpec, profile: TargetProfile, count: int, seed: int,
+          alternative_count: int = 1) -> tuple[tvm.IRModule, list]:
     """The kernel's module, and its candidates as (schedule, args_info, rule name): the rule's own
-    schedule, up to count - 1 random points of its space, then the schedule of every later rule of
-    the family that applies too (its alternatives, which only a timed candidate can make serve;
-    not the fallbacks)."""
+    schedule and up to count - 1 random points of its space, then from every later rule of the
+    family that applies too (its alternatives, which only a timed candidate can make serve; not the
+    fallbacks) its own schedule and up to alternative_count - 1 random points of its space."""
     from schedules import rules_for
-    from .tune import Task, _context
     target = profile.tvm_target()
     mod = tvm.IRModule({"main": prim_func(spec)})
     rule = rule_for(spec, profile)
+    drawn = _explore(spec, mod, rule, target, count, seed)
+    family = rules_for(profile.family)
+    for alt in family[family.index(rule) + 1:]:
+        if alt.applies(spec, target) and not alt.name.lower().endswith("fallback"):
+            points = _explore(spec, mod, alt, target, alternative_count, seed)
+            # (DLight's GEMM is two rules' schedule: offered once)
+            drawn += [p for p in points if str(p[0].trace) != str(drawn[0][0].trace)]
+    return mod, drawn
 
-    def entry(sch, name: str) -> tuple:
-        return sch, ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True), name
 
-    drawn = [entry(rule.apply(mod["main"], target, tunable=True), rule.name)]
-    if count > 1:
+def _explore(spec: KernelSpec, mod: tvm.IRModule, rule, target, count: int, seed: int) -> list:
+    """The rule's own schedule, then up to count - 1 distinct random points of its space (none where
+    the rule samples nothing: DLight's fixed GEMMs)."""
+    from .tune import Task, _context
+    sch = rule.apply(mod["main"], target, tunable=True)
+    drawn = [(sch, ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True), rule.name)]
+    if count > 1 and sch.trace.decisions:
         # a population of a few times the draws: 64 for 5 draws spent 7 s a kernel evolving them
         ctx = _context(Task(spec, 1, mod, workload_of(mod)), target, rule, seed, population=min(64, 4 * count))
         ctx.pre_tuning(max_trials=count - 1, num_trials_per_iter=count - 1,
                        design_spaces=ctx.generate_design_space(), database=ms.database.MemoryDatabase(),
                        cost_model=ms.cost_model.RandomModel())
         drawn += [(c.sch, c.args_info, rule.name) for c in (ctx.generate_measure_candidates() or [])]
-    family = rules_for(profile.family)
-    for alt in family[family.index(rule) + 1:]:
-        if alt.applies(spec, target) and not alt.name.lower().endswith("fallback"):
-            sch = alt.apply(mod["main"], target, tunable=True)
-            if str(sch.trace) != str(drawn[0][0].trace):   # (DLight's GEMM is two rules' schedule)
-                drawn.append(entry(sch, alt.name))
-    return mod, drawn
+    return drawn
 
 
 def export(specs: list[KernelSpec], profile: TargetProfile, out_dir: str | Path, trials: int = 16,
-           seed: int = 0) -> Path:
-    """Write the candidates of every distinct spec (trials each) to out_dir; returns it."""
+           seed: int = 0, alternative_trials: int = 1) -> Path:
+    """Write the candidates of every distinct spec to out_dir (trials from its rule's space,
+    alternative_trials from each alternative's); returns it."""
     from . import build, bundle
-    if trials < 1:
-        raise ValueError("--trials must be at least 1 for an export")
+    if trials < 1 or alternative_trials < 1:
+        raise ValueError("--trials and --alternative-trials must be at least 1 for an export")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     target = profile.tvm_target()
     funcs, entries, workloads = {}, [], {}
     for spec in {s.key: s for s in specs}.values():
-        mod, drawn = _draw(spec, profile, trials, seed)
+        mod, drawn = _draw(spec, profile, trials, seed, alternative_trials)
         workloads[spec.key] = workload_of(mod)
         for j, (sch, args_info, rule) in enumerate(drawn):
             name = f"c{j}_{spec.func_name}"

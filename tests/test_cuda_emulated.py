@@ -52,6 +52,12 @@ CASES = [
     (cuda.PointwiseTiledNCHW(min_blocks=1), conv(48, 64, 7, k=1, epilogue=("bias",))),   # 7 pixels a thread
     (cuda.PointwiseTiledNCHW(min_blocks=1), conv(48, 96, 8, k=1, groups=3, epilogue=("bias", "relu", "shuffle:3"))),
     (cuda.PointwiseTiledNCHW(min_blocks=1), conv(96, 48, 7, k=1, groups=3, dtype="float16")),
+    # pixels of the batch as one axis: 4-pixel vectors across images (7x7), one chunk of 58 channels,
+    # float16, no vectors (an odd count of pixels)
+    (cuda.PointwiseBatchGemmNCHW(min_blocks=1), conv(64, 32, 7, k=1, batch=4, epilogue=("bias",))),
+    (cuda.PointwiseBatchGemmNCHW(min_blocks=1), conv(58, 58, 8, k=1, epilogue=("bias", "relu"))),
+    (cuda.PointwiseBatchGemmNCHW(min_blocks=1), conv(48, 24, 6, k=1, dtype="float16", epilogue=("bias",))),
+    (cuda.PointwiseBatchGemmNCHW(min_blocks=1), conv(32, 16, 5, k=1, batch=3, epilogue=("bias",))),
     (cuda.SplitReductionNCHW(), conv(256, 64, 7, k=1, batch=1, epilogue=("bias",))),
     (cuda.SplitReductionNCHW(), conv(96, 384, 1, k=1, epilogue=("bias", "sigmoid"))),   # a squeeze-and-excitation gate
     (cuda.SplitReductionNCHW(), conv(64, 32, 7, batch=1, groups=2, dtype="float16")),
@@ -123,6 +129,19 @@ def test_tuning_candidates_match_torch():
     assert len(drawn) >= 4 and drawn[-1][2] == "cuda.PointwiseGemm"
     for sch, _, rule in drawn:
         _check(sch.mod["main"], spec, profile.tvm_target(), rule)
+
+
+def test_alternatives_spaces_match_torch():
+    """With alternative_count, random points of an alternative's space are drawn too (here the batch
+    GEMM beside PointwiseTiledNCHW on a dense 1x1 in NCHW): every one computes the layer."""
+    from gconvgen import offline
+    spec = conv(16, 8, 56, k=1, epilogue=("bias", "relu"))   # (enough pixels that it applies)
+    profile = targets.load("cuda-sm90")
+    _, drawn = offline._draw(spec, profile, 1, seed=1, alternative_count=3)
+    gemms = [sch for sch, _, rule in drawn if rule == "cuda.PointwiseBatchGemmNCHW"]
+    assert len({str(sch.trace) for sch in gemms}) == 3
+    for sch in gemms:
+        _check(sch.mod["main"], spec, profile.tvm_target(), "cuda.PointwiseBatchGemmNCHW")
 
 
 def test_emulator_reports_misaligned_vectors(tmp_path):
