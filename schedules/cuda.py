@@ -368,22 +368,24 @@ class PointwiseTiledNCHW(ScheduleRule):
         sch.decompose_reduction(conv, ko)
 
 
-class PointwiseBatchGemmNCHW(ScheduleRule):
-    """Dense 1x1 conv in NCHW as one GEMM over all the batch's pixels, out[o, j] = sum_k w[o, k]
-    x[k, j] with j = n * H * W + p, so a 7x7 or 14x14 plane at batch 64 makes tiles as large as a
-    56x56 one: a thread block per tile of output channels x pixels, each thread accumulating (by
-    default) 4 channels x 8 pixels in registers from chunks of input channels staged in shared
-    memory by all threads (pixels innermost, 16-byte loads where the batch's pixels are a multiple
-    of 4), its pixels read from shared memory as whole vectors. PointwiseTiledNCHW tiles one image
-    at a time (a 7x7 plane is one tile of 49 pixels), SplitReductionNCHW splits each output's sum
-    over threads: on an H200 at batch 64 MobileNetV2's 960->320 at 7x7 took 117 µs in float32 and
-    143 in float16 with them (torch 20 and 10), 384->64 at 14x14 37 and 57 (torch 11 and 8).
-    Listed after them, so it serves through tuned records (untimed as yet). Tunable: the threads
-    and a thread's outputs along each axis, the chunk. Does not apply to groups, shuffles, strided
-    or padded 1x1s, or where the default tiles make fewer than `min_blocks` / 4 blocks (a batch-1
-    7x7 layer: 4)."""
+class BatchGemmNCHW(ScheduleRule):
+    """Grouped, pointwise and dense conv in NCHW as a GEMM per group over all the batch's pixels
+    (an implicit one: the input's taps are gathered as its tile is staged), out[g, o, j] = sum_k
+    w[g, o, k] x[g, k, j] with j = n * H * W + p and k = (input channel, tap), so a 7x7 or 14x14
+    plane at batch 64 makes tiles as large as a 56x56 one: a thread block per tile of a group's
+    output channels x pixels, each thread accumulating (by default) 4 channels x 8 pixels in
+    registers from chunks of the reduction staged in shared memory by all threads (pixels
+    innermost; 16-byte loads for a 1x1 at stride 1 where the batch's pixels are whole vectors), its
+    pixels read from shared memory as whole vectors. The other NCHW rules tile one image at a time
+    (a 7x7 plane is one tile of 49 pixels) or split each output's sum over threads: on an H200 at
+    batch 64 MobileNetV2's 960->320 at 7x7 took 117 µs in float32 and 143 in float16 with them
+    (torch 20 and 10), ResNeXt's g32 1024x7 148 and 170 (torch 42 and 29). Listed after them, so it
+    serves through tuned records (untimed as yet). Tunable: the threads and a thread's outputs
+    along each axis, the chunk. Does not apply to depthwise convs (a GEMM of one row), shuffles,
+    dilation, or where the default tiles make fewer than `min_blocks` / 4 blocks (a batch-1 7x7
+    layer)."""
 
-    name = "cuda.PointwiseBatchGemmNCHW"
+    name = "cuda.BatchGemmNCHW"
 
     def __init__(self, per_thread: tuple[int, int] = (4, 8), threads: int = 256, chunk: int = 16,
                  min_blocks: int = 264) -> None:
@@ -393,51 +395,78 @@ class PointwiseBatchGemmNCHW(ScheduleRule):
         self.min_blocks = min_blocks
 
     @staticmethod
-    def _lanes(spec) -> int:
-        """A vector's pixels: 4 where no vector crosses from one image into the next."""
-        return 4 if spec.batch * spec.height * spec.width % 4 == 0 else 1
+    def _lanes(spec) -> tuple[int, int]:
+        """A vector's pixels in the tiles (4 where the batch's pixels are whole vectors; one that
+        crosses into the next image is stored a pixel at a time), and in the input's loads (as many
+        where the tile's pixels are the input's own, a 1x1 at stride 1; else scalar loads, as the
+        taps are not aligned)."""
+        lanes = 4 if spec.batch * spec.out_height * spec.out_width % 4 == 0 else 1
+        plain = spec.kernel == (1, 1) and spec.stride == (1, 1) and not any(spec.padding)
+        return lanes, lanes if plain else 1
+
+    @staticmethod
+    def _gemm(spec) -> tuple[int, int, int]:
+        """A group's GEMM: output channels, pixels of the batch, reduction."""
+        return (spec.out_channels // spec.groups, spec.batch * spec.out_height * spec.out_width,
+                spec.in_channels // spec.groups * spec.kernel[0] * spec.kernel[1])
 
     def _tiles(self, spec) -> tuple:
-        """((ty, tm), (tx, tn, lanes), chunk): threads and a thread's outputs along the output
-        channels and along the pixels (tn vectors of lanes), and the reduction's chunk."""
-        m, j, k = spec.out_channels, spec.batch * spec.height * spec.width, spec.in_channels
-        lanes = self._lanes(spec)
+        """((ty, tm), (tx, tn), chunk): threads and a thread's outputs along a group's output
+        channels and along the pixels (tn vectors), and the reduction's chunk."""
+        m, j, k = self._gemm(spec)
+        lanes = self._lanes(spec)[0]
         tm = divisor_at_most(m, self.per_thread[0])
         ty = divisor_at_most(m // tm, 32)
         tn = divisor_at_most(j // lanes, max(1, self.per_thread[1] // lanes))
         units = j // (lanes * tn)
         tx = divisor_at_most(units, max(1, self.threads // ty), prefer_multiple_of=8)
-        while tx > 8 and m // (ty * tm) * units // tx < self.min_blocks:   # more, smaller blocks
+        blocks = spec.groups * (m // (ty * tm))
+        while tx > 8 and blocks * units // tx < self.min_blocks:   # more, smaller blocks
             tx = divisor_at_most(units, tx - 1, prefer_multiple_of=8)
         chunk = divisor_at_most(k, self.chunk)
         if chunk < 8 and k <= 64:   # (58 input channels: one chunk, not 29 of 2)
             chunk = k
-        return (ty, tm), (tx, tn, lanes), chunk
+        return (ty, tm), (tx, tn), chunk
 
     def applies(self, spec, target: Target) -> bool:
-        if not (target.kind.name == "cuda" and _dense_1x1(spec) and spec.layout == "NCHW"
-                and spec.weight_layout == "OIHW"):
+        if not (target.kind.name == "cuda" and spec.op == "conv2d" and spec.layout == "NCHW"
+                and spec.weight_layout == "OIHW" and spec.shuffle_groups == 1 and spec.dilation == (1, 1)):
             return False
-        (ty, tm), (tx, tn, lanes), _ = self._tiles(spec)
-        pixels = spec.batch * spec.height * spec.width
-        return spec.out_channels // (ty * tm) * pixels // (tx * tn * lanes) >= self.min_blocks // 4
+        m, j, k = self._gemm(spec)
+        if m < 4 or k < 8:   # (depthwise: a GEMM of one row)
+            return False
+        (ty, tm), (tx, tn), _ = self._tiles(spec)
+        lanes = self._lanes(spec)[0]
+        return spec.groups * (m // (ty * tm)) * j // (tx * tn * lanes) >= self.min_blocks // 4
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
-        (ty, tm), (tx, tn, lanes), chunk = self._tiles(spec)
-        plane, width = spec.height * spec.width, spec.width
+        (ty, tm), (tx, tn), chunk = self._tiles(spec)
+        lanes, load_lanes = self._lanes(spec)
+        plane, width = spec.out_height * spec.out_width, spec.out_width
+        per_group = spec.out_channels // spec.groups
+        taps, kw = spec.kernel[0] * spec.kernel[1], spec.kernel[1]
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
-        # the GEMM out[o, j] = sum_k w[o, k] x[k, j] over the batch's pixels j = n * plane + p
-        sch.transform_layout(conv, ("write", 0), lambda n, o, h, w: (o, n * plane + h * width + w))
-        sch.transform_block_layout(conv, lambda n, o, h, w, r: (o, n * plane + h * width + w, r))
-        sch.transform_block_layout(out, lambda n, o, h, w: (o, n * plane + h * width + w))
-        x = sch.reindex(conv, ("read", 0))   # x[j, k]
-        o, j = sch.get_loops(out)
+        # a GEMM per group g: out[g, o, j] = sum_k w[g, o, k] x[g, k, j] over the batch's pixels
+        # j = n * plane + p and the reduction k = (input channel, tap)
+        if spec.kernel == (1, 1):
+            sch.transform_block_layout(conv, lambda n, o, h, w, c: (
+                o // per_group, o % per_group, n * plane + h * width + w, c))
+        else:
+            sch.transform_block_layout(conv, lambda n, o, h, w, c, rh, rw: (
+                o // per_group, o % per_group, n * plane + h * width + w, c * taps + rh * kw + rw))
+        sch.transform_block_layout(out, lambda n, o, h, w: (o // per_group, o % per_group, n * plane + h * width + w))
+        # (after the blocks' own: this simplifies the accesses they leave as written)
+        sch.transform_layout(conv, ("write", 0), lambda n, o, h, w: (
+            o // per_group, o % per_group, n * plane + h * width + w))
+        x = sch.reindex(conv, ("read", 0))   # x[g, j, k]
+        wt = sch.reindex(conv, ("read", 1))   # w[g, o, k]
+        g, o, j = sch.get_loops(out)
         of = tile_factors(sch, o, (ty, tm), tunable, max_inner=8)
         j, lj = sch.split(j, factors=[None, lanes])   # whole vectors of pixels, not sampled
         jf = tile_factors(sch, j, (tx, tn), tunable, max_inner=2)
         (bo, to, io), (bj, tj, ij) = sch.split(o, factors=of), sch.split(j, factors=jf)
-        sch.reorder(bj, bo, to, tj, io, ij, lj)
-        sch.bind(sch.fuse(bj, bo), "blockIdx.x")
+        sch.reorder(bj, g, bo, to, tj, io, ij, lj)
+        sch.bind(sch.fuse(bj, g, bo), "blockIdx.x")
         sch.bind(to, "threadIdx.y")
         sch.bind(tj, "threadIdx.x")
         sch.unroll(io)
@@ -452,19 +481,24 @@ class PointwiseBatchGemmNCHW(ScheduleRule):
         sch.unroll(co)
         sch.unroll(cj)
         stage_x = sch.cache_read(conv, 0, "shared")
-        sch.compute_inline(x)
-        sch.transform_layout(stage_x, ("write", 0), lambda j_, k_: (k_, j_))
         stage_w = sch.cache_read(conv, 1, "shared")
-        sch.transform_layout(stage_w, ("write", 0), lambda o_, k_, kh, kw: (k_, kh, kw, o_))
+        for block in (x, wt):
+            sch.compute_inline(block)
+        _inline_pad(sch)   # (into the input's stage: the padding is a predicate on its loads)
+        for stage in (stage_x, stage_w):   # (the group's axis is left out where there is one group)
+            if len(sch.get(stage).writes[0].region) == 3:
+                sch.transform_layout(stage, ("write", 0), lambda g_, a, k_: (g_, k_, a))
+            else:
+                sch.transform_layout(stage, ("write", 0), lambda a, k_: (k_, a))
         depth = len(sch.get_loops(conv)) - 3   # the loops down to ko
         # both tiles staged by all threads together, once per chunk; the input's pixels innermost, so
         # a warp's loads run along a plane; whole vectors, so a ragged last round is a predicate on them
-        for stage, lanes_ in ((stage_x, lanes), (stage_w, 1)):
+        for stage, lanes_ in ((stage_x, load_lanes), (stage_w, 1)):
             sch.compute_at(stage, ko, preserve_unit_loops=True)
-            loops = sch.get_loops(stage)[depth:]
-            if stage == stage_x:   # (its loops run over x[j, k])
-                sch.reorder(loops[1], loops[0])
-                loops = loops[::-1]
+            loops = sch.get_loops(stage)[depth:]   # (x[g, j, k] or w[g, o, k], g where there are groups)
+            if stage == stage_x:
+                sch.reorder(loops[-1], loops[-2])
+                loops = [*loops[:-2], loops[-1], loops[-2]]
             run, lane = sch.split(loops[-1], factors=[None, lanes_])
             _, sy, sx = sch.split(sch.fuse(*loops[:-1], run), factors=[None, of[1], jf[1]])
             sch.bind(sy, "threadIdx.y")
@@ -834,4 +868,4 @@ def _thread_per_element(sch: s_tir.Schedule, block, threads: int) -> None:
 # offered as tuning candidates (gconvgen.offline) and served where a tuned record says so.
 RULES: list[ScheduleRule] = [DepthwiseNCHW(), DepthwiseStagedNCHW(), PointwiseTiledNCHW(), PointwiseTensorCoreNHWC(), ChannelVectorNHWC(),
                              DepthwiseWideNHWC(), SplitReductionNCHW(), GroupConvNCHW(), GroupConvStagedNCHW(),
-                             PointwiseBatchGemmNCHW(), PointwiseGemm(), Fallback()]
+                             BatchGemmNCHW(), PointwiseGemm(), Fallback()]
