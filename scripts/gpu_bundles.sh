@@ -9,8 +9,10 @@
 #                  serves or could serve: all of them but the fallback's; the NCHW depthwise layers at
 #                  batch 64 (their rule's space was timed in Nov 2026) for their new alternative,
 #                  cuda.DepthwiseStagedNCHW; beside the NHWC depthwise ones, cuda.DepthwiseWideNHWC;
-#                  beside the NCHW grouped and 1x1 ones, cuda.GroupConvStagedNCHW; beside the dense
-#                  1x1s, DLight's GEMM (cuda.PointwiseGemm). The GPU host times them
+#                  beside the NCHW grouped and 1x1 ones, cuda.GroupConvStagedNCHW and the batch GEMM
+#                  (cuda.BatchGemmNCHW); beside the grouped ones in float16, the tensor cores
+#                  (cuda.GroupGemmTensorCore); beside the dense 1x1s, DLight's GEMM (cuda.PointwiseGemm).
+#                  (ALT=N draws N from each alternative's space, not only its own schedule.) The GPU host times them
 #                  (loader/measure.py) and `gconvgen tune --target cuda-sm90 --import-results DIR`
 #                  brings them into tune_logs/.
 # The suite bundle carries the runtime libraries, libcudart and the tvm-ffi wheel for Python 3.12; the
@@ -49,7 +51,8 @@ rows = [{**spec.to_json(), "name": f"{name}.{dtype}", "dtype": dtype}
 json.dump({"version": 1, "workloads": rows}, open("out/gpu/cands.json", "w"), indent=1)
 print(f"{len(rows)} kernels to draw candidates for")
 EOF
-.venv/bin/gconvgen tune --target "$TARGET" --suite out/gpu/cands.json --trials 4 --export-candidates out/gpu/cands
+.venv/bin/gconvgen tune --target "$TARGET" --suite out/gpu/cands.json --trials 4 --alternative-trials "${ALT:-1}" \
+    --export-candidates out/gpu/cands
 fi
 rm -rf out/gpu/nhwc/lib out/gpu/model/lib out/gpu/cands/lib
 du -sh out/gpu
