@@ -368,24 +368,25 @@ class PointwiseTiledNCHW(ScheduleRule):
         sch.decompose_reduction(conv, ko)
 
 
-class BatchGemmNCHW(ScheduleRule):
-    """Grouped, pointwise and dense conv in NCHW as a GEMM per group over all the batch's pixels
-    (an implicit one: the input's taps are gathered as its tile is staged), out[g, o, j] = sum_k
-    w[g, o, k] x[g, k, j] with j = n * H * W + p and k = (input channel, tap), so a 7x7 or 14x14
-    plane at batch 64 makes tiles as large as a 56x56 one: a thread block per tile of a group's
-    output channels x pixels, each thread accumulating (by default) 4 channels x 8 pixels in
-    registers from chunks of the reduction staged in shared memory by all threads (pixels
-    innermost; 16-byte loads for a 1x1 at stride 1 where the batch's pixels are whole vectors), its
-    pixels read from shared memory as whole vectors. The other NCHW rules tile one image at a time
-    (a 7x7 plane is one tile of 49 pixels) or split each output's sum over threads: on an H200 at
-    batch 64 MobileNetV2's 960->320 at 7x7 took 117 µs in float32 and 143 in float16 with them
-    (torch 20 and 10), ResNeXt's g32 1024x7 148 and 170 (torch 42 and 29). Listed after them, so it
-    serves through tuned records (untimed as yet). Tunable: the threads and a thread's outputs
-    along each axis, the chunk. Does not apply to depthwise convs (a GEMM of one row), shuffles,
-    dilation, or where the default tiles make fewer than `min_blocks` / 4 blocks (a batch-1 7x7
-    layer)."""
+class BatchGemm(ScheduleRule):
+    """Grouped, pointwise and dense conv, either layout, as a GEMM per group over all the batch's
+    pixels (_as_group_gemms: an implicit one, the input's taps gathered as its tile is staged), so a
+    7x7 or 14x14 plane at batch 64 makes tiles as large as a 56x56 one: a thread block per tile of
+    a group's output channels x pixels, each thread accumulating (by default) 4 channels x 8 pixels
+    in registers from chunks of the reduction staged in shared memory by all threads, the loads
+    running along the input's contiguous axis (pixels in NCHW, 16-byte vectors for a 1x1 at stride
+    1; channels in NHWC, 16-byte vectors where a group's are whole vectors), a thread's pixels read
+    from shared memory as whole vectors, its stores vectors along the contiguous axis too. The
+    other rules tile one image at a time (a 7x7 plane is one NCHW tile of 49 pixels), split each
+    output's sum over threads, or take a few channels of a pixel a thread (ChannelVectorNHWC): on
+    an H200 at batch 64 MobileNetV2's 960->320 at 7x7 took 117 µs in NCHW and 267 in NHWC in
+    float32 with them (torch 20), ResNeXt's g32 1024x7 148 and 229 (torch 42). Listed after
+    them, so it serves through tuned records (untimed as yet). Tunable: the threads and a thread's
+    outputs along each axis, the chunk. Does not apply to depthwise convs (a GEMM of one row),
+    shuffles, dilation, blocked weights, or where the default tiles make fewer than `min_blocks`
+    / 4 blocks (a batch-1 7x7 layer)."""
 
-    name = "cuda.BatchGemmNCHW"
+    name = "cuda.BatchGemm"
 
     def __init__(self, per_thread: tuple[int, int] = (4, 8), threads: int = 256, chunk: int = 16,
                  min_blocks: int = 264) -> None:
@@ -395,14 +396,18 @@ class BatchGemmNCHW(ScheduleRule):
         self.min_blocks = min_blocks
 
     @staticmethod
-    def _lanes(spec) -> tuple[int, int]:
-        """A vector's pixels in the tiles (4 where the batch's pixels are whole vectors; one that
-        crosses into the next image is stored a pixel at a time), and in the input's loads (as many
-        where the tile's pixels are the input's own, a 1x1 at stride 1; else scalar loads, as the
-        taps are not aligned)."""
-        lanes = 4 if spec.batch * spec.out_height * spec.out_width % 4 == 0 else 1
+    def _lanes(spec) -> tuple[int, int, int]:
+        """A vector's pixels and output channels in the tiles, and its lanes in the input's loads.
+        Pixels: 4 where the batch's pixels are whole vectors (in NCHW one that crosses into the
+        next image is stored a pixel at a time). Channels: in NHWC, 4 where a group's are whole
+        vectors. Loads: along the pixels in NCHW where the tile's are the input's own (a 1x1 at
+        stride 1; the taps of others are not aligned), along a group's channels in NHWC."""
+        pixels = 4 if spec.batch * spec.out_height * spec.out_width % 4 == 0 else 1
+        if spec.layout == "NHWC":
+            per, cig = spec.out_channels // spec.groups, spec.in_channels // spec.groups
+            return pixels, 4 if per % 4 == 0 else 1, 4 if cig % 4 == 0 else 1
         plain = spec.kernel == (1, 1) and spec.stride == (1, 1) and not any(spec.padding)
-        return lanes, lanes if plain else 1
+        return pixels, 1, pixels if plain else 1
 
     @staticmethod
     def _gemm(spec) -> tuple[int, int, int]:
@@ -411,78 +416,86 @@ class BatchGemmNCHW(ScheduleRule):
                 spec.in_channels // spec.groups * spec.kernel[0] * spec.kernel[1])
 
     def _tiles(self, spec) -> tuple:
-        """((ty, tm), (tx, tn), chunk): threads and a thread's outputs along a group's output
-        channels and along the pixels (tn vectors), and the reduction's chunk."""
+        """((ty, tm), (tx, tn), chunk): threads and a thread's vectors along a group's output
+        channels and along the pixels, and the reduction's chunk."""
         m, j, k = self._gemm(spec)
-        lanes = self._lanes(spec)[0]
-        tm = divisor_at_most(m, self.per_thread[0])
-        ty = divisor_at_most(m // tm, 32)
+        lanes, clanes, _ = self._lanes(spec)
+        tm = divisor_at_most(m // clanes, max(1, self.per_thread[0] // clanes))
+        ty = divisor_at_most(m // (clanes * tm), 32)
         tn = divisor_at_most(j // lanes, max(1, self.per_thread[1] // lanes))
         units = j // (lanes * tn)
         tx = divisor_at_most(units, max(1, self.threads // ty), prefer_multiple_of=8)
-        blocks = spec.groups * (m // (ty * tm))
+        blocks = spec.groups * (m // (ty * tm * clanes))
         while tx > 8 and blocks * units // tx < self.min_blocks:   # more, smaller blocks
             tx = divisor_at_most(units, tx - 1, prefer_multiple_of=8)
-        chunk = divisor_at_most(k, self.chunk)
+        kv = self._lanes(spec)[2] if spec.layout == "NHWC" else 1   # (whole vectors of the loads)
+        chunk = kv * divisor_at_most(k // kv, max(1, self.chunk // kv))
         if chunk < 8 and k <= 64:   # (58 input channels: one chunk, not 29 of 2)
             chunk = k
         return (ty, tm), (tx, tn), chunk
 
     def applies(self, spec, target: Target) -> bool:
-        if not (target.kind.name == "cuda" and spec.op == "conv2d" and spec.layout == "NCHW"
-                and spec.weight_layout == "OIHW" and spec.shuffle_groups == 1 and spec.dilation == (1, 1)):
+        if not (target.kind.name == "cuda" and spec.op == "conv2d" and spec.weight_layout in ("OIHW", "HWIO")
+                and spec.shuffle_groups == 1 and spec.dilation == (1, 1)):
             return False
         m, j, k = self._gemm(spec)
         if m < 4 or k < 8:   # (depthwise: a GEMM of one row)
             return False
         (ty, tm), (tx, tn), _ = self._tiles(spec)
-        lanes = self._lanes(spec)[0]
-        return spec.groups * (m // (ty * tm)) * j // (tx * tn * lanes) >= self.min_blocks // 4
+        lanes, clanes, _ = self._lanes(spec)
+        return spec.groups * (m // (ty * tm * clanes)) * j // (tx * tn * lanes) >= self.min_blocks // 4
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         (ty, tm), (tx, tn), chunk = self._tiles(spec)
-        lanes, load_lanes = self._lanes(spec)
+        lanes, clanes, load_lanes = self._lanes(spec)
+        nhwc = spec.layout == "NHWC"
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         _as_group_gemms(sch, spec)
         x = sch.reindex(conv, ("read", 0))   # x[g, j, k]
         wt = sch.reindex(conv, ("read", 1))   # w[g, o, k]
         g, o, j = sch.get_loops(out)
+        o, lo = sch.split(o, factors=[None, clanes])   # whole vectors, not sampled
+        j, lj = sch.split(j, factors=[None, lanes])
         of = tile_factors(sch, o, (ty, tm), tunable, max_inner=8)
-        j, lj = sch.split(j, factors=[None, lanes])   # whole vectors of pixels, not sampled
         jf = tile_factors(sch, j, (tx, tn), tunable, max_inner=2)
         (bo, to, io), (bj, tj, ij) = sch.split(o, factors=of), sch.split(j, factors=jf)
-        sch.reorder(bj, g, bo, to, tj, io, ij, lj)
+        # a thread's outputs, the layout's contiguous axis innermost: one vector store
+        inner = (ij, lj, io, lo) if nhwc else (io, lo, ij, lj)
+        sch.reorder(bj, g, bo, to, tj, *inner)
         sch.bind(sch.fuse(bj, g, bo), "blockIdx.x")
         sch.bind(to, "threadIdx.y")
         sch.bind(tj, "threadIdx.x")
-        sch.unroll(io)
-        sch.unroll(ij)
-        sch.vectorize(lj)   # (a loop of one where the pixels take no vectors)
+        for loop in inner[:-1]:
+            sch.unroll(loop)
+        sch.vectorize(inner[-1])   # (a loop of one where there are no vectors)
         sch.compute_at(conv, tj, preserve_unit_loops=True)
         sch.set_scope(conv, 0, "local")
         co, cj, k = sch.get_loops(conv)[-3:]
-        ko, ki = split(sch, k, chunk, tunable, max_inner=32)
-        sch.reorder(ko, ki, co, cj)
-        sch.unroll(ki)
-        sch.unroll(co)
-        sch.unroll(cj)
+        # in NHWC a chunk is whole vectors of the input's loads (aligned, none split between chunks)
+        k, kv = sch.split(k, factors=[None, load_lanes if nhwc else 1])
+        ko, ki = split(sch, k, chunk // (load_lanes if nhwc else 1), tunable, max_inner=32)
+        sch.reorder(ko, ki, kv, co, cj)
+        for loop in (ki, kv, co, cj):
+            sch.unroll(loop)
         stage_x = sch.cache_read(conv, 0, "shared")
         stage_w = sch.cache_read(conv, 1, "shared")
         for block in (x, wt):
             sch.compute_inline(block)
         _inline_pad(sch)   # (into the input's stage: the padding is a predicate on its loads)
-        for stage in (stage_x, stage_w):   # (the group's axis is left out where there is one group)
+        for stage in (stage_x, stage_w):   # k outer (the group's axis is left out for one group)
             if len(sch.get(stage).writes[0].region) == 3:
                 sch.transform_layout(stage, ("write", 0), lambda g_, a, k_: (g_, k_, a))
             else:
                 sch.transform_layout(stage, ("write", 0), lambda a, k_: (k_, a))
-        depth = len(sch.get_loops(conv)) - 3   # the loops down to ko
-        # both tiles staged by all threads together, once per chunk; the input's pixels innermost, so
-        # a warp's loads run along a plane; whole vectors, so a ragged last round is a predicate on them
-        for stage, lanes_ in ((stage_x, load_lanes), (stage_w, 1)):
+        depth = len(sch.get_loops(conv)) - 4   # the loops down to ko
+        # both tiles staged by all threads together, once per chunk, the loads running along the
+        # operand's contiguous axis (x's pixels in NCHW, its channels in NHWC; w's input channels
+        # in OIHW, its output channels in HWIO); whole vectors, so a ragged last round is a
+        # predicate on them
+        for stage, lanes_, along_k in ((stage_x, load_lanes, nhwc), (stage_w, clanes, not nhwc)):
             sch.compute_at(stage, ko, preserve_unit_loops=True)
             loops = sch.get_loops(stage)[depth:]   # (x[g, j, k] or w[g, o, k], g where there are groups)
-            if stage == stage_x:
+            if not along_k:
                 sch.reorder(loops[-1], loops[-2])
                 loops = [*loops[:-2], loops[-1], loops[-2]]
             run, lane = sch.split(loops[-1], factors=[None, lanes_])
@@ -493,8 +506,8 @@ class BatchGemmNCHW(ScheduleRule):
         # a thread's pixels of a chunk's row into registers as whole vectors (a half's loads from
         # shared memory are not merged by nvcc as a float's are)
         x_regs = sch.cache_read(conv, 0, "local")
-        sch.compute_at(x_regs, ki, preserve_unit_loops=True)
-        run = sch.fuse(*sch.get_loops(x_regs)[depth + 1:])
+        sch.compute_at(x_regs, kv, preserve_unit_loops=True)
+        run = sch.fuse(*sch.get_loops(x_regs)[depth + 3:])
         _, lane = sch.split(run, factors=[None, lanes])
         sch.vectorize(lane)
         sch.decompose_reduction(conv, ko)
@@ -909,4 +922,4 @@ def _thread_per_element(sch: s_tir.Schedule, block, threads: int) -> None:
 # offered as tuning candidates (gconvgen.offline) and served where a tuned record says so.
 RULES: list[ScheduleRule] = [DepthwiseNCHW(), DepthwiseStagedNCHW(), PointwiseTiledNCHW(), PointwiseTensorCoreNHWC(), ChannelVectorNHWC(),
                              DepthwiseWideNHWC(), SplitReductionNCHW(), GroupConvNCHW(), GroupConvStagedNCHW(),
-                             BatchGemmNCHW(), GroupGemmTensorCore(), PointwiseGemm(), Fallback()]
+                             BatchGemm(), GroupGemmTensorCore(), PointwiseGemm(), Fallback()]

@@ -10,7 +10,7 @@
 #                  batch 64 (their rule's space was timed in Nov 2026) for their new alternative,
 #                  cuda.DepthwiseStagedNCHW; beside the NHWC depthwise ones, cuda.DepthwiseWideNHWC;
 #                  beside the NCHW grouped and 1x1 ones, cuda.GroupConvStagedNCHW and the batch GEMM
-#                  (cuda.BatchGemmNCHW); beside the grouped ones in float16, the tensor cores
+#                  (cuda.BatchGemm); beside the grouped ones in float16, the tensor cores
 #                  (cuda.GroupGemmTensorCore); beside the dense 1x1s, DLight's GEMM (cuda.PointwiseGemm).
 #                  (ALT=N draws N from each alternative's space, not only its own schedule.) The GPU host times them
 #                  (loader/measure.py) and `gconvgen tune --target cuda-sm90 --import-results DIR`

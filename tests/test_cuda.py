@@ -179,7 +179,7 @@ def test_cuda_alternatives_schedule_every_suite_layer():
                         for tunable in (False, True):
                             assert rule.apply(prim_func(spec), target, tunable) is not None, (rule.name, spec.key)
                         applied.add(rule.name)
-    assert {"cuda.DepthwiseStagedNCHW", "cuda.DepthwiseWideNHWC", "cuda.BatchGemmNCHW"} <= applied
+    assert {"cuda.DepthwiseStagedNCHW", "cuda.DepthwiseWideNHWC", "cuda.BatchGemm"} <= applied
 
 
 @needs_nvcc

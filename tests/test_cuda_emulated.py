@@ -54,15 +54,20 @@ CASES = [
     (cuda.PointwiseTiledNCHW(min_blocks=1), conv(96, 48, 7, k=1, groups=3, dtype="float16")),
     # pixels of the batch as one axis: 4-pixel vectors across images (7x7), one chunk of 58 channels,
     # float16, no vectors (an odd count of pixels)
-    (cuda.BatchGemmNCHW(min_blocks=1), conv(64, 32, 7, k=1, batch=4, epilogue=("bias",))),
-    (cuda.BatchGemmNCHW(min_blocks=1), conv(58, 58, 8, k=1, epilogue=("bias", "relu"))),
-    (cuda.BatchGemmNCHW(min_blocks=1), conv(48, 24, 6, k=1, dtype="float16", epilogue=("bias",))),
-    (cuda.BatchGemmNCHW(min_blocks=1), conv(32, 16, 5, k=1, batch=3, epilogue=("bias",))),
+    (cuda.BatchGemm(min_blocks=1), conv(64, 32, 7, k=1, batch=4, epilogue=("bias",))),
+    (cuda.BatchGemm(min_blocks=1), conv(58, 58, 8, k=1, epilogue=("bias", "relu"))),
+    (cuda.BatchGemm(min_blocks=1), conv(48, 24, 6, k=1, dtype="float16", epilogue=("bias",))),
+    (cuda.BatchGemm(min_blocks=1), conv(32, 16, 5, k=1, batch=3, epilogue=("bias",))),
     # grouped: ResNeXt's 3x3 (taps gathered, padding predicated), at stride 2 in float16, a 5x5, a grouped 1x1
-    (cuda.BatchGemmNCHW(min_blocks=1), conv(64, 64, 7, groups=8, epilogue=("bias", "relu"))),
-    (cuda.BatchGemmNCHW(min_blocks=1), conv(64, 64, 8, groups=4, stride=2, dtype="float16", epilogue=("bias", "relu"))),
-    (cuda.BatchGemmNCHW(min_blocks=1), conv(16, 32, 9, k=5, groups=2, stride=2)),
-    (cuda.BatchGemmNCHW(min_blocks=1), conv(32, 64, 6, groups=4, k=1)),
+    (cuda.BatchGemm(min_blocks=1), conv(64, 64, 7, groups=8, epilogue=("bias", "relu"))),
+    (cuda.BatchGemm(min_blocks=1), conv(64, 64, 8, groups=4, stride=2, dtype="float16", epilogue=("bias", "relu"))),
+    (cuda.BatchGemm(min_blocks=1), conv(16, 32, 9, k=5, groups=2, stride=2)),
+    (cuda.BatchGemm(min_blocks=1), conv(32, 64, 6, groups=4, k=1)),
+    # NHWC: channel vectors (loads along a group's input channels, stores along its outputs)
+    (cuda.BatchGemm(min_blocks=1), conv(64, 32, 7, k=1, batch=4, layout="NHWC", epilogue=("bias",))),
+    (cuda.BatchGemm(min_blocks=1), conv(58, 58, 8, k=1, layout="NHWC", epilogue=("bias", "relu"))),   # none
+    (cuda.BatchGemm(min_blocks=1), conv(64, 64, 8, groups=4, stride=2, layout="NHWC", dtype="float16")),
+    (cuda.BatchGemm(min_blocks=1), conv(24, 36, 9, k=5, groups=3, stride=2, layout="NHWC")),
     (cuda.SplitReductionNCHW(), conv(256, 64, 7, k=1, batch=1, epilogue=("bias",))),
     (cuda.SplitReductionNCHW(), conv(96, 384, 1, k=1, epilogue=("bias", "sigmoid"))),   # a squeeze-and-excitation gate
     (cuda.SplitReductionNCHW(), conv(64, 32, 7, batch=1, groups=2, dtype="float16")),
@@ -136,19 +141,21 @@ def test_tuning_candidates_match_torch():
         _check(sch.mod["main"], spec, profile.tvm_target(), rule)
 
 
-@pytest.mark.parametrize("spec", [conv(16, 8, 56, k=1, epilogue=("bias", "relu")), conv(32, 32, 16, batch=5, groups=4)],
-                         ids=["dense1x1", "grouped3x3"])
+@pytest.mark.parametrize("spec", [conv(16, 8, 56, k=1, epilogue=("bias", "relu")), conv(32, 32, 16, batch=5, groups=4),
+                                  conv(32, 32, 16, batch=5, groups=4, layout="NHWC", dtype="float16")],
+                         ids=["dense1x1", "grouped3x3", "grouped3x3-nhwc"])
 def test_alternatives_spaces_match_torch(spec):
     """With alternative_count, random points of an alternative's space are drawn too (here the batch
-    GEMM's, beside PointwiseTiledNCHW on a dense 1x1 and GroupConvNCHW on a grouped 3x3; layers
-    with enough pixels that it applies): every one computes the layer."""
+    GEMM's, beside PointwiseTiledNCHW on a dense 1x1, GroupConvNCHW on a grouped 3x3 and
+    ChannelVectorNHWC on one in NHWC; layers with enough pixels that it applies): every one
+    computes the layer."""
     from gconvgen import offline
     profile = targets.load("cuda-sm90")
     _, drawn = offline._draw(spec, profile, 1, seed=1, alternative_count=3)
-    gemms = [sch for sch, _, rule in drawn if rule == "cuda.BatchGemmNCHW"]
+    gemms = [sch for sch, _, rule in drawn if rule == "cuda.BatchGemm"]
     assert len({str(sch.trace) for sch in gemms}) == 3
     for sch in gemms:
-        _check(sch.mod["main"], spec, profile.tvm_target(), "cuda.BatchGemmNCHW")
+        _check(sch.mod["main"], spec, profile.tvm_target(), "cuda.BatchGemm")
 
 
 def test_emulator_reports_misaligned_vectors(tmp_path):
