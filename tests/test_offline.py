@@ -81,10 +81,11 @@ def test_cuda_candidates_carry_fatbins(tmp_path):
     suite = tmp_path / "suite.json"
     suite.write_text(json.dumps({"version": 1, "workloads": [{"name": "dw", **SPECS[0].to_json()}]}))
     assert cli.main(["tune", "--target", "cuda-sm90", "--suite", str(suite), "--trials", "2",
-                     "--export-candidates", str(tmp_path / "h100")]) == 0
+                     "--alternative-trials", "2", "--export-candidates", str(tmp_path / "h100")]) == 0
     data = json.loads((tmp_path / "h100" / offline.CANDIDATES).read_text())
-    # 2 of the depthwise rule's space, and its staged alternative
+    # 2 of the depthwise rule's space, and 2 of its staged alternative's
     assert data["device"] == "cuda" and [c["rule"] for c in data["candidates"]] == [
-        "cuda.DepthwiseNCHW", "cuda.DepthwiseNCHW", "cuda.DepthwiseStagedNCHW"]
+        "cuda.DepthwiseNCHW", "cuda.DepthwiseNCHW", "cuda.DepthwiseStagedNCHW", "cuda.DepthwiseStagedNCHW"]
+    assert len({json.dumps(c["record"]) for c in data["candidates"]}) == 4
     assert has_fatbin(tmp_path / "h100" / offline.LIBRARY)
     assert (tmp_path / "h100" / "lib" / "libtvm_runtime_cuda.so").exists()
