@@ -381,10 +381,10 @@ class BatchGemm(ScheduleRule):
     output's sum over threads, or take a few channels of a pixel a thread (ChannelVectorNHWC): on
     an H200 at batch 64 MobileNetV2's 960->320 at 7x7 took 117 µs in NCHW and 267 in NHWC in
     float32 with them (torch 20), ResNeXt's g32 1024x7 148 and 229 (torch 42). Listed after
-    them, so it serves through tuned records (untimed as yet). Tunable: the threads and a thread's
-    outputs along each axis, the chunk. Does not apply to depthwise convs (a GEMM of one row),
-    shuffles, dilation, blocked weights, or where the default tiles make fewer than `min_blocks`
-    / 4 blocks (a batch-1 7x7 layer)."""
+    them, so it serves through tuned records (untimed as yet). An output shuffle is fused into the
+    stores (_unshuffle). Tunable: the threads and a thread's outputs along each axis, the chunk.
+    Does not apply to depthwise convs (a GEMM of one row), dilation, blocked weights, or where the
+    default tiles make fewer than `min_blocks` / 4 blocks (a batch-1 7x7 layer)."""
 
     name = "cuda.BatchGemm"
 
@@ -436,7 +436,7 @@ class BatchGemm(ScheduleRule):
 
     def applies(self, spec, target: Target) -> bool:
         if not (target.kind.name == "cuda" and spec.op == "conv2d" and spec.weight_layout in ("OIHW", "HWIO")
-                and spec.shuffle_groups == 1 and spec.dilation == (1, 1)):
+                and spec.dilation == (1, 1)):
             return False
         m, j, k = self._gemm(spec)
         if m < 4 or k < 8:   # (depthwise: a GEMM of one row)
@@ -449,6 +449,7 @@ class BatchGemm(ScheduleRule):
         (ty, tm), (tx, tn), chunk = self._tiles(spec)
         lanes, clanes, load_lanes = self._lanes(spec)
         nhwc = spec.layout == "NHWC"
+        _unshuffle(sch, spec)
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         _as_group_gemms(sch, spec)
         x = sch.reindex(conv, ("read", 0))   # x[g, j, k]

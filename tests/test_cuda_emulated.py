@@ -68,6 +68,8 @@ CASES = [
     (cuda.BatchGemm(min_blocks=1), conv(58, 58, 8, k=1, layout="NHWC", epilogue=("bias", "relu"))),   # none
     (cuda.BatchGemm(min_blocks=1), conv(64, 64, 8, groups=4, stride=2, layout="NHWC", dtype="float16")),
     (cuda.BatchGemm(min_blocks=1), conv(24, 36, 9, k=5, groups=3, stride=2, layout="NHWC")),
+    (cuda.BatchGemm(min_blocks=1), conv(96, 48, 7, k=1, groups=3, batch=4, dtype="float16", epilogue=("bias", "shuffle:3"))),
+    (cuda.BatchGemm(min_blocks=1), conv(48, 96, 8, k=1, groups=3, layout="NHWC", epilogue=("bias", "relu", "shuffle:3"))),
     (cuda.SplitReductionNCHW(), conv(256, 64, 7, k=1, batch=1, epilogue=("bias",))),
     (cuda.SplitReductionNCHW(), conv(96, 384, 1, k=1, epilogue=("bias", "sigmoid"))),   # a squeeze-and-excitation gate
     (cuda.SplitReductionNCHW(), conv(64, 32, 7, batch=1, groups=2, dtype="float16")),
