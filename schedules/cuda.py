@@ -101,7 +101,8 @@ class DepthwiseStagedNCHW(ScheduleRule):
     band of output rows) copies the input rows the band needs into shared memory with
     16-byte loads (8 lanes in float16, 4 in float32, fewer where a row's width is not a multiple),
     all in flight at once (the copy loop unrolled); the padding is then a predicate on the reads
-    from shared memory. Each thread computes several adjacent outputs of a row, taps unrolled.
+    from shared memory. Each thread computes several adjacent outputs of a row (up to 4, 8 for a
+    kernel 5 or more wide), taps unrolled.
     DepthwiseNCHW stages the padded tile one 2-byte or 4-byte load per thread at a time, so few
     loads are in flight: on an H200 at batch 64 its layers reached 15-49 % of copy bandwidth in
     float32 and 7-26 % in float16. Listed after DepthwiseNCHW, so it serves through tuned records
@@ -125,7 +126,9 @@ class DepthwiseStagedNCHW(ScheduleRule):
         _inline_pad(sch)
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         oh, ow = spec.out_height, spec.out_width
-        rows, per_thread = divisor_at_most(oh, self.rows), divisor_at_most(ow, self.per_thread)
+        # a wide kernel's row of taps over more outputs (a 7x7 plane: a whole row a thread, not one output)
+        per_thread = divisor_at_most(ow, 2 * self.per_thread if spec.kernel[1] >= 5 else self.per_thread)
+        rows = divisor_at_most(oh, self.rows)
         planes = divisor_at_most(spec.out_channels, max(1, self.threads // (rows * ow // per_thread)))
         n, c, h, w = sch.get_loops(out)
         cf = tile_factors(sch, c, planes, tunable, max_inner=64)
@@ -217,7 +220,8 @@ class ChannelVectorNHWC(ScheduleRule):
 
 class DepthwiseWideNHWC(ScheduleRule):
     """Depthwise conv in NHWC with 16-byte loads in either dtype and the taps reused in registers:
-    a thread per run of `pixels` adjacent outputs of a row (up to 4 at stride 1, 2 at stride 2) x
+    a thread per run of `pixels` adjacent outputs of a row (up to 4 at stride 1, 8 for a kernel 5 or
+    more wide, 2 at stride 2) x
     16 bytes of channels (8 in float16, 4 in float32); for each kernel row it loads the input
     columns all its pixels' taps cover ((pixels - 1) x stride + kw of them) and the row's weights
     into registers, one 16-byte load each, then accumulates in float32 from there, 4 lanes at a
@@ -243,7 +247,8 @@ class DepthwiseWideNHWC(ScheduleRule):
         lanes = _power_of_two_dividing(spec.out_channels, self.bytes_per_load * 8 // dtype_bits(spec.dtype))
         math_lanes = min(lanes, 4)
         per_block = divisor_at_most(spec.out_channels // lanes, self.threads)
-        most = 4 if spec.stride == (1, 1) else 2
+        # more pixels share a wide kernel's taps: 7x7's stage 13 columns a row for 7 pixels, not 10 for 4
+        most = (8 if spec.kernel[1] >= 5 else 4) if spec.stride == (1, 1) else 2
         pixels = max(d for d in range(1, most + 1) if spec.out_width % d == 0)
         run = divisor_at_most(spec.out_width // pixels, max(1, self.threads // per_block))
         tx, wp, cv = _pixel_runs_by_channel_vectors(sch, out, lanes, per_block, run, pixels, tunable)
