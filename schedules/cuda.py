@@ -462,7 +462,10 @@ class BatchGemm(ScheduleRule):
         g, o, j = sch.get_loops(out)
         o, lo = sch.split(o, factors=[None, clanes])   # whole vectors, not sampled
         j, lj = sch.split(j, factors=[None, lanes])
-        of = tile_factors(sch, o, (ty, tm), tunable, max_inner=8)
+        # sampled tiles of at most 8 channels x 8 pixels x a chunk of 16: the unrolled chunk's code
+        # (up to 8192 multiply-adds with 32 channels and chunks of 32 kept nvcc on one candidate
+        # library of 56 kernels for over half an hour)
+        of = tile_factors(sch, o, (ty, tm), tunable, max_inner=max(tm, 8 // clanes))
         jf = tile_factors(sch, j, (tx, tn), tunable, max_inner=2)
         (bo, to, io), (bj, tj, ij) = sch.split(o, factors=of), sch.split(j, factors=jf)
         # a thread's outputs, the layout's contiguous axis innermost: one vector store
@@ -478,8 +481,9 @@ class BatchGemm(ScheduleRule):
         sch.set_scope(conv, 0, "local")
         co, cj, k = sch.get_loops(conv)[-3:]
         # in NHWC a chunk is whole vectors of the input's loads (aligned, none split between chunks)
-        k, kv = sch.split(k, factors=[None, load_lanes if nhwc else 1])
-        ko, ki = split(sch, k, chunk // (load_lanes if nhwc else 1), tunable, max_inner=32)
+        kl = load_lanes if nhwc else 1
+        k, kv = sch.split(k, factors=[None, kl])
+        ko, ki = split(sch, k, chunk // kl, tunable, max_inner=16 // kl)
         sch.reorder(ko, ki, kv, co, cj)
         for loop in (ki, kv, co, cj):
             sch.unroll(loop)
