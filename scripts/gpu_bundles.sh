@@ -12,7 +12,9 @@
 #                  beside the NCHW grouped and 1x1 ones, cuda.GroupConvStagedNCHW and the batch GEMM
 #                  (cuda.BatchGemm); beside the grouped ones in float16, the tensor cores
 #                  (cuda.GroupGemmTensorCore); beside the dense 1x1s, DLight's GEMM (cuda.PointwiseGemm).
-#                  (ALT=N draws N from each alternative's space, not only its own schedule.) The GPU host times them
+#                  ALT=N draws N from each alternative's space (not only its own schedule), TRIALS=N
+#                  N from the rule's (4), RULES=a,b only the kernels those rules apply to (e.g. the
+#                  alternatives a GPU has not timed, in a few minutes instead of 40). The GPU host times them
 #                  (loader/measure.py) and `gconvgen tune --target cuda-sm90 --import-results DIR`
 #                  brings them into tune_logs/.
 # The suite bundle carries the runtime libraries, libcudart and the tvm-ffi wheel for Python 3.12; the
@@ -31,7 +33,7 @@ TARGET=${TARGET:-cuda-sm90}
 .venv/bin/gconvgen build --target "$TARGET" --model mobilenet_v2 --dtypes float32,float16 -o out/gpu/model
 rm -rf out/gpu/cands
 if [ "${CANDS:-1}" != 0 ]; then   # CANDS=0: the three checked bundles only (2 minutes, not 40), no candidates
-TARGET=$TARGET .venv/bin/python - <<'EOF'
+TARGET=$TARGET RULES=${RULES:-} .venv/bin/python - <<'EOF'
 import dataclasses, json, os
 from gconvgen import suites, targets
 from gconvgen.models import layer_specs
@@ -44,14 +46,17 @@ family = rules_for(profile.family)
 named = [(f"{w.name}.nhwc64", dataclasses.replace(w.spec, batch=64)) for w in suites.load("public", "NHWC")]
 named += [(f"mobilenet_v2.{i}", s) for i, s in enumerate(layer_specs("mobilenet_v2"))]
 named += [(f"{w.name}.nchw64", dataclasses.replace(w.spec, batch=64)) for w in suites.load("public", "NCHW")]
+# RULES=a,b: only the kernels those rules apply to (e.g. new alternatives, for a short GPU run)
+wanted = set(filter(None, os.environ["RULES"].split(",")))
 rows = [{**spec.to_json(), "name": f"{name}.{dtype}", "dtype": dtype}
         for name, s in named for dtype in ("float32", "float16")
         for spec in [dataclasses.replace(s, dtype=dtype)]
-        if any(r.name not in timed and r.applies(spec, target) for r in family)]
+        if any((r.name in wanted if wanted else r.name not in timed) and r.applies(spec, target) for r in family)]
+rows = list({json.dumps({k: v for k, v in r.items() if k != "name"}, sort_keys=True): r for r in rows}.values())
 json.dump({"version": 1, "workloads": rows}, open("out/gpu/cands.json", "w"), indent=1)
 print(f"{len(rows)} kernels to draw candidates for")
 EOF
-.venv/bin/gconvgen tune --target "$TARGET" --suite out/gpu/cands.json --trials 4 --alternative-trials "${ALT:-1}" \
+.venv/bin/gconvgen tune --target "$TARGET" --suite out/gpu/cands.json --trials "${TRIALS:-4}" --alternative-trials "${ALT:-1}" \
     --export-candidates out/gpu/cands
 fi
 rm -rf out/gpu/nhwc/lib out/gpu/model/lib out/gpu/cands/lib
