@@ -379,9 +379,11 @@ class BatchGemm(ScheduleRule):
     7x7 or 14x14 plane at batch 64 makes tiles as large as a 56x56 one: a thread block per tile of
     a group's output channels x pixels, each thread accumulating (by default) 4 channels x 8 pixels
     in registers from chunks of the reduction staged in shared memory by all threads, the loads
-    running along the input's contiguous axis (pixels in NCHW, 16-byte vectors for a 1x1 at stride
-    1; channels in NHWC, 16-byte vectors where a group's are whole vectors), a thread's pixels read
+    running along the input's contiguous axis (pixels in NCHW, 4-lane vectors for a 1x1 at stride
+    1; channels in NHWC, 4-lane vectors where a group's are whole vectors), a thread's pixels read
     from shared memory as whole vectors, its stores vectors along the contiguous axis too. The
+    default tiles shrink until they make `min_blocks` blocks (two for each of an H200's 132
+    multiprocessors) where they can. The
     other rules tile one image at a time (a 7x7 plane is one NCHW tile of 49 pixels), split each
     output's sum over threads, or take a few channels of a pixel a thread (ChannelVectorNHWC): on
     an H200 at batch 64 MobileNetV2's 960->320 at 7x7 took 117 µs in NCHW and 267 in NHWC in

@@ -65,7 +65,7 @@ CASES = [
     (cuda.BatchGemm(min_blocks=1), conv(32, 64, 6, groups=4, k=1)),
     # NHWC: channel vectors (loads along a group's input channels, stores along its outputs)
     (cuda.BatchGemm(min_blocks=1), conv(64, 32, 7, k=1, batch=4, layout="NHWC", epilogue=("bias",))),
-    (cuda.BatchGemm(min_blocks=1), conv(58, 58, 8, k=1, layout="NHWC", epilogue=("bias", "relu"))),   # none
+    (cuda.BatchGemm(min_blocks=1), conv(58, 58, 8, k=1, layout="NHWC", epilogue=("bias", "relu"))),   # 58: no vectors
     (cuda.BatchGemm(min_blocks=1), conv(64, 64, 8, groups=4, stride=2, layout="NHWC", dtype="float16")),
     (cuda.BatchGemm(min_blocks=1), conv(24, 36, 9, k=5, groups=3, stride=2, layout="NHWC")),
     (cuda.BatchGemm(min_blocks=1), conv(96, 48, 7, k=1, groups=3, batch=4, dtype="float16", epilogue=("bias", "shuffle:3"))),
