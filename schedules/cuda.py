@@ -464,9 +464,8 @@ class BatchGemm(ScheduleRule):
         g, o, j = sch.get_loops(out)
         o, lo = sch.split(o, factors=[None, clanes])   # whole vectors, not sampled
         j, lj = sch.split(j, factors=[None, lanes])
-        # sampled tiles of at most 8 channels x 8 pixels x a chunk of 16: the unrolled chunk's code
-        # (up to 8192 multiply-adds with 32 channels and chunks of 32 kept nvcc on one candidate
-        # library of 56 kernels for over half an hour)
+        # sampled tiles of at most 8 channels x 8 pixels x a chunk of 16, so the unrolled chunk stays
+        # at most 1024 multiply-adds (with 32 channels and chunks of 32 it was 8192)
         of = tile_factors(sch, o, (ty, tm), tunable, max_inner=max(tm, 8 // clanes))
         jf = tile_factors(sch, j, (tx, tn), tunable, max_inner=2)
         (bo, to, io), (bj, tj, ij) = sch.split(o, factors=of), sch.split(j, factors=jf)
@@ -713,7 +712,9 @@ class GroupConvStagedNCHW(GroupConvNCHW):
         sch.unroll(wp)
         spatial, red = _accumulate_in_thread(sch, conv, tp)
         ci = red[0]
-        cio, cii = split(sch, ci, chunk, tunable, max_inner=cig)
+        # (a sampled chunk no longer than the default, which bounds the unrolled code: longer ones made
+        # a g32 3x3 candidate 6 MB of CUDA source, and nvcc ran past half an hour on a library of them)
+        cio, cii = split(sch, ci, chunk, tunable, max_inner=chunk)
         channel = spatial[1]
         rest = [l for l in spatial if l != channel]   # the image, row and the thread's pixels
         sch.reorder(cio, cii, *red[1:], *rest, channel)

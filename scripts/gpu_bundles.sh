@@ -14,7 +14,7 @@
 #                  (cuda.GroupGemmTensorCore); beside the dense 1x1s, DLight's GEMM (cuda.PointwiseGemm).
 #                  ALT=N draws N from each alternative's space (not only its own schedule), TRIALS=N
 #                  N from the rule's (4), RULES=a,b only the kernels those rules apply to (e.g. the
-#                  alternatives a GPU has not timed, in a few minutes instead of 40). The GPU host times them
+#                  alternatives a GPU has not timed). The GPU host times them
 #                  (loader/measure.py) and `gconvgen tune --target cuda-sm90 --import-results DIR`
 #                  brings them into tune_logs/.
 # The suite bundle carries the runtime libraries, libcudart and the tvm-ffi wheel for Python 3.12; the
