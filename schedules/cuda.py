@@ -761,8 +761,9 @@ class GroupGemmTensorCore(ScheduleRule):
     staged), scheduled by TVM DLight's MatmulTensorization as PointwiseTensorCoreNHWC is: 128x128
     tiles of WMMA 16x16x16 fragments with float32 accumulators, both operands staged in shared
     memory, padded to whole tiles (a ResNeXt g32 group's 32 output channels fill a quarter of a
-    tile: the tensor cores still do 4x the SIMT rules' float32 multiply-adds a clock). ResNeXt's g32
-    layers on 7x7 and 14x14 planes at batch 64 ran on an H200 at 0.17-0.33x torch's float16 with the
+    tile; at a quarter of their peak an H200's tensor cores still do about 4x the float32
+    multiply-adds of its SIMT units, 990 against 67 TFLOP/s at peak). ResNeXt's g32
+    layers on 7x7 and 14x14 planes at batch 64 ran on an H200 at 0.17-0.44x torch's float16 with the
     SIMT rules (cuDNN's tensor cores). Listed last but DLight's dense GEMM, so it serves through
     tuned records (untimed as yet). Does not apply to float32, depthwise convs, dense ones
     (PointwiseGemm's), shuffles or dilation. Not tunable: DLight's fixed schedule."""
