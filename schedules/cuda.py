@@ -712,8 +712,9 @@ class GroupConvStagedNCHW(GroupConvNCHW):
         sch.unroll(wp)
         spatial, red = _accumulate_in_thread(sch, conv, tp)
         ci = red[0]
-        # (a sampled chunk no longer than the default, which bounds the unrolled code: longer ones made
-        # a g32 3x3 candidate 6 MB of CUDA source, and nvcc ran past half an hour on a library of them)
+        # (a sampled chunk no longer than the default: longer ones made a g32 3x3 candidate 6 MB of
+        # CUDA source, and nvcc ran past half an hour on a library of them; the sampled channels and
+        # pixels a thread still multiply the unrolled code, up to 15 MB for a ShuffleNet v1 1x1)
         cio, cii = split(sch, ci, chunk, tunable, max_inner=chunk)
         channel = spatial[1]
         rest = [l for l in spatial if l != channel]   # the image, row and the thread's pixels
