@@ -65,7 +65,11 @@ def _explore(spec: KernelSpec, mod: tvm.IRModule, rule, target, count: int, seed
         ctx.pre_tuning(max_trials=count - 1, num_trials_per_iter=count - 1,
                        design_spaces=ctx.generate_design_space(), database=ms.database.MemoryDatabase(),
                        cost_model=ms.cost_model.RandomModel())
-        drawn += [(c.sch, c.args_info, rule.name) for c in (ctx.generate_measure_candidates() or [])]
+        seen = {str(sch.trace)}   # (the search may draw the rule's own schedule again)
+        for c in ctx.generate_measure_candidates() or []:
+            if str(c.sch.trace) not in seen:
+                seen.add(str(c.sch.trace))
+                drawn.append((c.sch, c.args_info, rule.name))
     return drawn
 
 

@@ -5,7 +5,8 @@ shapes.
 Every rule inlines the padding into the loads (out-of-range taps read zero), keeps the float32
 accumulators of a thread in registers (`local` scope) and runs the epilogue on them before the one
 store, so a layer is one kernel with one read of its input and one write of its output. The tensor-core
-rule is TVM DLight's GEMM schedule, its accumulators in WMMA fragments.
+rules keep their accumulators in WMMA fragments: TVM DLight's fixed GEMM schedule
+(PointwiseTensorCoreNHWC, PointwiseGemm), and ours with tunable tiles (TensorCoreGemm).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from . import ScheduleRule
 from .common import divisor_at_most, dtype_bits, flatten_pixels, has_block, split, tile_factors
 
 _SPATIAL = 0  # IterVar.DataPar
+_FRAG = 16    # a WMMA fragment's side (16x16x16 float16)
 
 
 def _inline_pad(sch: s_tir.Schedule) -> None:
@@ -756,30 +758,173 @@ class PointwiseTensorCoreNHWC(ScheduleRule):
         _dlight(sch, spec, target, MatmulTensorization())
 
 
-class GroupGemmTensorCore(ScheduleRule):
-    """Grouped conv in float16, either layout, as a batch of GEMMs on the tensor cores, one per group
-    over all the batch's pixels (_as_group_gemms: implicit, the input's taps gathered as its tile is
-    staged), scheduled by TVM DLight's MatmulTensorization as PointwiseTensorCoreNHWC is: 128x128
-    tiles of WMMA 16x16x16 fragments with float32 accumulators, both operands staged in shared
-    memory, padded to whole tiles (a ResNeXt g32 group's 32 output channels fill a quarter of a
-    tile; at a quarter of their peak an H200's tensor cores still do about 4x the float32
-    multiply-adds of its SIMT units, 990 against 67 TFLOP/s at peak). ResNeXt's g32
-    layers on 7x7 and 14x14 planes at batch 64 ran on an H200 at 0.17-0.44x torch's float16 with the
-    SIMT rules (cuDNN's tensor cores). Listed last but DLight's dense GEMM, so it serves through
-    tuned records (untimed as yet). Does not apply to float32, depthwise convs, dense ones
-    (PointwiseGemm's), shuffles or dilation. Not tunable: DLight's fixed schedule."""
+class TensorCoreGemm(ScheduleRule):
+    """Grouped or dense conv in float16, either layout, any kernel and stride, on the tensor cores:
+    a GEMM per group over all the batch's pixels (_as_group_gemms: implicit, the input's taps
+    gathered as its tile is staged), C[i, j] = sum_k A[i, k] B[k, j] with j the output's contiguous
+    axis (NCHW: i output channels, j pixels, A the weight; NHWC: i pixels, j output channels, A the
+    input), so each operand is staged into shared memory along its own contiguous axis (8-lane loads
+    where it is provably contiguous, else 4-lane gathers) and the epilogue stores vectors. A block
+    of warps x 16x16 WMMA fragments a warp along i and j, float32 accumulators, the reduction in
+    chunks of 16-wide fragments, both stages double-buffered and software-pipelined as TVM DLight's
+    GEMM does; each warp's tile leaves through shared memory, the bias and activation applied on
+    the way to one vector store. Unlike DLight's fixed 128x128 tiles (75 blocks for MobileNetV2's
+    960->320 at 7x7, batch 64, on an H200's 132 multiprocessors: 53.5 us against torch's 10), the
+    default tiles waste little padding (a ResNeXt g32 group's 32 output channels are two fragments,
+    not a quarter of a 128 tile) and make a block per multiprocessor where they can. Listed after
+    the rules that serve these layers by default, so it serves through tuned records (untimed as
+    yet). Does not apply to float32 (it would round to TF32; our float32 kernels are exact),
+    depthwise convs, shuffles or dilation. Tunable: warps and fragments a warp along i and j, the
+    chunk."""
 
-    name = "cuda.GroupGemmTensorCore"
+    name = "cuda.TensorCoreGemm"
+
+    def __init__(self, min_blocks: int = 132) -> None:
+        self.min_blocks = min_blocks
+
+    @staticmethod
+    def _gemm(spec) -> tuple[int, int, int]:
+        """A group's GEMM in 16-wide fragments: i, j, k (see the class)."""
+        per, pixels = spec.out_channels // spec.groups, spec.batch * spec.out_height * spec.out_width
+        k = spec.in_channels // spec.groups * spec.kernel[0] * spec.kernel[1]
+        i, j = (per, pixels) if spec.layout == "NCHW" else (pixels, per)
+        return -(-i // _FRAG), -(-j // _FRAG), -(-k // _FRAG)
+
+    def _tiles(self, spec) -> tuple[tuple[int, int], tuple[int, int], int]:
+        """((warps, fragments a warp) along i, the same along j, the chunk in fragments): the
+        least padding (within 15 %), then blocks up to min_blocks, then the largest and squarest
+        tile (fewest loads a multiply-add), 2x2 fragments a warp where that ties; the float32 tile
+        in shared memory at most 32 fragments (its 48 KB static limit)."""
+        ni, nj, nk = self._gemm(spec)
+        best = None
+        for wy, wz, fy, fz in ((a, b, c, d) for a in (1, 2, 4) for b in (1, 2, 4) for c in (1, 2, 4) for d in (1, 2, 4)):
+            ti, tj = wy * fy, wz * fz
+            if ti * tj > 32:
+                continue
+            waste = -(-ni // ti) * ti * -(-nj // tj) * tj / (ni * nj)
+            blocks = spec.groups * -(-ni // ti) * -(-nj // tj)
+            key = (waste <= 1.15, min(blocks, self.min_blocks), ti * tj, -(ti + tj), -abs(fy * fz - 4), -wy * wz)
+            if best is None or key > best[0]:
+                best = (key, (wy, fy), (wz, fz))
+        # (a chunk of one fragment is not pipelined: 2 where padding to it wastes more)
+        chunk = next((c for c in (4, 2) if -(-nk // c) * c <= nk * 1.125), 2 if nk > 1 else 1)
+        return best[1], best[2], chunk
+
+    @staticmethod
+    def _lanes(spec) -> tuple[int, int, int]:
+        """Lanes of A's and B's loads and of the stores. A contiguous run is 8 lanes for a 1x1 (its
+        reduction is the input channels alone) and at most 4 otherwise (TVM cannot prove a run of
+        taps contiguous and gathers it; its CUDA code has no 8-lane index vectors, nor 8-lane float32
+        ones for the epilogue)."""
+        per, cig = spec.out_channels // spec.groups, spec.in_channels // spec.groups
+        if spec.layout == "NHWC":   # (a group's channels start at a multiple of its count)
+            runs = (math.gcd(cig, spec.in_channels), math.gcd(per, spec.out_channels), per)
+        else:
+            plane = spec.out_height * spec.out_width
+            plain = spec.kernel == (1, 1) and spec.stride == (1, 1) and not any(spec.padding)
+            runs = (cig * spec.kernel[0] * spec.kernel[1], plane if plain else 1, plane)
+        most = 8 if spec.kernel == (1, 1) else 4
+        a, b, out = (_power_of_two_dividing(run, limit) for run, limit in zip(runs, (most, most, 4)))
+        return a, b, out
 
     def applies(self, spec, target: Target) -> bool:
-        return (target.kind.name == "cuda" and spec.op == "conv2d" and spec.dtype == "float16" and spec.groups > 1
-                and spec.op_class != "depthwise" and spec.out_channels // spec.groups >= 8
-                and spec.shuffle_groups == 1 and spec.dilation == (1, 1) and spec.weight_layout in ("", "OIHW", "HWIO"))
+        return (target.kind.name == "cuda" and spec.op == "conv2d" and spec.dtype == "float16"
+                and spec.op_class != "depthwise" and spec.shuffle_groups == 1 and spec.dilation == (1, 1)
+                and spec.weight_layout in ("OIHW", "HWIO"))
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
-        from tvm.s_tir.dlight.gpu.matmul import MatmulTensorization
-        _as_group_gemms(sch, spec)
-        _dlight(sch, spec, target, MatmulTensorization())
+        from gconvgen import tensor_intrin
+        tensor_intrin.load()
+        from tvm.s_tir.dlight.gpu.matmul import auto_inline_consumer_chain, auto_inline_producers
+        from tvm.s_tir.tensor_intrin.cuda import get_wmma_intrin_group
+        (wy, fy), (wz, fz), chunk = self._tiles(spec)
+        ni, nj, nk = self._gemm(spec)
+        a_lanes, b_lanes, out_lanes = self._lanes(spec)
+        nhwc = spec.layout == "NHWC"
+        conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+        _as_group_gemms(sch, spec)   # (g, o, p, k)
+        if nhwc:
+            sch.transform_block_layout(conv, lambda g, o, p, k: (g, p, o, k))
+            sch.transform_block_layout(out, lambda g, o, p: (g, p, o))
+            sch.transform_layout(conv, ("write", 0), lambda g, o, p: (g, p, o))
+        names = [r.source.name for r in sch.get(conv).reads]
+        w = next(n for n, name in enumerate(names) if name.startswith("weight"))
+        a, b = (1 - w, w) if nhwc else (w, 1 - w)
+        sch.reindex(conv, ("read", a))   # A[g, i, k]
+        rb = sch.reindex(conv, ("read", b))   # B[g, j, k], laid out [g, k, j] (j contiguous, as in memory)
+        if len(sch.get(rb).writes[0].region) == 3:
+            sch.transform_layout(rb, ("write", 0), lambda g, j, k: (g, k, j))
+        else:   # (one group: its axis left out)
+            sch.transform_layout(rb, ("write", 0), lambda j, k: (k, j))
+        sch.reindex(conv, ("write", 0))
+        # whole tiles of the default's size; a sampled tile divides them (a perfect tile)
+        sch.pad_einsum(conv, [1, -(-ni // (wy * fy)) * wy * fy * _FRAG, -(-nj // (wz * fz)) * wz * fz * _FRAG,
+                              -(-nk // chunk) * chunk * _FRAG])
+        g, i, j, k = sch.get_loops(conv)
+        i, ii = sch.split(i, factors=[None, _FRAG])
+        j, ji = sch.split(j, factors=[None, _FRAG])
+        k, ki = sch.split(k, factors=[None, _FRAG])
+        sch.reorder(i, j, k, ii, ji, ki)
+        fragment = sch.blockize(ii)
+        i_tiles = tile_factors(sch, i, (wy, fy), tunable, max_inner=4)
+        j_tiles = tile_factors(sch, j, (wz, fz), tunable, max_inner=4)
+        (i0, i1, i2), (j0, j1, j2) = sch.split(i, factors=i_tiles), sch.split(j, factors=j_tiles)
+        k0, k1 = sch.split(k, factors=[None, chunk])   # (not sampled: a pipeline needs two rounds)
+        # DLight's pipeline: the next chunk's global loads and the next fragments' shared loads
+        # are issued before this one's multiply-adds (TVM's pipelining fails on a single round)
+        if -(-nk // chunk) > 1 and chunk > 1:
+            sch.annotate(k0, "software_pipeline_order", [0, 3, 1, 4, 5, 2, 6])
+            sch.annotate(k0, "software_pipeline_stage", [0, 0, 0, 0, 0, 1, 1])
+        if chunk > 1:
+            sch.annotate(k1, "software_pipeline_order", [0, 1, 2])
+            sch.annotate(k1, "software_pipeline_stage", [0, 0, 1])
+        sch.reorder(g, i0, j0, j1, i1, k0, k1, i2, j2)
+        sch.bind(sch.fuse(g, i0, j0), "blockIdx.x")
+        warp = sch.fuse(j1, i1)
+        sch.bind(warp, "threadIdx.y")
+
+        def stage(index: int, lanes: int):
+            """The operand's chunk into shared memory by all the block's threads, rows padded
+            against bank conflicts."""
+            staged = sch.cache_read(fragment, index, "shared.dyn")
+            sch.compute_at(staged, k0)
+            loops = sch.split(sch.fuse(*sch.get_loops(staged)[-2:]), factors=[None, j_tiles[1], i_tiles[1], 32, lanes])
+            sch.bind(sch.fuse(loops[1], loops[2]), "threadIdx.y")
+            sch.bind(loops[3], "threadIdx.x")
+            sch.vectorize(loops[4])
+            sch.storage_align(staged, 0, axis=-2, factor=16, offset=8)
+            sch.annotate(staged, "tirx.manifest_shared_memory_local_stage", 1)
+            sch.annotate(staged, "double_buffer_scope", 0)
+            auto_inline_producers(sch, staged)   # (the reindexing and the padding: predicated loads)
+
+        stage(a, a_lanes)
+        stage(b, b_lanes)
+        frag_a = sch.cache_read(fragment, a, "wmma.matrix_a")
+        frag_b = sch.cache_read(fragment, b, "wmma.matrix_b")
+        sch.compute_at(frag_a, k1)
+        sch.compute_at(frag_b, k1)
+        # (static shared memory: TVM's storage rewrite lets a float32 tile reuse a float16 stage's
+        # dynamic shared memory, then fails to lower its accesses)
+        tile = sch.cache_write(fragment, 0, "shared")
+        sch.storage_align(tile, 0, -2, 16, 4)
+        accumulators = sch.cache_write(fragment, 0, "wmma.accumulator")
+        sch.reverse_compute_at(accumulators, warp)
+        sch.reverse_compute_at(tile, warp)
+        init = sch.get_child_blocks(sch.decompose_reduction(fragment, k0))[0]
+        intrins = get_wmma_intrin_group(load_scope="shared.dyn", store_scope="shared", in_dtype="float16",
+                                        out_dtype="float32", trans_b=False)
+        for block, intrin in ((frag_a, "load_a"), (frag_b, "load_b"), (accumulators, "store")):
+            x, y = sch.get_loops(block)[-2:]
+            x0, x1 = sch.split(x, factors=[None, _FRAG])
+            y0, y1 = sch.split(y, factors=[None, _FRAG])
+            sch.reorder(x0, y0, x1, y1)
+            sch.tensorize(x1, intrins[intrin])
+        sch.tensorize(sch.get_loops(init)[-2], intrins["init"])
+        sch.tensorize(sch.get_loops(conv)[-3], intrins["compute"] if nhwc else tensor_intrin.WMMA_SYNC_WEIGHT_FIRST)
+        auto_inline_consumer_chain(sch, tile)   # the epilogue, on the way out
+        _, tx, vector = sch.split(sch.fuse(*sch.get_loops(tile)[-2:]), factors=[None, 32, out_lanes])
+        sch.bind(tx, "threadIdx.x")
+        sch.vectorize(vector)
 
 
 class PointwiseGemm(ScheduleRule):
@@ -937,4 +1082,4 @@ def _thread_per_element(sch: s_tir.Schedule, block, threads: int) -> None:
 # offered as tuning candidates (gconvgen.offline) and served where a tuned record says so.
 RULES: list[ScheduleRule] = [DepthwiseNCHW(), DepthwiseStagedNCHW(), PointwiseTiledNCHW(), PointwiseTensorCoreNHWC(), ChannelVectorNHWC(),
                              DepthwiseWideNHWC(), SplitReductionNCHW(), GroupConvNCHW(), GroupConvStagedNCHW(),
-                             BatchGemm(), GroupGemmTensorCore(), PointwiseGemm(), Fallback()]
+                             BatchGemm(), TensorCoreGemm(), PointwiseGemm(), Fallback()]

@@ -10,8 +10,8 @@
 #                  batch 64 (their rule's space was timed in Nov 2026) for their new alternative,
 #                  cuda.DepthwiseStagedNCHW; beside the NHWC depthwise ones, cuda.DepthwiseWideNHWC;
 #                  beside the NCHW grouped and 1x1 ones, cuda.GroupConvStagedNCHW and the batch GEMM
-#                  (cuda.BatchGemm); beside the grouped ones in float16, the tensor cores
-#                  (cuda.GroupGemmTensorCore); beside the dense 1x1s, DLight's GEMM (cuda.PointwiseGemm).
+#                  (cuda.BatchGemm); beside the grouped and dense ones in float16, the tensor cores
+#                  (cuda.TensorCoreGemm); beside the dense 1x1s, DLight's GEMM (cuda.PointwiseGemm).
 #                  ALT=N draws N from each alternative's space (not only its own schedule; slow to
 #                  compile where GroupConvStagedNCHW is one, see README), TRIALS=N
 #                  N from the rule's (4), RULES=a,b only the kernels those rules apply to (e.g. the

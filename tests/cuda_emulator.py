@@ -5,8 +5,15 @@ barrier of the block's threads, and the blocks run one after another (their shar
 statics, which one block at a time may own). Every vector load and store is checked for the
 alignment a GPU requires (x86 forgives a misaligned one; a GPU faults). It checks values, not speed, and only what the C++
 memory model shares with CUDA's for such code: kernels whose blocks communicate through global
-memory, or use warp-level intrinsics (shuffles, votes: TVM's cross-thread reductions), tensor
-cores or dynamic shared memory, are refused with a clear error rather than run wrongly.
+memory, or use warp-level intrinsics (shuffles, votes: TVM's cross-thread reductions), are refused
+with a clear error rather than run wrongly.
+
+Tensor cores run as their WMMA API says, not as the hardware spreads a fragment over a warp: every
+thread of the warp holds the whole 16x16 tile of each fragment and does the whole load, multiply
+and store (each store writes the same values as its warp's others). A fragment is only ever touched
+through the API in the code TVM writes, so what a warp computes is the same; a missing barrier
+between warps still reads stale shared memory, as on a GPU. Dynamic shared memory is one static
+array of the most an sm_90 block may have.
 """
 from __future__ import annotations
 
@@ -21,13 +28,15 @@ import numpy as np
 import tvm
 
 CUDA_INCLUDE = Path("/usr/local/cuda/include")
-_UNSUPPORTED = ("__shfl", "__activemask", "__ballot", "wmma::", "mma.sync", "extern __shared__", "atomic")
+_UNSUPPORTED = ("__shfl", "__activemask", "__ballot", "mma.sync", "atomic", "precision::", "bmma_sync")
+DYNAMIC_SHARED_BYTES = 227 * 1024   # an sm_90 block's most
 
 _SHIM = r"""
 #include <algorithm>
 #include <barrier>
 #include <cmath>
 #include <thread>
+#include <type_traits>
 #include <vector>
 #include <cuda_runtime.h>
 #undef __global__
@@ -48,6 +57,49 @@ static inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
 using std::max;   // CUDA's device max/min of two floats or ints
 using std::min;
 static inline float __fdividef(float a, float b) { return a / b; }
+// WMMA: a fragment is its whole tile, row-major, in every thread of the warp (see the docstring)
+namespace nvcuda { namespace wmma {
+struct matrix_a {}; struct matrix_b {}; struct accumulator {}; struct row_major {}; struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+template <class Use, int M, int N, int K, class T, class Layout = void> struct fragment {
+  static constexpr int rows = std::is_same_v<Use, matrix_b> ? K : M;
+  static constexpr int cols = std::is_same_v<Use, matrix_a> ? K : N;
+  static constexpr bool col_major_in_memory = std::is_same_v<Layout, struct col_major>;
+  float x[rows * cols];
+};
+template <class F, class T> static inline void emu_load(F& f, const T* p, unsigned ldm, bool col_major) {
+  for (int r = 0; r < F::rows; ++r)
+    for (int c = 0; c < F::cols; ++c) f.x[r * F::cols + c] = (float)(col_major ? p[c * ldm + r] : p[r * ldm + c]);
+}
+template <class U, int M, int N, int K, class T, class L, class P>
+static inline void load_matrix_sync(fragment<U, M, N, K, T, L>& f, const P* p, unsigned ldm) {
+  emu_load(f, p, ldm, fragment<U, M, N, K, T, L>::col_major_in_memory);
+}
+template <int M, int N, int K, class T, class P>
+static inline void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const P* p, unsigned ldm, layout_t layout) {
+  emu_load(f, p, ldm, layout == mem_col_major);
+}
+template <int M, int N, int K, class T, class P>
+static inline void store_matrix_sync(P* p, const fragment<accumulator, M, N, K, T>& f, unsigned ldm, layout_t layout) {
+  for (int r = 0; r < M; ++r)
+    for (int c = 0; c < N; ++c) p[layout == mem_col_major ? c * ldm + r : r * ldm + c] = (T)f.x[r * N + c];
+}
+template <class F, class V> static inline void fill_fragment(F& f, V v) {
+  for (float& e : f.x) e = (float)v;
+}
+template <int M, int N, int K, class TA, class LA, class TB, class LB, class T>
+static inline void mma_sync(fragment<accumulator, M, N, K, T>& d, const fragment<matrix_a, M, N, K, TA, LA>& a,
+                            const fragment<matrix_b, M, N, K, TB, LB>& b, const fragment<accumulator, M, N, K, T>& c) {
+  float sum[M * N];
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N; ++j) {
+      float s = c.x[i * N + j];
+      for (int k = 0; k < K; ++k) s += a.x[i * K + k] * b.x[k * N + j];
+      sum[i * N + j] = (float)(T)s;   // a float16 accumulator rounds each step
+    }
+  std::copy(sum, sum + M * N, d.x);
+}
+}}
 """
 
 _LAUNCHER = r"""
@@ -114,7 +166,10 @@ def compile_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target, workdir: 
     # vector loads and stores through a cast pointer: checked for alignment
     host_source = re.sub(r"\*\((u?int[248]|float[24]|half[248])\*\)\(", r"*emu_aligned<\1>(", host_source)
     # a block's shared arrays: statics, which the block running now owns
+    host_source = re.sub(r"extern __shared__ (__align__\(\d+\) )?(\w+) (\w+)\[\];",
+                         lambda m: f"{m.group(1) or ''}static {m.group(2)} {m.group(3)}[{DYNAMIC_SHARED_BYTES}];", host_source)
     host_source = re.sub(r"__shared__ (alignas\(\d+\) )?", lambda m: f"{m.group(1) or ''}static ", host_source)
+    host_source = host_source.replace("#include <mma.h>", "")
     code = _SHIM + host_source + _LAUNCHER % {"grid": dims("blockIdx"), "block": dims("threadIdx"),
                                              "kernel": name, "args": call_args}
     digest = hashlib.sha1(code.encode()).hexdigest()[:16]

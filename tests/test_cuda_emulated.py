@@ -70,6 +70,19 @@ CASES = [
     (cuda.BatchGemm(min_blocks=1), conv(24, 36, 9, k=5, groups=3, stride=2, layout="NHWC")),
     (cuda.BatchGemm(min_blocks=1), conv(96, 48, 7, k=1, groups=3, batch=4, dtype="float16", epilogue=("bias", "shuffle:3"))),
     (cuda.BatchGemm(min_blocks=1), conv(48, 96, 8, k=1, groups=3, layout="NHWC", epilogue=("bias", "relu", "shuffle:3"))),
+    # tensor cores (WMMA fragments, dynamic shared memory): DLight's GEMM of a dense 1x1, in NHWC and
+    # NCHW; ours, both layouts: dense and grouped 1x1s and 3x3s, 58 channels (2-lane loads, a padded
+    # fragment), a 5x5 at stride 2 over 3 images, and with the default tiles (more, smaller blocks)
+    (cuda.PointwiseTensorCoreNHWC(), conv(64, 48, 8, k=1, layout="NHWC", dtype="float16", epilogue=("bias",))),
+    (cuda.PointwiseGemm(), conv(64, 48, 8, k=1, dtype="float16", epilogue=("bias",))),
+    (cuda.TensorCoreGemm(min_blocks=1), conv(64, 48, 8, k=1, layout="NHWC", dtype="float16", epilogue=("bias",))),
+    (cuda.TensorCoreGemm(min_blocks=1), conv(64, 48, 8, k=1, dtype="float16", epilogue=("bias",))),
+    (cuda.TensorCoreGemm(min_blocks=1), conv(64, 64, 7, groups=4, dtype="float16")),
+    (cuda.TensorCoreGemm(min_blocks=1), conv(64, 64, 7, groups=4, layout="NHWC", dtype="float16")),
+    (cuda.TensorCoreGemm(min_blocks=1), conv(58, 58, 7, k=1, layout="NHWC", dtype="float16")),
+    (cuda.TensorCoreGemm(min_blocks=1), conv(48, 96, 9, k=5, stride=2, groups=3, batch=3, dtype="float16")),
+    (cuda.TensorCoreGemm(), conv(24, 40, 6, stride=2, batch=3, layout="NHWC", dtype="float16")),
+    (cuda.TensorCoreGemm(), conv(96, 48, 8, k=1, groups=3, dtype="float16", epilogue=("bias", "relu"))),
     (cuda.SplitReductionNCHW(), conv(256, 64, 7, k=1, batch=1, epilogue=("bias",))),
     (cuda.SplitReductionNCHW(), conv(96, 384, 1, k=1, epilogue=("bias", "sigmoid"))),   # a squeeze-and-excitation gate
     (cuda.SplitReductionNCHW(), conv(64, 32, 7, batch=1, groups=2, dtype="float16")),
@@ -143,21 +156,24 @@ def test_tuning_candidates_match_torch():
         _check(sch.mod["main"], spec, profile.tvm_target(), rule)
 
 
-@pytest.mark.parametrize("spec", [conv(16, 8, 56, k=1, epilogue=("bias", "relu")), conv(32, 32, 16, batch=5, groups=4),
-                                  conv(32, 32, 16, batch=5, groups=4, layout="NHWC", dtype="float16")],
-                         ids=["dense1x1", "grouped3x3", "grouped3x3-nhwc"])
-def test_alternatives_spaces_match_torch(spec):
+@pytest.mark.parametrize("spec, rule", [(conv(16, 8, 56, k=1, epilogue=("bias", "relu")), "cuda.BatchGemm"),
+                                        (conv(32, 32, 16, batch=5, groups=4), "cuda.BatchGemm"),
+                                        (conv(32, 32, 16, batch=5, groups=4, layout="NHWC", dtype="float16"), "cuda.BatchGemm"),
+                                        (conv(64, 48, 8, k=1, batch=4, layout="NHWC", dtype="float16"), "cuda.TensorCoreGemm"),
+                                        (conv(64, 64, 8, groups=4, batch=5, dtype="float16"), "cuda.TensorCoreGemm")],
+                         ids=["dense1x1", "grouped3x3", "grouped3x3-nhwc", "tensorcore-1x1-nhwc", "tensorcore-grouped3x3"])
+def test_alternatives_spaces_match_torch(spec, rule):
     """With alternative_count, random points of an alternative's space are drawn too (here the batch
     GEMM's, beside PointwiseTiledNCHW on a dense 1x1, GroupConvNCHW on a grouped 3x3 and
-    ChannelVectorNHWC on one in NHWC; layers with enough pixels that it applies): every one
-    computes the layer."""
+    ChannelVectorNHWC on one in NHWC, layers with enough pixels that it applies; and the
+    tensor-core GEMM's): every one computes the layer."""
     from gconvgen import offline
     profile = targets.load("cuda-sm90")
     _, drawn = offline._draw(spec, profile, 1, seed=1, alternative_count=3)
-    gemms = [sch for sch, _, rule in drawn if rule == "cuda.BatchGemm"]
-    assert len({str(sch.trace) for sch in gemms}) == 3
-    for sch in gemms:
-        _check(sch.mod["main"], spec, profile.tvm_target(), "cuda.BatchGemm")
+    points = [sch for sch, _, name in drawn if name == rule]
+    assert len({str(sch.trace) for sch in points}) == 3
+    for sch in points:
+        _check(sch.mod["main"], spec, profile.tvm_target(), rule)
 
 
 def test_emulator_reports_misaligned_vectors(tmp_path):
