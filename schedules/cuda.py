@@ -768,14 +768,13 @@ class TensorCoreGemm(ScheduleRule):
     of warps x 16x16 WMMA fragments a warp along i and j, float32 accumulators, the reduction in
     chunks of 16-wide fragments, both stages double-buffered and software-pipelined as TVM DLight's
     GEMM does; each warp's tile leaves through shared memory, the bias and activation applied on
-    the way to one vector store. Unlike DLight's fixed 128x128 tiles (75 blocks for MobileNetV2's
+    the way to one vector store (an output shuffle fused into it: _unshuffle). Unlike DLight's fixed 128x128 tiles (75 blocks for MobileNetV2's
     960->320 at 7x7, batch 64, on an H200's 132 multiprocessors: 53.5 us against torch's 10), the
     default tiles waste little padding (a ResNeXt g32 group's 32 output channels are two fragments,
     not a quarter of a 128 tile) and make a block per multiprocessor where they can. Listed after
     the rules that serve these layers by default, so it serves through tuned records (untimed as
     yet). Does not apply to float32 (it would round to TF32; our float32 kernels are exact),
-    depthwise convs, shuffles or dilation. Tunable: warps and fragments a warp along i and j, the
-    chunk."""
+    depthwise convs or dilation. Tunable: warps and fragments a warp along i and j."""
 
     name = "cuda.TensorCoreGemm"
 
@@ -829,7 +828,7 @@ class TensorCoreGemm(ScheduleRule):
 
     def applies(self, spec, target: Target) -> bool:
         return (target.kind.name == "cuda" and spec.op == "conv2d" and spec.dtype == "float16"
-                and spec.op_class != "depthwise" and spec.shuffle_groups == 1 and spec.dilation == (1, 1)
+                and spec.op_class != "depthwise" and spec.dilation == (1, 1)
                 and spec.weight_layout in ("OIHW", "HWIO"))
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
@@ -841,6 +840,7 @@ class TensorCoreGemm(ScheduleRule):
         ni, nj, nk = self._gemm(spec)
         a_lanes, b_lanes, out_lanes = self._lanes(spec)
         nhwc = spec.layout == "NHWC"
+        _unshuffle(sch, spec)
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         _as_group_gemms(sch, spec)   # (g, o, p, k)
         if nhwc:

@@ -72,7 +72,8 @@ CASES = [
     (cuda.BatchGemm(min_blocks=1), conv(48, 96, 8, k=1, groups=3, layout="NHWC", epilogue=("bias", "relu", "shuffle:3"))),
     # tensor cores (WMMA fragments, dynamic shared memory): DLight's GEMM of a dense 1x1, in NHWC and
     # NCHW; ours, both layouts: dense and grouped 1x1s and 3x3s, 58 channels (2-lane loads, a padded
-    # fragment), a 5x5 at stride 2 over 3 images, and with the default tiles (more, smaller blocks)
+    # fragment), a 5x5 at stride 2 over 3 images, and with the default tiles (more, smaller blocks),
+    # ShuffleNet v1's shuffled grouped 1x1s
     (cuda.PointwiseTensorCoreNHWC(), conv(64, 48, 8, k=1, layout="NHWC", dtype="float16", epilogue=("bias",))),
     (cuda.PointwiseGemm(), conv(64, 48, 8, k=1, dtype="float16", epilogue=("bias",))),
     (cuda.TensorCoreGemm(min_blocks=1), conv(64, 48, 8, k=1, layout="NHWC", dtype="float16", epilogue=("bias",))),
@@ -82,7 +83,9 @@ CASES = [
     (cuda.TensorCoreGemm(min_blocks=1), conv(58, 58, 7, k=1, layout="NHWC", dtype="float16")),
     (cuda.TensorCoreGemm(min_blocks=1), conv(48, 96, 9, k=5, stride=2, groups=3, batch=3, dtype="float16")),
     (cuda.TensorCoreGemm(), conv(24, 40, 6, stride=2, batch=3, layout="NHWC", dtype="float16")),
-    (cuda.TensorCoreGemm(), conv(96, 48, 8, k=1, groups=3, dtype="float16", epilogue=("bias", "relu"))),
+    (cuda.TensorCoreGemm(), conv(96, 48, 8, k=1, groups=3, dtype="float16", epilogue=("bias", "relu", "shuffle:3"))),
+    (cuda.TensorCoreGemm(), conv(48, 96, 8, k=1, groups=3, layout="NHWC", dtype="float16",
+                                 epilogue=("bias", "relu", "shuffle:3"))),
     (cuda.SplitReductionNCHW(), conv(256, 64, 7, k=1, batch=1, epilogue=("bias",))),
     (cuda.SplitReductionNCHW(), conv(96, 384, 1, k=1, epilogue=("bias", "sigmoid"))),   # a squeeze-and-excitation gate
     (cuda.SplitReductionNCHW(), conv(64, 32, 7, batch=1, groups=2, dtype="float16")),
