@@ -65,10 +65,12 @@ def _explore(spec: KernelSpec, mod: tvm.IRModule, rule, target, count: int, seed
         ctx.pre_tuning(max_trials=count - 1, num_trials_per_iter=count - 1,
                        design_spaces=ctx.generate_design_space(), database=ms.database.MemoryDatabase(),
                        cost_model=ms.cost_model.RandomModel())
-        seen = {str(sch.trace)}   # (the search may draw the rule's own schedule again)
+        def point(s) -> tuple:
+            return tuple(str(d) for d in s.trace.decisions.values())
+        seen = {point(sch)}   # (the search may draw the rule's own point again, its trace postprocessed)
         for c in ctx.generate_measure_candidates() or []:
-            if str(c.sch.trace) not in seen:
-                seen.add(str(c.sch.trace))
+            if point(c.sch) not in seen:
+                seen.add(point(c.sch))
                 drawn.append((c.sch, c.args_info, rule.name))
     return drawn
 

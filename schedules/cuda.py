@@ -702,8 +702,14 @@ class GroupConvStagedNCHW(GroupConvNCHW):
         threads = self._threads(spec, pixels)
         n, o, h, w = sch.get_loops(out)
         if tunable:
+            # the channels and pixels sampled keep the unrolled chunk within twice `unrolled` (they
+            # multiply it: a ShuffleNet v1 1x1's 16 channels x 7 pixels made 15 MB of CUDA source)
+            def steps(channels: int, run: int) -> int:
+                return chunk * taps * run * channels // 4
+            runs = [d for d in range(1, 9) if spec.out_width % d == 0
+                    and (d == pixels or steps(max(choices), d) <= 2 * self.unrolled)]
+            choices = [c for c in choices if c == oi or steps(c, max(runs)) <= 2 * self.unrolled]
             oi = sch.sample_categorical(choices, [1 / len(choices)] * len(choices), decision=choices.index(oi))
-            runs = [d for d in range(1, 9) if spec.out_width % d == 0]
             pixels = sch.sample_categorical(runs, [1 / len(runs)] * len(runs), decision=runs.index(pixels))
         oo, oi_ = sch.split(o, factors=[None, oi])
         wo, wp = sch.split(w, factors=[None, pixels])
@@ -715,8 +721,7 @@ class GroupConvStagedNCHW(GroupConvNCHW):
         spatial, red = _accumulate_in_thread(sch, conv, tp)
         ci = red[0]
         # (a sampled chunk no longer than the default: longer ones made a g32 3x3 candidate 6 MB of
-        # CUDA source, and nvcc ran past half an hour on a library of them; the sampled channels and
-        # pixels a thread still multiply the unrolled code, up to 15 MB for a ShuffleNet v1 1x1)
+        # CUDA source, and nvcc ran past half an hour on a library of them)
         cio, cii = split(sch, ci, chunk, tunable, max_inner=chunk)
         channel = spatial[1]
         rest = [l for l in spatial if l != channel]   # the image, row and the thread's pixels
