@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -48,9 +49,29 @@ def _draw(spec: KernelSpec, profile: TargetProfile, count: int, seed: int,
     for alt in family[family.index(rule) + 1:]:
         if alt.applies(spec, target) and not alt.name.lower().endswith("fallback"):
             points = _explore(spec, mod, alt, target, alternative_count, seed)
+            if points and not fits(points[0][0], mod, target):
+                # (the random points are checked so by the search; a rule's own choice is not, and one
+                # past the limits fails the whole library's build)
+                warnings.warn(f"{alt.name}'s own schedule of {spec.key} is past the target's GPU limits "
+                              f"(threads or shared memory): not offered")
+                points = points[1:]
             # (DLight's GEMM is two rules' schedule: offered once)
             drawn += [p for p in points if str(p[0].trace) != str(drawn[0][0].trace)]
     return mod, drawn
+
+
+def fits(sch, mod: tvm.IRModule, target) -> bool:
+    """Whether a schedule keeps to the target's GPU limits (threads, shared memory, as MetaSchedule's
+    VerifyGPUCode checks each point of a search). True for other targets, and for a schedule with
+    dynamic shared memory: VerifyGPUCode counts it against the 48 KB a block's static shared memory
+    may have, but it is sized at launch, up to more (DLight's 128x128 GEMM tiles take about 140 KB
+    and ran on an H200; TensorCoreGemm keeps within 48 KB in all)."""
+    if target.kind.name != "cuda" or 'scope="shared.dyn"' in sch.mod.script():
+        return True
+    check = ms.postproc.VerifyGPUCode()
+    ms.TuneContext(mod, target=target, space_generator=ms.space_generator.ScheduleFn(
+        lambda s: s, sch_rules=[], postprocs=[check], mutator_probs={}))
+    return bool(check.apply(sch))
 
 
 def _explore(spec: KernelSpec, mod: tvm.IRModule, rule, target, count: int, seed: int) -> list:

@@ -20,14 +20,20 @@ def _frames_only(context: int = 1) -> list[inspect.FrameInfo]:
     return frames
 
 
+_registered = False
+
+
 def load() -> None:
-    """Import tvm.s_tir.tensor_intrin (once per process) before anything of TVM's does."""
-    if "tvm.s_tir.tensor_intrin" in sys.modules:
+    """Import tvm.s_tir.tensor_intrin (once per process) before anything of TVM's does, and register
+    ours (once, whoever imported TVM's)."""
+    global _registered
+    if _registered:
         return
     stack, inspect.stack = inspect.stack, _frames_only
     try:
         import tvm.s_tir.tensor_intrin  # noqa: F401 - registers the intrinsics
         _register_wmma_sync_weight_first()
+        _registered = True
     finally:
         inspect.stack = stack
 

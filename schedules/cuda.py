@@ -385,7 +385,7 @@ class BatchGemm(ScheduleRule):
     1; channels in NHWC, 4-lane vectors where a group's are whole vectors), a thread's pixels read
     from shared memory as whole vectors, its stores vectors along the contiguous axis too. The
     default tiles shrink until they make `min_blocks` blocks (two for each of an H200's 132
-    multiprocessors) where they can. The
+    multiprocessors) where they can, and a chunk's staged tiles within `stage_bytes`. The
     other rules tile one image at a time (a 7x7 plane is one NCHW tile of 49 pixels), split each
     output's sum over threads, or take a few channels of a pixel a thread (ChannelVectorNHWC): on
     an H200 at batch 64 MobileNetV2's 960->320 at 7x7 took 117 µs in NCHW and 267 in NHWC in
@@ -398,11 +398,12 @@ class BatchGemm(ScheduleRule):
     name = "cuda.BatchGemm"
 
     def __init__(self, per_thread: tuple[int, int] = (4, 8), threads: int = 256, chunk: int = 16,
-                 min_blocks: int = 264) -> None:
+                 min_blocks: int = 264, stage_bytes: int = 32768) -> None:
         self.per_thread = per_thread
         self.threads = threads
         self.chunk = chunk
         self.min_blocks = min_blocks
+        self.stage_bytes = stage_bytes
 
     @staticmethod
     def _lanes(spec) -> tuple[int, int, int]:
@@ -441,18 +442,32 @@ class BatchGemm(ScheduleRule):
         chunk = kv * divisor_at_most(k // kv, max(1, self.chunk // kv))
         if chunk < 8 and k <= 64:   # (58 input channels: one chunk, not 29 of 2)
             chunk = k
+        # a chunk's input and weight tiles within stage_bytes of (static) shared memory, where a
+        # group's few output channels leave all the threads on pixels (ResNeXt's g32 at 56x56:
+        # 2048 pixels x 12 of the reduction, 98 KB, past the 48 KB a block may have)
+        def staged() -> int:
+            return chunk * (tx * tn * lanes + ty * tm * clanes) * dtype_bits(spec.dtype) // 8
+        while staged() > self.stage_bytes and chunk > kv:
+            chunk = kv * divisor_at_most(k // kv, chunk // kv - 1)
+        while staged() > self.stage_bytes and tx > 8:
+            tx = divisor_at_most(units, tx - 1, prefer_multiple_of=8)
         return (ty, tm), (tx, tn), chunk
 
     def applies(self, spec, target: Target) -> bool:
         if not (target.kind.name == "cuda" and spec.op == "conv2d" and spec.weight_layout in ("OIHW", "HWIO")
                 and spec.dilation == (1, 1)):
             return False
-        m, j, k = self._gemm(spec)
+        m, _, k = self._gemm(spec)
         if m < 4 or k < 8:   # (depthwise: a GEMM of one row)
             return False
+        return self._blocks(spec) >= self.min_blocks // 4
+
+    def _blocks(self, spec) -> int:
+        """Blocks of the default tiles."""
+        m, j, _ = self._gemm(spec)
         (ty, tm), (tx, tn), _ = self._tiles(spec)
         lanes, clanes, _ = self._lanes(spec)
-        return spec.groups * (m // (ty * tm * clanes)) * j // (tx * tn * lanes) >= self.min_blocks // 4
+        return spec.groups * (m // (ty * tm * clanes)) * j // (tx * tn * lanes)
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         (ty, tm), (tx, tn), chunk = self._tiles(spec)
@@ -773,18 +788,20 @@ class TensorCoreGemm(ScheduleRule):
     of warps x 16x16 WMMA fragments a warp along i and j, float32 accumulators, the reduction in
     chunks of 16-wide fragments, both stages double-buffered and software-pipelined as TVM DLight's
     GEMM does; each warp's tile leaves through shared memory, the bias and activation applied on
-    the way to one vector store (an output shuffle fused into it: _unshuffle). Unlike DLight's fixed 128x128 tiles (75 blocks for MobileNetV2's
-    960->320 at 7x7, batch 64, on an H200's 132 multiprocessors: 53.5 us against torch's 10), the
-    default tiles waste little padding (a ResNeXt g32 group's 32 output channels are two fragments,
-    not a quarter of a 128 tile) and make a block per multiprocessor where they can. Listed after
+    the way to one vector store (an output shuffle fused into it: _unshuffle). Unlike DLight's
+    fixed 128x128 tiles (75 blocks for MobileNetV2's 960->320 at 7x7, batch 64, on an H200's 132
+    multiprocessors: 53.5 us against torch's 10), the default tiles waste little padding (a ResNeXt
+    g32 group's 32 output channels are two fragments, not a quarter of a 128 tile) and make a block
+    per multiprocessor where they can. Listed after
     the rules that serve these layers by default, so it serves through tuned records (untimed as
     yet). Does not apply to float32 (it would round to TF32; our float32 kernels are exact),
     depthwise convs or dilation. Tunable: warps and fragments a warp along i and j."""
 
     name = "cuda.TensorCoreGemm"
 
-    def __init__(self, min_blocks: int = 132) -> None:
+    def __init__(self, min_blocks: int = 132, shared_bytes: int = 49152) -> None:
         self.min_blocks = min_blocks
+        self.shared_bytes = shared_bytes
 
     @staticmethod
     def _gemm(spec) -> tuple[int, int, int]:
@@ -797,22 +814,35 @@ class TensorCoreGemm(ScheduleRule):
     def _tiles(self, spec) -> tuple[tuple[int, int], tuple[int, int], int]:
         """((warps, fragments a warp) along i, the same along j, the chunk in fragments): the
         least padding (within 15 %), then blocks up to min_blocks, then the largest and squarest
-        tile (fewest loads a multiply-add), 2x2 fragments a warp where that ties; the float32 tile
-        in shared memory at most 32 fragments (its 48 KB static limit)."""
+        tile (fewest loads a multiply-add), then the longest chunk, 2x2 fragments a warp where that
+        ties; all within shared_bytes (a GPU check counts the dynamic stages with the static tile)."""
         ni, nj, nk = self._gemm(spec)
+        # (a chunk of one fragment is not pipelined: 2 where padding to it wastes more)
+        chunks = [c for c in (4, 2) if -(-nk // c) * c <= nk * 1.125] or [2 if nk > 1 else 1]
         best = None
-        for wy, wz, fy, fz in ((a, b, c, d) for a in (1, 2, 4) for b in (1, 2, 4) for c in (1, 2, 4) for d in (1, 2, 4)):
+        for wy, wz, fy, fz, chunk in ((a, b, c, d, e) for a in (1, 2, 4) for b in (1, 2, 4) for c in (1, 2, 4)
+                                      for d in (1, 2, 4) for e in chunks):
             ti, tj = wy * fy, wz * fz
-            if ti * tj > 32:
+            if self._shared_bytes(ti, tj, chunk) > self.shared_bytes:
                 continue
             waste = -(-ni // ti) * ti * -(-nj // tj) * tj / (ni * nj)
-            blocks = spec.groups * -(-ni // ti) * -(-nj // tj)
-            key = (waste <= 1.15, min(blocks, self.min_blocks), ti * tj, -(ti + tj), -abs(fy * fz - 4), -wy * wz)
+            key = (waste <= 1.15, min(self._blocks(spec, ti, tj), self.min_blocks), ti * tj, -(ti + tj), chunk,
+                   -abs(fy * fz - 4), -wy * wz)
             if best is None or key > best[0]:
-                best = (key, (wy, fy), (wz, fz))
-        # (a chunk of one fragment is not pipelined: 2 where padding to it wastes more)
-        chunk = next((c for c in (4, 2) if -(-nk // c) * c <= nk * 1.125), 2 if nk > 1 else 1)
-        return best[1], best[2], chunk
+                best = (key, (wy, fy), (wz, fz), chunk)
+        return best[1:]
+
+    @staticmethod
+    def _shared_bytes(ti: int, tj: int, chunk: int) -> int:
+        """Shared memory of a block of ti x tj fragments with chunks of `chunk`: both operands' float16
+        stages, double-buffered, rows padded by 8, and the float32 tile, rows padded by 4."""
+        stages = 2 * 2 * (ti * _FRAG * (chunk * _FRAG + 8) + chunk * _FRAG * (tj * _FRAG + 8))
+        return stages + 4 * ti * _FRAG * (tj * _FRAG + 4)
+
+    def _blocks(self, spec, ti: int, tj: int) -> int:
+        """Blocks of tiles of ti x tj fragments."""
+        ni, nj, _ = self._gemm(spec)
+        return spec.groups * -(-ni // ti) * -(-nj // tj)
 
     @staticmethod
     def _lanes(spec) -> tuple[int, int, int]:

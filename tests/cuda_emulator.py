@@ -12,8 +12,9 @@ Tensor cores run as their WMMA API says, not as the hardware spreads a fragment 
 thread of the warp holds the whole 16x16 tile of each fragment and does the whole load, multiply
 and store (each store writes the same values as its warp's others). A fragment is only ever touched
 through the API in the code TVM writes, so what a warp computes is the same; a missing barrier
-between warps still reads stale shared memory, as on a GPU. Dynamic shared memory is one static
-array of the most an sm_90 block may have.
+between warps still reads stale shared memory, as on a GPU; a fragment's pointer and stride are
+checked for the alignment WMMA requires. Dynamic shared memory is one static array of the most an
+sm_90 block may have.
 """
 from __future__ import annotations
 
@@ -67,7 +68,12 @@ template <class Use, int M, int N, int K, class T, class Layout = void> struct f
   static constexpr bool col_major_in_memory = std::is_same_v<Layout, struct col_major>;
   float x[rows * cols];
 };
+// a fragment's pointer must be 256-bit aligned and its stride whole 16 bytes
+template <class T> static inline void emu_check_fragment(const T* p, unsigned ldm) {
+  if (reinterpret_cast<uintptr_t>(p) % 32 || ldm * sizeof(T) % 16) emu_misaligned++;
+}
 template <class F, class T> static inline void emu_load(F& f, const T* p, unsigned ldm, bool col_major) {
+  emu_check_fragment(p, ldm);
   for (int r = 0; r < F::rows; ++r)
     for (int c = 0; c < F::cols; ++c) f.x[r * F::cols + c] = (float)(col_major ? p[c * ldm + r] : p[r * ldm + c]);
 }
@@ -81,6 +87,7 @@ static inline void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const 
 }
 template <int M, int N, int K, class T, class P>
 static inline void store_matrix_sync(P* p, const fragment<accumulator, M, N, K, T>& f, unsigned ldm, layout_t layout) {
+  emu_check_fragment(p, ldm);
   for (int r = 0; r < M; ++r)
     for (int c = 0; c < N; ++c) p[layout == mem_col_major ? c * ldm + r : r * ldm + c] = (T)f.x[r * N + c];
 }
