@@ -83,14 +83,17 @@ def _explore(spec: KernelSpec, mod: tvm.IRModule, rule, target, count: int, seed
     if count > 1 and sch.trace.decisions:
         # a population of a few times the draws: 64 for 5 draws spent 7 s a kernel evolving them
         ctx = _context(Task(spec, 1, mod, workload_of(mod)), target, rule, seed, population=min(64, 4 * count))
-        ctx.pre_tuning(max_trials=count - 1, num_trials_per_iter=count - 1,
+        # (count, not count - 1: the search may draw the rule's own point again, its trace
+        # postprocessed, and each point is offered once)
+        ctx.pre_tuning(max_trials=count, num_trials_per_iter=count,
                        design_spaces=ctx.generate_design_space(), database=ms.database.MemoryDatabase(),
                        cost_model=ms.cost_model.RandomModel())
+
         def point(s) -> tuple:
             return tuple(str(d) for d in s.trace.decisions.values())
-        seen = {point(sch)}   # (the search may draw the rule's own point again, its trace postprocessed)
+        seen = {point(sch)}
         for c in ctx.generate_measure_candidates() or []:
-            if point(c.sch) not in seen:
+            if point(c.sch) not in seen and len(drawn) < count:
                 seen.add(point(c.sch))
                 drawn.append((c.sch, c.args_info, rule.name))
     return drawn

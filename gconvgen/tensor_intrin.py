@@ -1,4 +1,5 @@
-"""TVM's tensor intrinsics (`tvm.s_tir.tensor_intrin`), imported without TVMScript's frame lookups.
+"""TVM's tensor intrinsics (`tvm.s_tir.tensor_intrin`), imported without TVMScript's frame lookups, and
+ours beside them (a WMMA multiply-add with its operands in the other order).
 
 MetaSchedule's TuneContext and DLight's tensor-core GEMM import that module, which parses about 500
 TVMScript functions. Each parse calls `inspect.stack()`, which finds every frame's source file, and

@@ -792,9 +792,9 @@ class TensorCoreGemm(ScheduleRule):
     fixed 128x128 tiles (75 blocks for MobileNetV2's 960->320 at 7x7, batch 64, on an H200's 132
     multiprocessors: 53.5 us against torch's 10), the default tiles waste little padding (a ResNeXt
     g32 group's 32 output channels are two fragments, not a quarter of a 128 tile) and make a block
-    per multiprocessor where they can. Listed after
-    the rules that serve these layers by default, so it serves through tuned records (untimed as
-    yet). Does not apply to float32 (it would round to TF32; our float32 kernels are exact),
+    per multiprocessor where they can, within 48 KB of shared memory in all (what a GPU check
+    counts). Listed after the rules that serve these layers by default, so it serves through tuned
+    records (untimed as yet). Does not apply to float32 (it would round to TF32; our float32 kernels are exact),
     depthwise convs or dilation. Tunable: warps and fragments a warp along i and j."""
 
     name = "cuda.TensorCoreGemm"
