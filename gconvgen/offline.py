@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import warnings
 from collections import Counter
@@ -122,7 +123,14 @@ def export(specs: list[KernelSpec], profile: TargetProfile, out_dir: str | Path,
                             "record": record_json(record),
                             "args": [{"name": n, "shape": list(spec.shape(n)), "dtype": spec.dtype}
                                      for n in spec.arg_names]})
-    build.compile_library(funcs, profile, out / LIBRARY)
+    try:
+        build.compile_library(funcs, profile, out / LIBRARY)
+    except RuntimeError as e:   # (nvcc's whole output runs to hundreds of MB of warnings: the refusals alone)
+        refused = refusals(str(e), entries)
+        if not refused:
+            raise
+        raise RuntimeError(f"nvcc refused {len(refused)} of {len(entries)} candidates, so no library was built:\n"
+                           + "\n".join(refused)) from None
     bundle.copy_runtime(out, profile)
     (out / "loader").mkdir(exist_ok=True)
     for name in ("gconvgen_loader.py", "measure.py"):
@@ -132,6 +140,17 @@ def export(specs: list[KernelSpec], profile: TargetProfile, out_dir: str | Path,
         "device": "cuda" if profile.target.get("kind") == "cuda" else "cpu", "library": LIBRARY, "candidates": entries,
         "workloads": workloads}, indent=1) + "\n")
     return out
+
+
+def refusals(message: str, entries: list[dict]) -> list[str]:
+    """The candidates ptxas refused in a failed build's message, each with its rule, kernel and reason."""
+    by_function = {e["function"]: e for e in entries}
+    found = []
+    for function, reason in re.findall(r"ptxas error\s*: Entry function '(\w+?)_kernel' (.*)", message):
+        entry = by_function.get(function)
+        found.append(f"  {function} ({entry['rule']}, {entry['key']}): {reason.strip()}" if entry
+                     else f"  {function}: {reason.strip()}")
+    return found
 
 
 def import_results(folder: str | Path, profile: TargetProfile) -> Counter:

@@ -187,21 +187,30 @@ def test_cuda_alternatives_schedule_every_suite_layer():
     assert {"cuda.DepthwiseStagedNCHW", "cuda.DepthwiseWideNHWC", "cuda.BatchGemm", "cuda.TensorCoreGemm"} <= applied
 
 
-def test_gpu_limits_are_checked():
+@needs_nvcc
+def test_gpu_limits_are_checked(tmp_path):
     """offline.fits finds a schedule past the 48 KB of static shared memory a block may have (the
     batch GEMM's staged tile without its bound: 98 KB on ResNeXt's g32 at 56x56, which failed nvcc on
-    a whole library of candidates), and the bounded one within."""
+    a whole library of candidates after 18 minutes), and the bounded one within; where nvcc refuses
+    a candidate all the same, the error names it, its rule and its kernel."""
     import tvm
-    from gconvgen.offline import fits
+    from gconvgen import build
+    from gconvgen.offline import fits, refusals
     from gconvgen.ops import prim_func
     from schedules import cuda
-    target = targets.load("cuda-sm90").tvm_target()
+    profile = targets.load("cuda-sm90")
+    target = profile.tvm_target()
     spec = next(w.spec for w in suites.load("public", "NHWC") if w.name == "rx50.g32c128x56")
     spec = dataclasses.replace(spec, batch=64)
     mod = tvm.IRModule({"main": prim_func(spec)})
     unbounded = cuda.BatchGemm(stage_bytes=1 << 20).apply(prim_func(spec), target, tunable=False)
     assert not fits(unbounded, mod, target)
     assert fits(cuda.BatchGemm().apply(prim_func(spec), target, tunable=False), mod, target)
+    name = f"c2_{spec.func_name}"
+    with pytest.raises(RuntimeError) as refused:
+        build.compile_library({name: unbounded.mod["main"].with_attr("global_symbol", name)}, profile, tmp_path / "c.so")
+    found = refusals(str(refused.value), [{"function": name, "rule": "cuda.BatchGemm", "key": spec.key}])
+    assert len(found) == 1 and found[0].startswith(f"  {name} (cuda.BatchGemm, {spec.key}): uses too much shared data")
 
 
 @needs_nvcc
