@@ -631,7 +631,7 @@ class GroupConvNCHW(ScheduleRule):
         it takes at most 256 (7x7 and 14x14 planes would leave most of 128 threads idle), else
         `threads`."""
         units = spec.out_height * spec.out_width // pixels
-        return -(-units // 32) * 32 if units <= 256 else self.threads
+        return _ceil_div(units, 32) * 32 if units <= 256 else self.threads
 
     def applies(self, spec, target: Target) -> bool:
         return (target.kind.name == "cuda" and spec.op == "conv2d" and spec.op_class != "depthwise"
@@ -809,7 +809,7 @@ class TensorCoreGemm(ScheduleRule):
         per, pixels = spec.out_channels // spec.groups, spec.batch * spec.out_height * spec.out_width
         k = spec.in_channels // spec.groups * spec.kernel[0] * spec.kernel[1]
         i, j = (per, pixels) if spec.layout == "NCHW" else (pixels, per)
-        return -(-i // _FRAG), -(-j // _FRAG), -(-k // _FRAG)
+        return _ceil_div(i, _FRAG), _ceil_div(j, _FRAG), _ceil_div(k, _FRAG)
 
     def _tiles(self, spec) -> tuple[tuple[int, int], tuple[int, int], int]:
         """((warps, fragments a warp) along i, the same along j, the chunk in fragments): the
@@ -818,14 +818,14 @@ class TensorCoreGemm(ScheduleRule):
         ties; all within shared_bytes (a GPU check counts the dynamic stages with the static tile)."""
         ni, nj, nk = self._gemm(spec)
         # (a chunk of one fragment is not pipelined: 2 where padding to it wastes more)
-        chunks = [c for c in (4, 2) if -(-nk // c) * c <= nk * 1.125] or [2 if nk > 1 else 1]
+        chunks = [c for c in (4, 2) if _ceil_div(nk, c) * c <= nk * 1.125] or [2 if nk > 1 else 1]
         best = None
         for wy, wz, fy, fz, chunk in ((a, b, c, d, e) for a in (1, 2, 4) for b in (1, 2, 4) for c in (1, 2, 4)
                                       for d in (1, 2, 4) for e in chunks):
             ti, tj = wy * fy, wz * fz
             if self._shared_bytes(ti, tj, chunk) > self.shared_bytes:
                 continue
-            waste = -(-ni // ti) * ti * -(-nj // tj) * tj / (ni * nj)
+            waste = _ceil_div(ni, ti) * ti * _ceil_div(nj, tj) * tj / (ni * nj)
             key = (waste <= 1.15, min(self._blocks(spec, ti, tj), self.min_blocks), ti * tj, -(ti + tj), chunk,
                    -abs(fy * fz - 4), -wy * wz)
             if best is None or key > best[0]:
@@ -842,7 +842,7 @@ class TensorCoreGemm(ScheduleRule):
     def _blocks(self, spec, ti: int, tj: int) -> int:
         """Blocks of tiles of ti x tj fragments."""
         ni, nj, _ = self._gemm(spec)
-        return spec.groups * -(-ni // ti) * -(-nj // tj)
+        return spec.groups * _ceil_div(ni, ti) * _ceil_div(nj, tj)
 
     @staticmethod
     def _lanes(spec) -> tuple[int, int, int]:
@@ -858,8 +858,7 @@ class TensorCoreGemm(ScheduleRule):
             plain = spec.kernel == (1, 1) and spec.stride == (1, 1) and not any(spec.padding)
             runs = (cig * spec.kernel[0] * spec.kernel[1], plane if plain else 1, plane)
         most = 8 if spec.kernel == (1, 1) else 4
-        a, b, out = (_power_of_two_dividing(run, limit) for run, limit in zip(runs, (most, most, 4)))
-        return a, b, out
+        return tuple(_power_of_two_dividing(run, limit) for run, limit in zip(runs, (most, most, 4)))
 
     def applies(self, spec, target: Target) -> bool:
         return (target.kind.name == "cuda" and spec.op == "conv2d" and spec.dtype == "float16"
@@ -893,8 +892,8 @@ class TensorCoreGemm(ScheduleRule):
             sch.transform_layout(rb, ("write", 0), lambda j, k: (k, j))
         sch.reindex(conv, ("write", 0))
         # whole tiles of the default's size; a sampled tile divides them (a perfect tile)
-        sch.pad_einsum(conv, [1, -(-ni // (wy * fy)) * wy * fy * _FRAG, -(-nj // (wz * fz)) * wz * fz * _FRAG,
-                              -(-nk // chunk) * chunk * _FRAG])
+        sch.pad_einsum(conv, [1, _ceil_div(ni, wy * fy) * wy * fy * _FRAG, _ceil_div(nj, wz * fz) * wz * fz * _FRAG,
+                              _ceil_div(nk, chunk) * chunk * _FRAG])
         g, i, j, k = sch.get_loops(conv)
         i, ii = sch.split(i, factors=[None, _FRAG])
         j, ji = sch.split(j, factors=[None, _FRAG])
@@ -907,7 +906,7 @@ class TensorCoreGemm(ScheduleRule):
         k0, k1 = sch.split(k, factors=[None, chunk])   # (not sampled: a pipeline needs two rounds)
         # DLight's pipeline: the next chunk's global loads and the next fragments' shared loads
         # are issued before this one's multiply-adds (TVM's pipelining fails on a single round)
-        if -(-nk // chunk) > 1 and chunk > 1:
+        if _ceil_div(nk, chunk) > 1 and chunk > 1:
             sch.annotate(k0, "software_pipeline_order", [0, 3, 1, 4, 5, 2, 6])
             sch.annotate(k0, "software_pipeline_stage", [0, 0, 0, 0, 0, 1, 1])
         if chunk > 1:
@@ -1077,6 +1076,10 @@ def _pixels_leaving(width: int, units: int, most: int, threads: int) -> int:
     """Adjacent outputs of a row a thread takes, of `units` a pixel each: the most (up to `most`,
     dividing the row) that leave at least `threads` threads, else 1."""
     return max(d for d in range(1, most + 1) if width % d == 0 and (d == 1 or units // d >= threads))
+
+
+def _ceil_div(n: int, d: int) -> int:
+    return -(-n // d)
 
 
 def _power_of_two_dividing(n: int, limit: int) -> int:

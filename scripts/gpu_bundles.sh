@@ -12,8 +12,7 @@
 #                  beside the NCHW grouped and 1x1 ones, cuda.GroupConvStagedNCHW and the batch GEMM
 #                  (cuda.BatchGemm); beside the grouped and dense ones in float16, the tensor cores
 #                  (cuda.TensorCoreGemm); beside the dense 1x1s, DLight's GEMM (cuda.PointwiseGemm).
-#                  ALT=N draws N from each alternative's space (not only its own schedule; slow to
-#                  compile where GroupConvStagedNCHW is one, see README), TRIALS=N
+#                  ALT=N draws N from each alternative's space (not only its own schedule), TRIALS=N
 #                  N from the rule's (4), RULES=a,b only the kernels those rules apply to (e.g. the
 #                  alternatives a GPU has not timed). The GPU host times them
 #                  (loader/measure.py) and `gconvgen tune --target cuda-sm90 --import-results DIR`
