@@ -40,7 +40,17 @@ timeout 40 python3 out/gpu/model/loader/gpu_check.py out/gpu/model --model mobil
     --dtypes float32,float16 2>&1 | tee "$RESULTS/model.txt"
 # Tuning candidates (each checked against the rule's output); results.json is rewritten as it goes
 if [ -d out/gpu/cands ]; then
-    timeout 330 python3 out/gpu/cands/loader/measure.py out/gpu/cands > "$RESULTS/cands.txt" 2>&1
+    # a candidate that faults stops the run (exit 3); --resume counts it failed and goes on after it
+    rm -f out/gpu/cands/results.json out/gpu/cands/measuring.json "$RESULTS/cands.txt"
+    end=$((SECONDS + 330))
+    for attempt in 1 2 3 4 5 6; do
+        left=$((end - SECONDS))
+        [ "$left" -gt 10 ] || break
+        timeout "$left" python3 out/gpu/cands/loader/measure.py out/gpu/cands --resume >> "$RESULTS/cands.txt" 2>&1
+        rc=$?
+        [ "$rc" -le 1 ] && break
+        echo "(exit $rc: resuming after the candidate that was running)" >> "$RESULTS/cands.txt"
+    done
     tail -n 3 "$RESULTS/cands.txt"
     cp out/gpu/cands/results.json "$RESULTS/cands_results.json"   # candidates.json is the one built here
 fi

@@ -63,6 +63,25 @@ def test_measure_refuses_a_candidate_that_computes_something_else(host, tmp_path
     assert results[data["candidates"][0]["function"]] and results[data["candidates"][1]["function"]] == []
 
 
+def test_measure_resumes_after_the_candidate_a_run_died_in(exported, tmp_path):
+    # as a GPU run leaves it when a candidate faults: the rule's schedule timed, the next one running
+    _, folder = exported
+    copy = tmp_path / "c"
+    shutil.copytree(folder, copy)
+    functions = [c["function"] for c in json.loads((copy / offline.CANDIDATES).read_text())["candidates"]]
+    (copy / offline.RESULTS).write_text(json.dumps({functions[0]: [1.0]}))
+    (copy / "measuring.json").write_text(json.dumps({"function": functions[1]}))
+    done = subprocess.run([sys.executable, copy / "loader" / "measure.py", copy, "--resume"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{functions[1]} failed: the last run died in it" in done.stdout
+    results = json.loads((copy / offline.RESULTS).read_text())
+    # kept, failed, and the rest measured: checked against the rule's schedule, which ran again for it
+    assert results[functions[0]] == [1.0] and results[functions[1]] == []
+    assert all(results[f] and min(results[f]) > 0 for f in functions[2:]) and len(results) == len(functions)
+    assert not (copy / "measuring.json").exists()
+
+
 def test_import_refuses_other_targets_and_missing_results(exported, tmp_path):
     profile, folder = exported
     copy = tmp_path / "c"

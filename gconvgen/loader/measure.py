@@ -2,13 +2,16 @@
 """Time every candidate of a gconvgen candidates folder (gconvgen tune --export-candidates) in one
 run and write FOLDER/results.json for `gconvgen tune --import-results`.
 
-    python loader/measure.py FOLDER [--rounds 5]
+    python loader/measure.py FOLDER [--rounds 5] [--resume]
 
 Needs tvm-ffi and the folder's lib/; torch for CUDA candidates (tensors and events). The candidates
 of a kernel run on the same random data, and each one's output is compared with the first's (the
 rule's own schedule, which the build machine's tests check against torch): a candidate that fails or
 computes something else is recorded as failed, never as a time. results.json is rewritten after
-every candidate, so a run cut short keeps what it measured.
+every candidate, so a run cut short keeps what it measured. A candidate that faults on a GPU leaves
+the process's CUDA context unusable: the run then stops with exit status 3, and `--resume` goes on
+after it, counting it failed (FOLDER/measuring.json names the candidate running, for a run that
+died outright).
 """
 from __future__ import annotations
 
@@ -94,10 +97,35 @@ def _time(fn, device: str, rounds: int) -> list[float]:
     return samples
 
 
+BROKEN = 3   # exit status: a candidate left the CUDA context unusable; --resume goes on after it
+
+
+def _resumed(folder: Path) -> dict:
+    """An earlier run's results, plus a failure for the candidate it died in."""
+    results = json.loads((folder / "results.json").read_text()) if (folder / "results.json").exists() else {}
+    running = folder / "measuring.json"
+    if running.exists():
+        died = json.loads(running.read_text()).get("function")
+        if died and died not in results:
+            results[died] = []
+            print(f"{died} failed: the last run died in it", flush=True)
+    return results
+
+
+def _context_alive() -> bool:
+    import torch
+    try:
+        return torch.ones(1, device="cuda").add_(1).item() == 2.0
+    except Exception:  # noqa: BLE001 - a sticky CUDA error
+        return False
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folder")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--resume", action="store_true", help="keep results.json's timings and go on after them; "
+                   "the candidate the last run died in counts as failed")
     args = p.parse_args(argv)
     folder = Path(args.folder)
     data = json.loads((folder / "candidates.json").read_text())
@@ -107,19 +135,28 @@ def main(argv: list[str]) -> int:
         gconvgen_loader.load_cuda_runtime(folder, str(folder / data["library"]))
     import tvm_ffi
     module = tvm_ffi.load_module(str(folder / data["library"]))
-    results, start = {}, time.monotonic()
+    results, start = (_resumed(folder) if args.resume else {}), time.monotonic()
+    sync = (lambda: __import__("torch").cuda.synchronize()) if device == "cuda" else (lambda: None)
     inputs, expected = {}, {}   # per kernel key: its random arguments, and the rule's output on them
+    rule_schedule = {}   # per kernel key, its first candidate: the rule's own schedule
+    for entry in data["candidates"]:
+        rule_schedule.setdefault(entry["key"], entry["function"])
     for i, entry in enumerate(data["candidates"], 1):
+        key = entry["key"]
+        first = rule_schedule[key] == entry["function"]
+        done = entry["function"] in results
+        if done and not (first and results[entry["function"]]):
+            continue   # measured by the run resumed (a rule's own schedule runs again, as the reference)
+        (folder / "measuring.json").write_text(json.dumps({"function": entry["function"]}))
         try:
             fn = module[entry["function"]]
-            key = entry["key"]
-            first = key not in inputs   # a kernel's first candidate is the rule's own schedule
-            if first:   # (a kernel's candidates are listed together: the last kernel's data can go)
+            if key not in inputs:   # (a kernel's candidates are listed together: the last kernel's data can go)
                 inputs.clear()
                 inputs[key] = _tensors(entry["args"], device)
             tensors = inputs[key]
             _poison(tensors[-1], entry["args"][-1]["dtype"], device)
             fn(*tensors)
+            sync()   # a fault is this candidate's, not the next one's
             got = _values(tensors[-1], entry["args"][-1]["dtype"], device)
             if first:
                 expected[key] = got
@@ -127,14 +164,23 @@ def main(argv: list[str]) -> int:
                 raise ValueError("the rule's schedule failed, so there is nothing to check it against")
             elif _differ(got, expected[key], entry["args"][-1]["dtype"]):
                 raise ValueError("its output differs from the rule's schedule")
+            if done:
+                continue
             samples = _time(lambda: fn(*tensors), device, args.rounds)
             results[entry["function"]] = samples
             note = f"{statistics.median(samples) * 1e6:9.1f} us"
         except Exception as e:  # noqa: BLE001 - a failing candidate is a result, not the end of the run
+            if done:   # the rule's schedule, timed by the run resumed, failed as its reference now
+                print(f"{entry['function']} failed as the reference: {str(e)[:80]}", flush=True)
+                continue
             results[entry["function"]] = []
             note = f"failed: {str(e)[:80]}"
         print(f"[{i}/{len(data['candidates'])}] {entry['function']} {entry.get('rule', '')} {note}", flush=True)
         (folder / "results.json").write_text(json.dumps(results) + "\n")
+        if not results[entry["function"]] and device == "cuda" and not _context_alive():
+            print("the CUDA context is broken after that candidate: run again with --resume to go on", flush=True)
+            return BROKEN
+    (folder / "measuring.json").unlink(missing_ok=True)
     print(f"wrote {folder / 'results.json'}: {len(results)} candidates in {time.monotonic() - start:.0f} s")
     return 0
 
