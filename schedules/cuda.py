@@ -594,8 +594,9 @@ class SplitReductionNCHW(ScheduleRule):
         if spec.out_height * spec.out_width % 32 == 0:   # runs inside a plane (flat ones would not be affine)
             po, tx = sch.split(sch.fuse(h, w), factors=[None, 32])
             bx = sch.fuse(n, o, po)
-        else:
-            bx, tx = sch.split(sch.fuse(n, o, h, w), factors=[None, 32])
+        else:   # runs across an image's planes (across images too, TVM's compute_at below refuses)
+            po, tx = sch.split(sch.fuse(o, h, w), factors=[None, 32])
+            bx = sch.fuse(n, po)
         sch.bind(bx, "blockIdx.x")
         sch.bind(tx, "threadIdx.x")
         # the sum's one loop (at least 2 slices are sampled) must be innermost for the cross-thread

@@ -150,13 +150,14 @@ def test_gpu_check_model_runs_on_a_cpu_bundle(host, tmp_path):
 
 
 def test_cuda_rules_schedule_every_suite_layer():
-    """Every layer of the public suite, in either layout, at batch 1 and 64, gets its CUDA rule's
-    schedule (no compile: the rules' own arithmetic once failed on NHWC 1x1s at batch 1)."""
+    """Every layer of the public suite, in either layout, at batch 1, 2 and 64, gets its CUDA rule's
+    schedule (no compile: the rules' own arithmetic once failed on NHWC 1x1s at batch 1, and the split
+    reduction's on MobileNetV2's 7x7 and 14x14 1x1s at batch 2 to 4)."""
     from gconvgen.schedule import rule_schedule
     profile = targets.load("cuda-sm90")
     for layout in ("NCHW", "NHWC"):
         for w in suites.load("public", layout):
-            for batch in (1, 64):
+            for batch in (1, 2, 64):
                 assert rule_schedule(dataclasses.replace(w.spec, batch=batch), profile).source.startswith("cuda.")
 
 

@@ -89,6 +89,7 @@ CASES = [
     (cuda.SplitReductionNCHW(), conv(256, 64, 7, k=1, batch=1, epilogue=("bias",))),
     (cuda.SplitReductionNCHW(), conv(96, 384, 1, k=1, epilogue=("bias", "sigmoid"))),   # a squeeze-and-excitation gate
     (cuda.SplitReductionNCHW(), conv(64, 32, 7, batch=1, groups=2, dtype="float16")),
+    (cuda.SplitReductionNCHW(), conv(96, 40, 7, k=1, batch=2, epilogue=("bias",))),   # blocks across planes
     (cuda.GroupConvNCHW(), conv(32, 64, 10, groups=4)),
     (cuda.GroupConvNCHW(), conv(24, 48, 9, k=1, stride=2, dtype="float16", epilogue=("bias",))),
     (cuda.GroupConvStagedNCHW(), conv(64, 128, 7, groups=4)),                 # 8 channels a thread
