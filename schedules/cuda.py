@@ -52,7 +52,8 @@ def _unshuffle(sch: s_tir.Schedule, spec) -> None:
 class DepthwiseNCHW(ScheduleRule):
     """Depthwise conv in NCHW: a thread block per (image, channel, band of output rows); the band's
     input rows plus the halo are staged in shared memory by all threads together (coalesced along
-    rows); each thread computes several adjacent outputs of a row from it, taps unrolled. Tunable:
+    rows); each thread computes several adjacent outputs of a row from it, taps unrolled, and
+    stores them as one vector where their count allows (_vector_stores). Tunable:
     the band's rows and the outputs per thread. Does not apply to NHWC or with an output shuffle."""
 
     name = "cuda.DepthwiseNCHW"
@@ -71,7 +72,8 @@ class DepthwiseNCHW(ScheduleRule):
         n, c, h, w = sch.get_loops(out)
         # at most 1024 threads a block: rows x (ow / outputs per thread)
         hf = tile_factors(sch, h, divisor_at_most(oh, self.rows), tunable, max_inner=16)
-        wf = tile_factors(sch, w, divisor_at_most(ow, self.per_thread), tunable, max_inner=8)
+        per_thread = divisor_at_most(ow, self.per_thread)
+        wf = tile_factors(sch, w, per_thread, tunable, max_inner=8)
         ho, hi_ = sch.split(h, factors=hf)
         wo, wi_ = sch.split(w, factors=wf)
         threads = [hf[1], wf[0] if tunable else ow // wf[1]]   # rows x runs: one factor each, as a trace stores them
@@ -80,7 +82,6 @@ class DepthwiseNCHW(ScheduleRule):
         thread = sch.fuse(hi_, wo)
         sch.bind(block, "blockIdx.x")
         sch.bind(thread, "threadIdx.x")
-        sch.unroll(wi_)
         sch.compute_at(conv, thread, preserve_unit_loops=True)
         sch.set_scope(conv, 0, "local")
         loops = sch.get_loops(conv)[2:]
@@ -96,6 +97,7 @@ class DepthwiseNCHW(ScheduleRule):
             sch.bind(sch.fuse(*tx), "threadIdx.x")
         if sch.get(conv).reads and any(int(iv.iter_type) != _SPATIAL for iv in sch.get(conv).iter_vars):
             sch.decompose_reduction(conv, sch.get_loops(conv)[2])
+        _vector_stores(sch, wi_, per_thread, spec.dtype)   # (a split before compute_at refuses some tiles)
 
 
 class DepthwiseStagedNCHW(ScheduleRule):
@@ -104,7 +106,7 @@ class DepthwiseStagedNCHW(ScheduleRule):
     16-byte loads (8 lanes in float16, 4 in float32, fewer where a row's width is not a multiple),
     all in flight at once (the copy loop unrolled); the padding is then a predicate on the reads
     from shared memory. Each thread computes several adjacent outputs of a row (up to 4, 8 for a
-    kernel 5 or more wide), taps unrolled.
+    kernel 5 or more wide), taps unrolled, stored as vectors (_vector_stores).
     DepthwiseNCHW stages the padded tile one 2-byte or 4-byte load per thread at a time, so few
     loads are in flight: on an H200 at batch 64 its layers reached 15-49 % of copy bandwidth in
     float32 and 7-26 % in float16. Listed after DepthwiseNCHW, so it serves through tuned records
@@ -143,7 +145,6 @@ class DepthwiseStagedNCHW(ScheduleRule):
         block, thread = sch.fuse(n, co, ho), sch.fuse(ci, hi, wo)
         sch.bind(block, "blockIdx.x")
         sch.bind(thread, "threadIdx.x")
-        sch.unroll(wi)
         sch.compute_at(conv, thread, preserve_unit_loops=True)
         sch.set_scope(conv, 0, "local")
         for loop in sch.get_loops(conv)[2:]:
@@ -161,6 +162,7 @@ class DepthwiseStagedNCHW(ScheduleRule):
         sch.unroll(outer)
         if any(int(iv.iter_type) != _SPATIAL for iv in sch.get(conv).iter_vars):   # (a 1x1 has no taps to sum)
             sch.decompose_reduction(conv, sch.get_loops(conv)[2])
+        _vector_stores(sch, wi, per_thread, spec.dtype)
 
 
 class ChannelVectorNHWC(ScheduleRule):
@@ -676,11 +678,12 @@ class GroupConvStagedNCHW(GroupConvNCHW):
     where GroupConvNCHW loads each weight on its own (a load per multiply-add on an H200's ResNeXt
     g32 layers at 7x7 and 14x14, 0.1-0.5x torch at batch 64). A thread takes up to `pixels`
     adjacent outputs of a row, so each weight vector serves all of them, and at stride 1 their
-    taps overlap (a 3-tap row of 4 outputs reads 6 inputs, not 12); the default keeps 128K
-    threads busy, as ChannelVectorNHWC. Listed after GroupConvNCHW, so it serves through tuned
-    records (untimed as yet). The chunk's loop is unrolled, so its size is bounded by the code
-    that makes too. Tunable: the channels and pixels a thread takes, the chunk. Does not
-    apply to depthwise, NHWC, or groups (or shuffle groups) of fewer than 4 output channels."""
+    taps overlap (a 3-tap row of 4 outputs reads 6 inputs, not 12), and leave as one vector store a
+    channel (_vector_stores); the default keeps 128K threads busy, as ChannelVectorNHWC. Listed
+    after GroupConvNCHW, so it serves through tuned records (untimed as yet). The chunk's loop is
+    unrolled, so its size is bounded by the code that makes too. Tunable: the channels and pixels
+    a thread takes, the chunk. Does not apply to depthwise, NHWC, or groups (or shuffle groups) of
+    fewer than 4 output channels."""
 
     name = "cuda.GroupConvStagedNCHW"
 
@@ -716,6 +719,7 @@ class GroupConvStagedNCHW(GroupConvNCHW):
         # the block's threads as the default decisions have it (a mutated one keeps them: a split
         # that does not divide is predicated)
         threads = self._threads(spec, pixels)
+        run = pixels   # (the default, which the vector stores' lanes divide)
         n, o, h, w = sch.get_loops(out)
         if tunable:
             # the channels and pixels sampled keep the unrolled chunk within twice `unrolled` (they
@@ -733,7 +737,6 @@ class GroupConvStagedNCHW(GroupConvNCHW):
         sch.reorder(n, oo, bp, tp, wp, oi_)
         sch.bind(sch.fuse(n, oo, bp), "blockIdx.x")
         sch.bind(tp, "threadIdx.x")
-        sch.unroll(wp)
         spatial, red = _accumulate_in_thread(sch, conv, tp)
         ci = red[0]
         # (a sampled chunk no longer than the default: longer ones made a g32 3x3 candidate 6 MB of
@@ -755,6 +758,10 @@ class GroupConvStagedNCHW(GroupConvNCHW):
         sch.bind(tx, "threadIdx.x")
         sch.unroll(ahead)
         sch.decompose_reduction(conv, cio)
+        # the epilogue a channel at a time, its pixels stored as vectors
+        sch.reorder(oi_, wp)
+        sch.unroll(oi_)
+        _vector_stores(sch, wp, run, spec.dtype)
 
 
 class PointwiseTensorCoreNHWC(ScheduleRule):
@@ -1077,6 +1084,21 @@ def _pixels_leaving(width: int, units: int, most: int, threads: int) -> int:
     """Adjacent outputs of a row a thread takes, of `units` a pixel each: the most (up to `most`,
     dividing the row) that leave at least `threads` threads, else 1."""
     return max(d for d in range(1, most + 1) if width % d == 0 and (d == 1 or units // d >= threads))
+
+
+def _vector_stores(sch: s_tir.Schedule, loop, run: int, dtype: str, most_lanes: int = 4) -> None:
+    """A thread's `run` adjacent outputs of a row (the epilogue's innermost loop) stored as vectors
+    (4 lanes at most: TVM's CUDA codegen has no 8-lane float32 for the epilogue's arithmetic), not as
+    scalars `run` elements apart across the warp: a warp's store then covers its sectors once, where
+    scalar stores write each sector `run` times. The lanes divide `run` and the row, so every vector
+    is aligned; a tuned run they do not divide leaves a predicate, and TVM stores that one in scalars."""
+    lanes = _power_of_two_dividing(run, min(most_lanes, 128 // dtype_bits(dtype)))
+    if lanes == 1:
+        sch.unroll(loop)
+        return
+    outer, inner = sch.split(loop, factors=[None, lanes])
+    sch.unroll(outer)
+    sch.vectorize(inner)
 
 
 def _ceil_div(n: int, d: int) -> int:

@@ -234,6 +234,27 @@ def test_depthwise_alternatives_load_16_bytes(layout, rule):
 
 
 @needs_nvcc
+@pytest.mark.parametrize("rule, layer", [("DepthwiseNCHW", "mbv2.dw144x56"), ("DepthwiseStagedNCHW", "mbv2.dw144x56"),
+                                         ("GroupConvStagedNCHW", "rx50.g32c256x28")])
+@pytest.mark.parametrize("dtype, vector", [("float32", "float4"), ("float16", "half4")])
+def test_nchw_rules_store_vectors(rule, layer, dtype, vector):
+    """A thread's 4 adjacent outputs of a row leave in one vector store, not as 4 scalars 4 apart
+    across the warp (each sector of the row written 4 times)."""
+    import tvm
+    from gconvgen.cuda import prepare
+    from gconvgen.ops import prim_func
+    from schedules import cuda
+    prepare()
+    profile = targets.load("cuda-sm90")
+    spec = next(w.spec for w in suites.load("public", "NCHW") if w.name == layer)
+    spec = dataclasses.replace(spec, batch=64, dtype=dtype)
+    sch = getattr(cuda, rule)().apply(prim_func(spec), profile.tvm_target(), tunable=False)
+    with profile.tvm_target() as target:
+        source = tvm.compile(sch.mod, target=target).mod.imports[0].inspect_source()
+    assert f"*({vector}*)(out_ptr + " in source and "out_ptr[" not in source
+
+
+@needs_nvcc
 @pytest.mark.parametrize("layout, name", [("NCHW", "rx50.g32c1024x7"), ("NHWC", "rx50.g32c1024x7"),
                                          ("NCHW", "mbv2.pw960to320x7")])
 def test_tensor_core_gemm_compiles_and_replays(layout, name):
