@@ -394,8 +394,9 @@ class BatchGemm(ScheduleRule):
     float32 with them (torch 20), ResNeXt's g32 1024x7 148 and 229 (torch 42). Listed after
     them, so it serves through tuned records (untimed as yet). An output shuffle is fused into the
     stores (_unshuffle). Tunable: the threads and a thread's outputs along each axis, the chunk.
-    Does not apply to depthwise convs (a GEMM of one row), dilation, blocked weights, or where the
-    default tiles make fewer than `min_blocks` / 4 blocks (a batch-1 7x7 layer)."""
+    Does not apply to depthwise convs (a GEMM of one input channel, with a channel multiplier too),
+    dilation, blocked weights, or where the default tiles make fewer than `min_blocks` / 4 blocks
+    (a batch-1 7x7 layer)."""
 
     name = "cuda.BatchGemm"
 
@@ -460,7 +461,7 @@ class BatchGemm(ScheduleRule):
                 and spec.dilation == (1, 1)):
             return False
         m, _, k = self._gemm(spec)
-        if m < 4 or k < 8:   # (depthwise: a GEMM of one row)
+        if spec.op_class == "depthwise" or m < 4 or k < 8:   # (depthwise: a GEMM of one row per output channel)
             return False
         return self._blocks(spec) >= self.min_blocks // 4
 
@@ -802,8 +803,9 @@ class TensorCoreGemm(ScheduleRule):
     g32 group's 32 output channels are two fragments, not a quarter of a 128 tile) and make a block
     per multiprocessor where they can, within 48 KB of shared memory in all (what a GPU check
     counts). Listed after the rules that serve these layers by default, so it serves through tuned
-    records (untimed as yet). Does not apply to float32 (it would round to TF32; our float32 kernels are exact),
-    depthwise convs or dilation. Tunable: warps and fragments a warp along i and j."""
+    records (untimed as yet). Does not apply to float32 (it would round to TF32; our float32 kernels
+    are exact), depthwise convs, dilation, or one output channel a group (a GEMM of one row or
+    column, which TVM refuses to tile). Tunable: warps and fragments a warp along i and j."""
 
     name = "cuda.TensorCoreGemm"
 
@@ -871,7 +873,7 @@ class TensorCoreGemm(ScheduleRule):
     def applies(self, spec, target: Target) -> bool:
         return (target.kind.name == "cuda" and spec.op == "conv2d" and spec.dtype == "float16"
                 and spec.op_class != "depthwise" and spec.dilation == (1, 1)
-                and spec.weight_layout in ("OIHW", "HWIO"))
+                and spec.weight_layout in ("OIHW", "HWIO") and spec.out_channels // spec.groups >= 2)
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         from gconvgen import tensor_intrin

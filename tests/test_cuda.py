@@ -188,6 +188,34 @@ def test_cuda_alternatives_schedule_every_suite_layer():
     assert {"cuda.DepthwiseStagedNCHW", "cuda.DepthwiseWideNHWC", "cuda.BatchGemm", "cuda.TensorCoreGemm"} <= applied
 
 
+@pytest.mark.parametrize("cin, cout, size, k, stride, groups, batch, layout", [
+    (32, 2, 6, 1, 1, 2, 3, "NCHW"),      # one output channel a group
+    (96, 8, 17, 5, 1, 8, 2, "NHWC"),
+    (8, 32, 15, 3, 1, 8, 3, "NHWC"),     # depthwise with a channel multiplier
+    (8, 32, 15, 3, 1, 8, 3, "NCHW"),
+    (64, 64, 12, 3, 2, 8, 2, "NCHW"),    # the split reduction across planes of several images
+    (58, 1, 15, 3, 1, 1, 3, "NHWC"),     # one output channel
+    (24, 3, 3, 3, 2, 3, 4, "NCHW"),      # a 2x2 output
+])
+def test_cuda_rules_schedule_odd_shapes(cin, cout, size, k, stride, groups, batch, layout):
+    """Shapes off the suite's (a random sweep of 1,500 found each of these refused by an alternative:
+    a tuning run or a candidates export died on them): every CUDA rule that applies schedules them,
+    in float32 and float16, untuned and as a tuning space."""
+    from gconvgen.ops import prim_func
+    from gconvgen.spec import KernelSpec
+    from schedules import cuda
+    target = targets.load("cuda-sm90").tvm_target()
+    for dtype in ("float32", "float16"):
+        spec = KernelSpec.from_json({"op": "conv2d", "batch": batch, "in_channels": cin, "out_channels": cout,
+                                     "height": size, "width": size, "kernel": [k, k], "stride": [stride, stride],
+                                     "padding": [k // 2, k // 2], "groups": groups, "epilogue": ["bias"],
+                                     "layout": layout, "dtype": dtype})
+        for rule in cuda.RULES:
+            if rule.applies(spec, target):
+                for tunable in (False, True):
+                    assert rule.apply(prim_func(spec), target, tunable=tunable) is not None, (rule.name, spec.key)
+
+
 @needs_nvcc
 def test_gpu_limits_are_checked(tmp_path):
     """offline.fits finds a schedule past the 48 KB of static shared memory a block may have (the
