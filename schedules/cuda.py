@@ -192,8 +192,10 @@ class ChannelVectorNHWC(ScheduleRule):
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         window = spec.op_class in ("depthwise", "pool")
         # 4 lanes in either dtype: float16 would fit 8 in 16 bytes, but TVM's CUDA codegen cannot
-        # emit the 8-lane float32 accumulator (it writes a make_ulonglong4 of 8 floats)
-        lanes = divisor_at_most(spec.out_channels if window else spec.out_channels // spec.groups, 4)
+        # emit the 8-lane float32 accumulator (it writes a make_ulonglong4 of 8 floats); float16
+        # vectors are of 2 or 4 (it has no half3)
+        channels = spec.out_channels if window else spec.out_channels // spec.groups
+        lanes = divisor_at_most(channels, 4) if spec.dtype == "float32" else _power_of_two_dividing(channels, 4)
         vectors = spec.out_channels // lanes
         per_block = divisor_at_most(vectors, self.threads)   # channel vectors a block takes
         # Outside windows, at stride 1, a thread takes up to 4 adjacent pixels of a row, so each

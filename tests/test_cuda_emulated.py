@@ -42,6 +42,7 @@ CASES = [
     (cuda.ChannelVectorNHWC(), dw(16, 10, layout="NHWC", dtype="float16")),
     (cuda.ChannelVectorNHWC(), conv(32, 256, 32, k=1, batch=8, layout="NHWC", epilogue=("bias",))),  # 4 pixels a thread
     (cuda.ChannelVectorNHWC(), conv(32, 64, 9, groups=4, layout="NHWC")),
+    (cuda.ChannelVectorNHWC(), conv(12, 3, 5, k=5, layout="NHWC", dtype="float16")),   # 3 channels: scalars
     (cuda.DepthwiseWideNHWC(), dw(16, 8, layout="NHWC", dtype="float16")),     # 8 lanes, 4 pixels a thread
     (cuda.DepthwiseWideNHWC(), dw(24, 12, stride=2, layout="NHWC")),
     (cuda.DepthwiseWideNHWC(), dw(48, 14, k=7, layout="NHWC", dtype="float16", epilogue=("bias",))),
