@@ -235,8 +235,10 @@ class DepthwiseWideNHWC(ScheduleRule):
     a tap in float16 and each tap of each pixel anew; on an H200 its float16 stride-1 layers reached
     33-39 % of copy bandwidth. Listed after ChannelVectorNHWC, so it serves through tuned records
     (untimed as yet). Tunable: the channel vectors a block takes, the pixels a block and a thread
-    take. Does not apply to NCHW, grouped or dense convs, pooling, an output shuffle, dilation, or
-    kernels of one row or column (they have no kernel row to stage by)."""
+    take. Does not apply to NCHW, grouped or dense convs, pooling, an output shuffle, dilation,
+    kernels of one row or column (they have no kernel row to stage by), or a channel multiplier
+    not a power of two (a vector of 4 output channels then reads input channels not starting at a
+    whole vector: a GPU faults on the load)."""
 
     name = "cuda.DepthwiseWideNHWC"
 
@@ -245,8 +247,10 @@ class DepthwiseWideNHWC(ScheduleRule):
         self.bytes_per_load = bytes_per_load
 
     def applies(self, spec, target: Target) -> bool:
+        multiplier = spec.out_channels // spec.in_channels
         return (target.kind.name == "cuda" and spec.op_class == "depthwise" and spec.layout == "NHWC"
-                and spec.shuffle_groups == 1 and spec.dilation == (1, 1) and min(spec.kernel) > 1)
+                and spec.shuffle_groups == 1 and spec.dilation == (1, 1) and min(spec.kernel) > 1
+                and multiplier & (multiplier - 1) == 0)
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
