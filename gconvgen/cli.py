@@ -93,7 +93,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                      alternative_trials=args.alternative_trials)
         count = len(json.loads((out / CANDIDATES).read_text())["candidates"])
         print(f"wrote {count} candidates of {len(names)} kernels (up to {args.trials} from each rule's space, "
-              f"then up to {args.alternative_trials} from each later rule that applies) to {out}/; on the target run "
+              f"then up to {args.alternative_trials} from each other rule that applies) to {out}/; on the target run "
               f"`python {out.name}/loader/measure.py {out.name}`, bring results.json back into {out}/, then "
               f"`gconvgen tune --target {profile.name} --import-results {out}`")
         return 0
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--export-candidates", default=None, metavar="DIR", help="for a machine this one cannot "
                    "reach: write --trials candidates per kernel, built, with a script that times them all there")
     p.add_argument("--alternative-trials", type=int, default=1, metavar="N", help="with --export-candidates: "
-                   "also N candidates from the space of each later rule that applies (default 1: its own schedule)")
+                   "also N candidates from the space of each other rule that applies (default 1: its own schedule)")
     p.add_argument("--import-results", default=None, metavar="DIR", help="add DIR/results.json (from the "
                    "candidates' measure.py) to the target's tuning log")
     p.set_defaults(func=cmd_tune)

@@ -2,7 +2,7 @@
 
 1. `export`: candidates are drawn here from MetaSchedule's evolutionary search over each kernel's
    rule space (random tilings, the rule's own choice first), plus the schedules of the family's
-   later rules that apply to it too (alternatives), built into one library, and written
+   other rules that apply to it too (alternatives), built into one library, and written
    with the runtime libraries, the loader and `loader/measure.py` into a folder to carry over.
 2. On the machine: `python loader/measure.py FOLDER` times every candidate in one run and writes
    `results.json` (needs tvm-ffi; torch for CUDA tensors).
@@ -38,7 +38,7 @@ FORMAT = 2   # 2: each kernel's workload once, in "workloads" by key (1 repeated
 def _draw(spec: KernelSpec, profile: TargetProfile, count: int, seed: int,
           alternative_count: int = 1) -> tuple[tvm.IRModule, list]:
     """The kernel's module, and its candidates as (schedule, args_info, rule name): the rule's own
-    schedule and up to count - 1 random points of its space, then from every later rule of the
+    schedule and up to count - 1 random points of its space, then from every other rule of the
     family that applies too (its alternatives, which only a timed candidate can make serve; not the
     fallbacks) its own schedule and up to alternative_count - 1 random points of its space."""
     from schedules import rules_for
@@ -47,8 +47,8 @@ def _draw(spec: KernelSpec, profile: TargetProfile, count: int, seed: int,
     rule = rule_for(spec, profile)
     drawn = _explore(spec, mod, rule, target, count, seed)
     family = rules_for(profile.family)
-    for alt in family[family.index(rule) + 1:]:
-        if alt.applies(spec, target) and not alt.name.lower().endswith("fallback"):
+    for alt in family:
+        if alt is not rule and alt.applies(spec, target) and not alt.name.lower().endswith("fallback"):
             points = _explore(spec, mod, alt, target, alternative_count, seed)
             if points and not fits(points[0][0], mod, target):
                 # (the random points are checked so by the search; a rule's own choice is not, and one

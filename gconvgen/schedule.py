@@ -63,11 +63,11 @@ def schedule(spec: KernelSpec, profile: TargetProfile, use_logs: bool = True) ->
 
 
 def rule_for(spec: KernelSpec, profile: TargetProfile):
-    """The first rule of the profile's family that applies to spec (the fallback last)."""
+    """The first rule of the profile's family that serves spec (the fallback last)."""
     from schedules import rules_for
     target = profile.tvm_target()
     for rule in rules_for(profile.family):
-        if rule.applies(spec, target):
+        if rule.serves(spec, target):
             return rule
     raise ValueError(f"no schedule rule applies to {spec.key} on target {profile.name} "
                      f"(family {profile.family})")

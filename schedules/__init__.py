@@ -23,6 +23,12 @@ class ScheduleRule:
     def applies(self, spec, target: Target) -> bool:
         raise NotImplementedError
 
+    def serves(self, spec, target: Target) -> bool:
+        """Whether this rule schedules spec untuned (the first of the family that serves it does):
+        wherever it applies, unless a rule knows from timings that another does better there. A
+        rule that applies but does not serve is still a tuning alternative (gconvgen.offline)."""
+        return self.applies(spec, target)
+
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         """Schedule `sch` (holding the spec's PrimFunc as "main") in place."""
         raise NotImplementedError

@@ -108,11 +108,14 @@ class DepthwiseStagedNCHW(ScheduleRule):
     from shared memory. Each thread computes several adjacent outputs of a row (up to 4, 8 for a
     kernel 5 or more wide), taps unrolled, stored as vectors (_vector_stores).
     DepthwiseNCHW stages the padded tile one 2-byte or 4-byte load per thread at a time, so few
-    loads are in flight: on an H200 at batch 64 its layers reached 15-49 % of copy bandwidth in
-    float32 and 7-26 % in float16. Listed after DepthwiseNCHW, so it serves through tuned records
-    (untimed as yet). Small planes take several channels a block, up to `threads` threads.
-    Tunable: the planes, rows and outputs per thread. Does not apply to NHWC or with an output
-    shuffle."""
+    loads are in flight. Small planes take several channels a block, up to `threads` threads.
+    Serves where it was faster on an H200 at batch 64 (the best of each rule's timed candidates,
+    the suite's 38 NCHW depthwise kernels): in float16 (e.g. 144x56 81 us against 112), at stride 2
+    (96x112 in float32 141 against 211), on planes of 14x14 or less (960x7 14 against 39), and with a
+    kernel 5 or more wide only on 7x7 planes: DepthwiseNCHW was ahead on float32 3x3s at stride 1 on
+    planes of 28x28 and more (32x112 97 against 122) and far ahead on ConvNeXt's 7x7s above 7x7
+    (96x56 140 against 464). Tunable: the planes, rows and outputs per thread. Does not apply to
+    NHWC or with an output shuffle."""
 
     name = "cuda.DepthwiseStagedNCHW"
 
@@ -125,6 +128,13 @@ class DepthwiseStagedNCHW(ScheduleRule):
     def applies(self, spec, target: Target) -> bool:
         return (target.kind.name == "cuda" and spec.op_class == "depthwise" and spec.layout == "NCHW"
                 and spec.shuffle_groups == 1)
+
+    def serves(self, spec, target: Target) -> bool:
+        if not self.applies(spec, target):
+            return False
+        if spec.kernel[1] >= 5:
+            return spec.out_width <= 7
+        return spec.dtype == "float16" or spec.stride != (1, 1) or spec.out_width <= 14
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         _inline_pad(sch)
@@ -1147,8 +1157,8 @@ def _thread_per_element(sch: s_tir.Schedule, block, threads: int) -> None:
         sch.decompose_reduction(block, red[0])
 
 
-# The first that applies serves a kernel untuned; the later ones that apply are its alternatives,
+# The first that serves a kernel schedules it untuned; the others that apply are its alternatives,
 # offered as tuning candidates (gconvgen.offline) and served where a tuned record says so.
-RULES: list[ScheduleRule] = [DepthwiseNCHW(), DepthwiseStagedNCHW(), PointwiseTiledNCHW(), PointwiseTensorCoreNHWC(), ChannelVectorNHWC(),
+RULES: list[ScheduleRule] = [DepthwiseStagedNCHW(), DepthwiseNCHW(), PointwiseTiledNCHW(), PointwiseTensorCoreNHWC(), ChannelVectorNHWC(),
                              DepthwiseWideNHWC(), SplitReductionNCHW(), GroupConvNCHW(), GroupConvStagedNCHW(),
                              BatchGemm(), TensorCoreGemm(), PointwiseGemm(), Fallback()]

@@ -102,9 +102,10 @@ def test_cuda_candidates_carry_fatbins(tmp_path):
     assert cli.main(["tune", "--target", "cuda-sm90", "--suite", str(suite), "--trials", "2",
                      "--alternative-trials", "2", "--export-candidates", str(tmp_path / "h100")]) == 0
     data = json.loads((tmp_path / "h100" / offline.CANDIDATES).read_text())
-    # 2 of the depthwise rule's space, and 2 of its staged alternative's
+    # 2 of the space of the depthwise rule that serves a 12x12 plane (the staged one), and 2 of the
+    # other's
     assert data["device"] == "cuda" and [c["rule"] for c in data["candidates"]] == [
-        "cuda.DepthwiseNCHW", "cuda.DepthwiseNCHW", "cuda.DepthwiseStagedNCHW", "cuda.DepthwiseStagedNCHW"]
+        "cuda.DepthwiseStagedNCHW", "cuda.DepthwiseStagedNCHW", "cuda.DepthwiseNCHW", "cuda.DepthwiseNCHW"]
     assert len({json.dumps(c["record"]) for c in data["candidates"]}) == 4
     assert has_fatbin(tmp_path / "h100" / offline.LIBRARY)
     assert (tmp_path / "h100" / "lib" / "libtvm_runtime_cuda.so").exists()
