@@ -3,12 +3,12 @@
 #   out/gpu/suite  the public suite at batch 1 and 64, float32 and float16 (issue 6's kernel table)
 #   out/gpu/nhwc   the same in NHWC at batch 64 (the depthwise bandwidth target, in either layout)
 #   out/gpu/model  MobileNetV2's layers at batch 1, float32 and float16 (the whole model, CUDA graphs)
-#   out/gpu/cands  tuning candidates, 4 each (the rule's own first) plus the schedules of the later
+#   out/gpu/cands  tuning candidates, 4 each (the rule's own first) plus the schedules of the other
 #                  rules that apply (gconvgen.offline), of the kernels of the suite at batch 64 (either
 #                  layout) and of MobileNetV2 at batch 1 where a rule whose space no GPU has explored
-#                  serves or could serve: all of them but the fallback's; the NCHW depthwise layers at
-#                  batch 64 (their rule's space was timed in Nov 2026) for their new alternative,
-#                  cuda.DepthwiseStagedNCHW; beside the NHWC depthwise ones, cuda.DepthwiseWideNHWC;
+#                  as it is serves or could serve: all of them but the fallback's; the NCHW depthwise
+#                  layers on both their rules (vector stores since their Nov 2026 timings); beside the
+#                  NHWC depthwise ones, cuda.DepthwiseWideNHWC;
 #                  beside the NCHW grouped and 1x1 ones, cuda.GroupConvStagedNCHW and the batch GEMM
 #                  (cuda.BatchGemm); beside the grouped and dense ones in float16, the tensor cores
 #                  (cuda.TensorCoreGemm); beside the dense 1x1s, DLight's GEMM (cuda.PointwiseGemm).
