@@ -243,23 +243,31 @@ def test_gpu_limits_are_checked(tmp_path):
     assert len(found) == 1 and found[0].startswith(f"  {name} (cuda.BatchGemm, {spec.key}): uses too much shared data")
 
 
+def _suite_layer(name: str, layout: str, dtype: str) -> KernelSpec:
+    """A layer of the public suite at batch 64."""
+    spec = next(w.spec for w in suites.load("public", layout) if w.name == name)
+    return dataclasses.replace(spec, batch=64, dtype=dtype)
+
+
+def _cuda_source(mod) -> str:
+    """The CUDA source TVM writes for a scheduled module (sm_90)."""
+    import tvm
+    from gconvgen.cuda import prepare
+    prepare()
+    with targets.load("cuda-sm90").tvm_target() as target:
+        return tvm.compile(mod, target=target).mod.imports[0].inspect_source()
+
+
 @needs_nvcc
 @pytest.mark.parametrize("layout, rule", [("NCHW", "DepthwiseStagedNCHW"), ("NHWC", "DepthwiseWideNHWC")])
 def test_depthwise_alternatives_load_16_bytes(layout, rule):
     """The two depthwise alternatives exist for their 16-byte loads of the input, in float16 too (8
     lanes): the CUDA source reads input_ptr as uint4 (TVM's type for 8 halves)."""
-    import tvm
-    from gconvgen.cuda import prepare
     from gconvgen.ops import prim_func
     from schedules import cuda
-    prepare()
-    profile = targets.load("cuda-sm90")
-    spec = next(w.spec for w in suites.load("public", layout) if w.name == "mbv2.dw144x56")
-    spec = dataclasses.replace(spec, batch=64, dtype="float16")
-    sch = getattr(cuda, rule)().apply(prim_func(spec), profile.tvm_target(), tunable=False)
-    with profile.tvm_target() as target:
-        source = tvm.compile(sch.mod, target=target).mod.imports[0].inspect_source()
-    assert "*(uint4*)(input_ptr + " in source
+    spec = _suite_layer("mbv2.dw144x56", layout, "float16")
+    sch = getattr(cuda, rule)().apply(prim_func(spec), targets.load("cuda-sm90").tvm_target(), tunable=False)
+    assert "*(uint4*)(input_ptr + " in _cuda_source(sch.mod)
 
 
 @needs_nvcc
@@ -269,17 +277,11 @@ def test_depthwise_alternatives_load_16_bytes(layout, rule):
 def test_nchw_rules_store_vectors(rule, layer, dtype, vector):
     """A thread's 4 adjacent outputs of a row leave in one vector store, not as 4 scalars 4 apart
     across the warp (each sector of the row written 4 times)."""
-    import tvm
-    from gconvgen.cuda import prepare
     from gconvgen.ops import prim_func
     from schedules import cuda
-    prepare()
-    profile = targets.load("cuda-sm90")
-    spec = next(w.spec for w in suites.load("public", "NCHW") if w.name == layer)
-    spec = dataclasses.replace(spec, batch=64, dtype=dtype)
-    sch = getattr(cuda, rule)().apply(prim_func(spec), profile.tvm_target(), tunable=False)
-    with profile.tvm_target() as target:
-        source = tvm.compile(sch.mod, target=target).mod.imports[0].inspect_source()
+    spec = _suite_layer(layer, "NCHW", dtype)
+    sch = getattr(cuda, rule)().apply(prim_func(spec), targets.load("cuda-sm90").tvm_target(), tunable=False)
+    source = _cuda_source(sch.mod)
     assert f"*({vector}*)(out_ptr + " in source and "out_ptr[" not in source
 
 
@@ -294,13 +296,10 @@ def test_tensor_core_gemm_compiles_and_replays(layout, name):
     same function."""
     import tvm
     from tvm import s_tir
-    from gconvgen.cuda import prepare
     from gconvgen.ops import prim_func
     from schedules import cuda
-    prepare()
     profile = targets.load("cuda-sm90")
-    spec = next(w.spec for w in suites.load("public", layout) if w.name == name)
-    spec = dataclasses.replace(spec, batch=64, dtype="float16")
+    spec = _suite_layer(name, layout, "float16")
     rule = cuda.TensorCoreGemm()
     (wy, fy), (wz, fz), _ = rule._tiles(spec)
     assert rule._blocks(spec, wy * fy, wz * fz) >= 132
@@ -308,9 +307,7 @@ def test_tensor_core_gemm_compiles_and_replays(layout, name):
     replayed = s_tir.Schedule(tvm.IRModule({"main": prim_func(spec)}))
     sch.trace.apply_to_schedule(replayed, remove_postproc=False)
     tvm.ir.assert_structural_equal(replayed.mod, sch.mod)
-    with profile.tvm_target() as target:
-        source = tvm.compile(sch.mod, target=target).mod.imports[0].inspect_source()
-    assert "wmma::mma_sync" in source
+    assert "wmma::mma_sync" in _cuda_source(sch.mod)
 
 
 @needs_nvcc

@@ -74,17 +74,23 @@ def _differ(got, expected, dtype: str) -> bool:
     return any(not abs(a - b) <= relative * scale for a, b in zip(got, expected))
 
 
+def _sync(device: str) -> None:
+    """Wait for the kernels queued on the GPU (where a fault shows); nothing to wait for on a CPU."""
+    if device == "cuda":
+        import torch
+        torch.cuda.synchronize()
+
+
 def _time(fn, device: str, rounds: int) -> list[float]:
     """Seconds per call, one number per round; each round runs for at least 20 ms."""
     fn()
-    sync = (lambda: __import__("torch").cuda.synchronize()) if device == "cuda" else (lambda: None)
-    sync()
+    _sync(device)
     reps, spent = 1, 0.0
     while spent < 0.02 and reps < 1 << 14:
         start = time.perf_counter()
         for _ in range(reps):
             fn()
-        sync()
+        _sync(device)
         spent = time.perf_counter() - start
         reps *= 2
     samples = []
@@ -92,7 +98,7 @@ def _time(fn, device: str, rounds: int) -> list[float]:
         start = time.perf_counter()
         for _ in range(reps):
             fn()
-        sync()
+        _sync(device)
         samples.append((time.perf_counter() - start) / reps)
     return samples
 
@@ -136,7 +142,6 @@ def main(argv: list[str]) -> int:
     import tvm_ffi
     module = tvm_ffi.load_module(str(folder / data["library"]))
     results, start = (_resumed(folder) if args.resume else {}), time.monotonic()
-    sync = (lambda: __import__("torch").cuda.synchronize()) if device == "cuda" else (lambda: None)
     inputs, expected = {}, {}   # per kernel key: its random arguments, and the rule's output on them
     rule_schedule = {}   # per kernel key, its first candidate: the rule's own schedule
     for entry in data["candidates"]:
@@ -156,7 +161,7 @@ def main(argv: list[str]) -> int:
             tensors = inputs[key]
             _poison(tensors[-1], entry["args"][-1]["dtype"], device)
             fn(*tensors)
-            sync()   # a fault is this candidate's, not the next one's
+            _sync(device)   # a fault is this candidate's, not the next one's
             got = _values(tensors[-1], entry["args"][-1]["dtype"], device)
             if first:
                 expected[key] = got
