@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # On a GPU host with PyTorch and no TVM (the bundles from scripts/gpu_bundles.sh in out/gpu/): installs
-# the carried tvm-ffi wheel into a scratch folder, then checks and times every kernel of the suite
-# bundle (NCHW, then NHWC at batch 64), and the whole MobileNetV2 at batch 1 (eager and CUDA graphs),
-# against torch; then times the tuning candidates of out/gpu/cands. On an H200 the checks took 36, 18 and
-# 9 s in Nov 2026; the candidates (about 1000, 0.15 s each) take most of the rest; 10 minutes at most.
+# the carried tvm-ffi wheel into a scratch folder, times the tuning candidates of out/gpu/cands, then
+# checks and times every kernel of the suite bundle (NCHW, then NHWC at batch 64) against torch, each
+# beside its fastest candidate (gpu_check.py --candidates: the geomeans once more with the faster of
+# the two, what importing the timings would serve, from this one run), and the whole MobileNetV2 at
+# batch 1 (eager and CUDA graphs). On an H200 the checks took 36, 18 and 9 s in Nov 2026; the
+# candidates (about 1000, 0.15 s each) take most of the rest; 10 minutes at most.
 # Results: $OUT (or out/gpu/results) gets suite.json, nhwc.json, the printed reports and the
 # candidates' timings, cands_results.json (copy it to out/gpu/cands/results.json here, then
 # `gconvgen tune --target cuda-sm90 --import-results out/gpu/cands`). Eight files: the device tool's limit.
@@ -22,23 +24,21 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader |
 # A kernel that faults leaves CUDA's context unusable: the check then stops (or dies), and is run again
 # with --resume, which counts that kernel failed and goes on after it, within the bundle's seconds.
 check_kernels() {   # bundle, seconds
-    local end=$((SECONDS + $2)) left rc
+    local end=$((SECONDS + $2)) left rc cands=()
+    [ -f out/gpu/cands/results.json ] && cands=(--candidates out/gpu/cands)
     rm -f "$RESULTS/$1.json" "$RESULTS/$1.txt"
     for attempt in 1 2 3 4; do
         left=$((end - SECONDS))
         [ "$left" -gt 20 ] || break
         timeout "$left" python3 "out/gpu/$1/loader/gpu_check.py" "out/gpu/$1" --budget-seconds $((left * 6 / 10)) \
-            --json "$RESULTS/$1.json" --resume 2>&1 | tee -a "$RESULTS/$1.txt"
+            --json "$RESULTS/$1.json" --resume ${cands[@]+"${cands[@]}"} 2>&1 | tee -a "$RESULTS/$1.txt"
         rc=${PIPESTATUS[0]}
         [ "$rc" -le 1 ] && break
         echo "(exit $rc: resuming after the kernel that was running)" | tee -a "$RESULTS/$1.txt"
     done
 }
-check_kernels suite 150
-check_kernels nhwc 60
-timeout 40 python3 out/gpu/model/loader/gpu_check.py out/gpu/model --model mobilenet_v2 \
-    --dtypes float32,float16 2>&1 | tee "$RESULTS/model.txt"
-# Tuning candidates (each checked against the rule's output); results.json is rewritten as it goes
+# First the tuning candidates (each checked against the rule's output; results.json is rewritten as it
+# goes), so the checks below can time each kernel's fastest beside the bundle's (--candidates)
 if [ -d out/gpu/cands ]; then
     # a candidate that faults stops the run (exit 3); --resume counts it failed and goes on after it
     rm -f out/gpu/cands/results.json out/gpu/cands/measuring.json "$RESULTS/cands.txt"
@@ -54,3 +54,7 @@ if [ -d out/gpu/cands ]; then
     tail -n 3 "$RESULTS/cands.txt"
     cp out/gpu/cands/results.json "$RESULTS/cands_results.json"   # candidates.json is the one built here
 fi
+check_kernels suite 150
+check_kernels nhwc 60
+timeout 40 python3 out/gpu/model/loader/gpu_check.py out/gpu/model --model mobilenet_v2 \
+    --dtypes float32,float16 2>&1 | tee "$RESULTS/model.txt"

@@ -82,6 +82,50 @@ def test_measure_resumes_after_the_candidate_a_run_died_in(exported, tmp_path):
     assert not (copy / "measuring.json").exists()
 
 
+def _gpu_check(bundle_dir, candidates, journal) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, bundle_dir / "loader" / "gpu_check.py", bundle_dir, "--device", "cpu",
+                           "--json", journal, "--candidates", candidates], capture_output=True, text=True, timeout=300)
+
+
+def test_gpu_check_times_each_kernels_fastest_candidate(exported, host, tmp_path):
+    """One GPU run shows what importing its timings would serve: gpu_check.py --candidates checks and
+    times each kernel's fastest timed candidate beside the bundle's kernel (here on this CPU)."""
+    from gconvgen import bundle
+    _, folder = exported
+    copy = tmp_path / "c"
+    shutil.copytree(folder, copy)
+    entries = json.loads((copy / offline.CANDIDATES).read_text())["candidates"]
+    first = [e["function"] for e in entries if e["key"] == SPECS[0].key]
+    # as measure.py writes them: the depthwise's second candidate its fastest, the 1x1's all failed
+    results = {e["function"]: [] if e["key"] == SPECS[1].key else [1.0] for e in entries}
+    results[first[1]] = [0.5, 0.4, 0.6]
+    (copy / offline.RESULTS).write_text(json.dumps(results))
+    out = bundle.make(SPECS, host, tmp_path / "b")
+    done = _gpu_check(out, copy, tmp_path / "r.json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {r["key"]: r for r in json.loads((tmp_path / "r.json").read_text())["rows"]}
+    depthwise, pointwise = rows[SPECS[0].key], rows[SPECS[1].key]
+    assert depthwise["candidate"] == first[1] and depthwise["candidate_ok"] and depthwise["candidate_us"] > 0
+    assert depthwise["tuned_speedup"] >= depthwise["speedup"] and "candidate" not in pointwise
+    assert "with the fastest timed candidates, float32 batch 1: " in done.stdout
+
+
+def test_gpu_check_flags_a_fastest_candidate_that_differs_from_torch(host, tmp_path):
+    from gconvgen import bundle
+    other = dataclasses.replace(SPECS[0], epilogue=())   # without its relu, listed as the kernel's candidate
+    folder = offline.export([SPECS[0], other], host, tmp_path / "c", trials=1)
+    data = json.loads((folder / offline.CANDIDATES).read_text())
+    data["candidates"][1]["key"] = SPECS[0].key
+    (folder / offline.CANDIDATES).write_text(json.dumps(data))
+    (folder / offline.RESULTS).write_text(json.dumps({data["candidates"][0]["function"]: [1.0],
+                                                      data["candidates"][1]["function"]: [0.5]}))
+    out = bundle.make(SPECS[:1], host, tmp_path / "b")
+    done = _gpu_check(out, folder, tmp_path / "r.json")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "DIFFERS from torch" in done.stdout and "1 fastest candidate(s) differ from torch" in done.stdout
+    assert "1 of 1 kernels match torch" in done.stdout
+
+
 def test_import_refuses_other_targets_and_missing_results(exported, tmp_path):
     profile, folder = exported
     copy = tmp_path / "c"

@@ -4,6 +4,7 @@ for a GPU host that has PyTorch but no TVM compiler (the bundle carries the runt
 
     python loader/gpu_check.py BUNDLE [--device cuda|cpu] [--budget-seconds 240] [--json FILE [--resume]]
     python loader/gpu_check.py BUNDLE --model mobilenet_v2 [--model ...] [--dtypes float32,float16]
+    python loader/gpu_check.py BUNDLE --candidates CANDS ...   (CANDS timed by loader/measure.py)
 
 For every kernel in the manifest: random inputs, our kernel vs torch's conv2d + bias + activation
 (+ shuffle) as a model runs it, in float32 or float16 (fp16 compared at 1e-2 relative); times ours
@@ -19,6 +20,11 @@ With --model (a bundle of that model's layers: gconvgen build --model NAME): the
 through gconvgen.convert and torch.ops.gconvgen on CUDA tensors (the bundle's python/ copy of the
 gconvgen package, runtime only, in strict mode: a layer missing from the bundle is an error), checked
 against torch, then ours and torch's (NCHW and channels_last) each captured in a CUDA graph and replayed.
+
+With --candidates: each kernel's fastest tuning candidate that measure.py timed there (gconvgen tune
+--export-candidates) is checked against torch and timed beside the bundle's kernel, and the geomeans
+are printed again with the faster of the two: what importing those timings would serve, from the
+same run, without a rebuild here and a second run there.
 """
 from __future__ import annotations
 
@@ -243,6 +249,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--model", action="append", default=[], help="check and time this model at batch 1 instead "
                    "(its layers' bundle, see above); repeatable")
     p.add_argument("--dtypes", default="float32", help="with --model: these dtypes (default float32)")
+    p.add_argument("--candidates", default=None, help="a candidates folder with measure.py's results.json: "
+                   "each kernel's fastest candidate too (see above)")
     args = p.parse_args(argv)
     start = time.monotonic()
     timer = Timer(args.device)
@@ -252,6 +260,7 @@ def main(argv: list[str]) -> int:
               f"{time.monotonic() - start:.0f} s")
         return 1 if failures else 0
     lib = gconvgen_loader.Library(args.bundle)
+    args.candidates = Candidates(args.candidates) if args.candidates else None
     bandwidth = copy_bandwidth(args.device, timer)
     dev = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     print(f"{lib.target.get('profile')} on {dev}: copy bandwidth {bandwidth / 1e3:.0f} GB/s; "
@@ -275,21 +284,56 @@ def main(argv: list[str]) -> int:
             print("the CUDA context is broken after that kernel: run again with --resume to go on", flush=True)
             return BROKEN
     journal(args.json, dev, bandwidth, rows)   # a resumed run with nothing left still clears "current"
-    timed = [r for r in rows if "speedup" in r]
+    summary(rows, "")
+    if any("tuned_speedup" in r for r in rows):
+        summary(rows, "tuned_")
+    differ = [r["key"] for r in rows if r.get("candidate_ok") is False]
+    if differ:
+        print(f"{len(differ)} fastest candidate(s) differ from torch (importing their timings would serve them): "
+              + ", ".join(k[:60] for k in differ))
+    print(f"{len(rows) - failures} of {len(rows)} kernels match torch; {time.monotonic() - start:.0f} s")
+    return 1 if failures or differ else 0
+
+
+def summary(rows: list[dict], prefix: str) -> None:
+    """Geomean speedups and issue 6's bandwidth target per dtype and batch; prefix "tuned_": with each
+    kernel's fastest candidate where it beat the bundle's kernel."""
+    timed = [r for r in rows if prefix + "speedup" in r]
+    label = " with the fastest timed candidates" if prefix else ""
     for dtype in sorted({r["dtype"] for r in timed}):
         for batch in sorted({r["batch"] for r in timed}):
-            sel = [r["speedup"] for r in timed if r["dtype"] == dtype and r["batch"] == batch]
+            sel = [r[prefix + "speedup"] for r in timed if r["dtype"] == dtype and r["batch"] == batch]
             if sel:
                 geo = math.exp(sum(math.log(s) for s in sel) / len(sel))
-                print(f"geomean vs torch's better layout, {dtype} batch {batch}: {geo:.2f}x over {len(sel)} kernels")
+                print(f"geomean vs torch's better layout{label}, {dtype} batch {batch}: {geo:.2f}x over "
+                      f"{len(sel)} kernels")
             # issue 6's bandwidth target: depthwise layers moving 4 MB or more at 70 % of copy bandwidth
-            big = [r["bandwidth_fraction"] for r in timed if r["dtype"] == dtype and r["batch"] == batch
+            big = [r[prefix + "bandwidth_fraction"] for r in timed if r["dtype"] == dtype and r["batch"] == batch
                    and r.get("depthwise") and r["moved_bytes"] >= 4e6]
             if big:
-                print(f"depthwise moving 4 MB or more, {dtype} batch {batch}: {sum(f >= 0.7 for f in big)} of "
-                      f"{len(big)} at 70 % of copy bandwidth or more (lowest {100 * min(big):.0f} %)")
-    print(f"{len(rows) - failures} of {len(rows)} kernels match torch; {time.monotonic() - start:.0f} s")
-    return 1 if failures else 0
+                print(f"depthwise moving 4 MB or more{label}, {dtype} batch {batch}: {sum(f >= 0.7 for f in big)} "
+                      f"of {len(big)} at 70 % of copy bandwidth or more (lowest {100 * min(big):.0f} %)")
+
+
+class Candidates:
+    """A candidates folder timed by loader/measure.py (candidates.json, results.json, the library they
+    name): each kernel's fastest candidate, by the median of its timings."""
+
+    def __init__(self, folder: str) -> None:
+        import tvm_ffi
+        root = Path(folder).resolve()
+        data = json.loads((root / "candidates.json").read_text())
+        try:
+            results = json.loads((root / "results.json").read_text())
+        except FileNotFoundError:
+            raise SystemExit(f"{root}/results.json not found: time the candidates first (loader/measure.py)") from None
+        self.module = tvm_ffi.load_module(str(root / data["library"]))
+        self.fastest: dict[str, tuple[float, str, str]] = {}   # key -> (seconds, function, rule)
+        for entry in data["candidates"]:
+            samples = results.get(entry["function"])
+            if samples:
+                best = (statistics.median(samples), entry["function"], entry.get("rule", ""))
+                self.fastest[entry["key"]] = min(self.fastest.get(entry["key"], best), best)
 
 
 BROKEN = 3   # exit status: a kernel left the CUDA context unusable; --resume goes on after it
@@ -341,12 +385,20 @@ def check_kernel(lib, key: str, entry: dict, args, timer, bandwidth: float, gen,
 
     def ours():   # tvm-ffi runs it on torch's current stream (it reads it from the CUDA tensors)
         fn(*kargs, out)
+    def error() -> float:   # out against torch's, relative to its largest value
+        got = out.permute(0, 3, 1, 2) if spec["layout"] == "NHWC" else out
+        return (got.float() - expected.float()).abs().max().item() / (expected.abs().max().item() or 1.0)
+    tolerance = 1e-2 if spec["dtype"] == "float16" else 1e-4
     ours()
-    got = out.permute(0, 3, 1, 2) if spec["layout"] == "NHWC" else out
-    scale = expected.abs().max().item() or 1.0
-    err = (got.float() - expected.float()).abs().max().item() / scale
-    ok = err < (1e-2 if spec["dtype"] == "float16" else 1e-4)
+    err = error()
+    ok = err < tolerance
     row = _row(key, spec, ok, err)
+    fastest = args.candidates.fastest.get(key) if args.candidates else None
+    if fastest is not None:
+        candidate = args.candidates.module[fastest[1]]
+        out.fill_(float("nan"))
+        candidate(*kargs, out)
+        row.update(candidate=fastest[1], candidate_rule=fastest[2], candidate_ok=error() < tolerance)
     if time.monotonic() - start < args.budget_seconds:
         cl = {k: (v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v) for k, v in targs.items()}
         row["ours_us"] = timer(ours)
@@ -356,9 +408,18 @@ def check_kernel(lib, key: str, entry: dict, args, timer, bandwidth: float, gen,
         row["moved_bytes"] = moved
         row["bandwidth_fraction"] = moved / row["ours_us"] / bandwidth
         row["speedup"] = min(row["torch_nchw_us"], row["torch_cl_us"]) / row["ours_us"]
+        if row.get("candidate_ok"):
+            row["candidate_us"] = timer(lambda: candidate(*kargs, out))
+            tuned = min(row["ours_us"], row["candidate_us"])
+            row["tuned_bandwidth_fraction"] = moved / tuned / bandwidth
+            row["tuned_speedup"] = min(row["torch_nchw_us"], row["torch_cl_us"]) / tuned
     timing = (f"ours {row['ours_us']:8.1f} us  torch best {min(row['torch_nchw_us'], row['torch_cl_us']):8.1f} us"
               f"  x{row['speedup']:5.2f}  {100 * row['bandwidth_fraction']:5.1f}% of copy bw"
               if "ours_us" in row else "(not timed: budget spent)")
+    if "candidate_us" in row:
+        timing += f"  candidate {row['candidate_us']:8.1f} us ({row['candidate_rule']})"
+    elif fastest is not None and not row["candidate_ok"]:
+        timing += f"  candidate {fastest[1]} ({fastest[2]}) DIFFERS from torch"
     print(f"{'ok  ' if ok else 'FAIL'} {key[:72]:72s} err {err:.1e}  {timing}", flush=True)
     return row
 
