@@ -3,7 +3,8 @@
 1. `export`: candidates are drawn here from MetaSchedule's evolutionary search over each kernel's
    rule space (random tilings, the rule's own choice first), plus the schedules of the family's
    other rules that apply to it too (alternatives), built into one library, and written
-   with the runtime libraries, the loader and `loader/measure.py` into a folder to carry over.
+   with the runtime libraries, the loader and `loader/measure.py` into a folder to carry over
+   (candidates.json lists them; their MetaSchedule records wait for the import in records.json.gz).
 2. On the machine: `python loader/measure.py FOLDER` times every candidate in one run and writes
    `results.json` (needs tvm-ffi; torch for CUDA tensors).
 3. `import_results`: the timings come back as ordinary MetaSchedule records in the target's tuning
@@ -12,6 +13,7 @@
 """
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import shutil
@@ -30,9 +32,12 @@ from .targets import TargetProfile
 from .tunelog import FAILED, TuneLog, record_json, workload_of
 
 CANDIDATES = "candidates.json"
+RECORDS = "records.json.gz"
 RESULTS = "results.json"
 LIBRARY = "candidates.so"
-FORMAT = 2   # 2: each kernel's workload once, in "workloads" by key (1 repeated it per candidate)
+# 3: the records and workloads (what only the import reads: three quarters of a candidates folder's
+# JSON) in RECORDS, compressed, not in CANDIDATES; 2: each kernel's workload once (1 repeated it)
+FORMAT = 3
 
 
 def _draw(spec: KernelSpec, profile: TargetProfile, count: int, seed: int,
@@ -110,7 +115,7 @@ def export(specs: list[KernelSpec], profile: TargetProfile, out_dir: str | Path,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     target = profile.tvm_target()
-    funcs, entries, workloads = {}, [], {}
+    funcs, entries, traces, workloads = {}, [], {}, {}
     for spec in {s.key: s for s in specs}.values():
         mod, drawn = _draw(spec, profile, trials, seed, alternative_trials)
         workloads[spec.key] = workload_of(mod)
@@ -119,8 +124,8 @@ def export(specs: list[KernelSpec], profile: TargetProfile, out_dir: str | Path,
             funcs[name] = sch.mod["main"].with_attr("global_symbol", name)
             record = ms.database.TuningRecord(sch.trace, ms.database.Workload(mod), run_secs=None, target=target,
                                               args_info=args_info)
+            traces[name] = record_json(record)
             entries.append({"function": name, "key": spec.key, "rule": rule, "spec": spec.to_json(),
-                            "record": record_json(record),
                             "args": [{"name": n, "shape": list(spec.shape(n)), "dtype": spec.dtype}
                                      for n in spec.arg_names]})
     try:
@@ -137,9 +142,17 @@ def export(specs: list[KernelSpec], profile: TargetProfile, out_dir: str | Path,
         shutil.copy2(PACKAGE_DIR / "loader" / name, out / "loader" / name)
     (out / CANDIDATES).write_text(json.dumps({
         "format": FORMAT, "profile": profile.name, "tvm_target": profile.target, "arch": profile.arch,
-        "device": "cuda" if profile.target.get("kind") == "cuda" else "cpu", "library": LIBRARY, "candidates": entries,
-        "workloads": workloads}, indent=1) + "\n")
+        "device": "cuda" if profile.target.get("kind") == "cuda" else "cpu", "library": LIBRARY, "candidates": entries},
+        indent=1) + "\n")
+    with gzip.open(out / RECORDS, "wt") as f:
+        json.dump({"records": traces, "workloads": workloads}, f)
     return out
+
+
+def records(folder: str | Path) -> dict:
+    """A candidates folder's records (by function) and workloads (by kernel key)."""
+    with gzip.open(Path(folder) / RECORDS, "rt") as f:
+        return json.load(f)
 
 
 def refusals(message: str, entries: list[dict]) -> list[str]:
@@ -169,6 +182,11 @@ def import_results(folder: str | Path, profile: TargetProfile) -> Counter:
         raise ValueError(f"{folder}: not a gconvgen candidates folder of format {FORMAT}")
     if data["profile"] != profile.name or data["tvm_target"] != profile.target:
         raise ValueError(f"{folder} holds candidates for target {data['profile']!r}, not {profile.name!r}")
+    try:
+        stored = records(folder)
+    except (OSError, EOFError, json.JSONDecodeError) as e:   # (gzip's errors are OSErrors)
+        raise ValueError(f"{folder / RECORDS} is missing or corrupt ({e}): import into the folder the candidates "
+                         f"were exported to, bringing back only {RESULTS}, or export them again") from e
     log = TuneLog(profile.log_dirs[0])
     counts: Counter = Counter()
     by_workload: dict[str, tuple[list, list]] = {}
@@ -176,11 +194,11 @@ def import_results(folder: str | Path, profile: TargetProfile) -> Counter:
         secs = results.get(entry["function"])
         if secs is None:
             continue
-        record = list(entry["record"])
+        record = list(stored["records"][entry["function"]])
         record[1] = [float(s) for s in secs] if secs else [FAILED]
-        workload = data["workloads"][entry["key"]]
+        workload = stored["workloads"][entry["key"]]
         by_workload.setdefault(workload[0], (workload, []))[1].append(record)
         counts[entry["key"]] += 1
-    for workload, records in by_workload.values():
-        log.append(workload, records)
+    for workload, timed in by_workload.values():
+        log.append(workload, timed)
     return counts

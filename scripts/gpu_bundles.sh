@@ -21,8 +21,9 @@
 # others' lib/ is dropped here and copied from it there (the device tool carries 64 MiB). Then, on the
 # GPU host (or through the device tool, carrying out/gpu):
 #   scripts/gpu_check.sh
-# About 40 minutes on 2 cores, most of it drawing the candidates and nvcc compiling their one library
-# (993 kernels in Nov 2026); CANDS=0 rebuilds the checked bundles only, e.g. after importing timings.
+# About 40 minutes on 2 cores in Nov 2026 (993 candidates), most of it drawing the candidates and nvcc
+# compiling them on one core; nvcc runs on every core since (RULES=... for 941: 12 minutes, not 24).
+# CANDS=0 rebuilds the checked bundles only, e.g. after importing timings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=${TARGET:-cuda-sm90}

@@ -39,6 +39,26 @@ def test_cuda_bundle_embeds_fatbins(name, tmp_path):
     assert {"cuda.DepthwiseNCHW", "cuda.DepthwiseStagedNCHW", "cuda.ChannelVectorNHWC", "cuda.PointwiseTiledNCHW",
             "cuda.PointwiseTensorCoreNHWC", "cuda.GroupConvNCHW", "cuda.SplitReductionNCHW", "cuda.Fallback"} <= rules
     assert data["target"]["tvm_target"]["arch"] == name.replace("cuda-sm", "sm_")
+    # nvcc ran in parts, on every core: one device module a part, and each kernel's code among them
+    import tvm
+    lib = tvm.runtime.load_module(str(out / "gconvgen.so"))
+    assert all(m.kind == "cuda" for m in lib.imports)
+    assert len(lib.imports) > 1 or len(os.sched_getaffinity(0)) == 1
+    assert all(lib.get_function(k["function"] + "_kernel", query_imports=True) for k in data["kernels"])
+    assert all(unpacked > packed for packed, unpacked in _fatbins(out / "gconvgen.so"))   # compressed
+
+
+def _fatbins(library: Path) -> list[tuple[int, int]]:
+    """(stored, unpacked) bytes of each fatbin's first entry in a library; unpacked is 0 for one stored
+    as it is (the entry header's layout as cuobjdump reads it: size at 8, the unpacked size at 56)."""
+    import struct
+    data, found, at = library.read_bytes(), [], 0
+    while (at := data.find(struct.pack("<I", 0xBA55ED50), at)) >= 0:
+        entry = at + struct.unpack_from("<H", data, at + 6)[0]
+        found.append((struct.unpack_from("<Q", data, entry + 8)[0], struct.unpack_from("<Q", data, entry + 56)[0]))
+        at += 16
+    assert found, "no fatbin in the library"
+    return found
     for f in ("lib/libtvm_runtime.so", "lib/libtvm_runtime_cuda.so", "lib/libtvm_ffi.so", "loader/gpu_check.py"):
         assert (out / f).exists(), f
 
@@ -322,9 +342,9 @@ def test_cuda_rules_are_tuning_spaces(tmp_path):
     specs.append(nhwc_dw)
     tensor_cores = SPECS[-2]   # DLight's fixed schedule: one candidate, its trace replayed
     out = offline.export(specs + [tensor_cores], targets.load("cuda-sm90"), tmp_path / "cands", trials=4)
-    data = json.loads((out / "candidates.json").read_text())
+    data, stored = json.loads((out / "candidates.json").read_text()), offline.records(out)["records"]
     for spec in specs + [tensor_cores]:
-        records = [json.dumps(c["record"]) for c in data["candidates"] if c["key"] == spec.key]
+        records = [json.dumps(stored[c["function"]]) for c in data["candidates"] if c["key"] == spec.key]
         assert len(set(records)) >= (2 if spec is tensor_cores else 3), (spec.key, len(records))
     # the later rules that apply are candidates too: DLight's GEMM for dense 1x1s, a thread per
     # output beside the split reduction, the channel vectors beside the tensor cores

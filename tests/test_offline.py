@@ -136,6 +136,9 @@ def test_import_refuses_other_targets_and_missing_results(exported, tmp_path):
     (copy / offline.RESULTS).write_text("{}")
     with pytest.raises(ValueError, match="not 'arm-cortex-a72'"):
         offline.import_results(copy, targets.load("arm-cortex-a72"))
+    (copy / offline.RECORDS).write_bytes(b"\x1f\x8b damaged")   # the records import reads, not carried
+    with pytest.raises(ValueError, match="records.json.gz is missing or corrupt"):
+        offline.import_results(copy, profile)
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs the CUDA toolkit (nvcc)")
@@ -150,6 +153,6 @@ def test_cuda_candidates_carry_fatbins(tmp_path):
     # other's
     assert data["device"] == "cuda" and [c["rule"] for c in data["candidates"]] == [
         "cuda.DepthwiseStagedNCHW", "cuda.DepthwiseStagedNCHW", "cuda.DepthwiseNCHW", "cuda.DepthwiseNCHW"]
-    assert len({json.dumps(c["record"]) for c in data["candidates"]}) == 4
+    assert len({json.dumps(r) for r in offline.records(tmp_path / "h100")["records"].values()}) == 4
     assert has_fatbin(tmp_path / "h100" / offline.LIBRARY)
     assert (tmp_path / "h100" / "lib" / "libtvm_runtime_cuda.so").exists()
