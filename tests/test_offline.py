@@ -107,6 +107,7 @@ def test_gpu_check_times_each_kernels_fastest_candidate(exported, host, tmp_path
     depthwise, pointwise = rows[SPECS[0].key], rows[SPECS[1].key]
     assert depthwise["candidate"] == first[1] and depthwise["candidate_ok"] and depthwise["candidate_us"] > 0
     assert depthwise["tuned_speedup"] >= depthwise["speedup"] and "candidate" not in pointwise
+    assert pointwise["tuned_speedup"] == pointwise["speedup"]   # its own kernel: no candidate was timed
     assert "with the fastest timed candidates, float32 batch 1: " in done.stdout
 
 
