@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gconvgen import bundle, runtime, suites, targets
-from gconvgen.cuda import has_fatbin
+from gconvgen.cuda import FATBIN_MAGIC, has_fatbin
 from gconvgen.spec import KernelSpec
 
 SPECS = [w.spec for w in suites.load("public")][:2] + [
@@ -46,6 +46,8 @@ def test_cuda_bundle_embeds_fatbins(name, tmp_path):
     assert len(lib.imports) > 1 or len(os.sched_getaffinity(0)) == 1
     assert all(lib.get_function(k["function"] + "_kernel", query_imports=True) for k in data["kernels"])
     assert all(unpacked > packed for packed, unpacked in _fatbins(out / "gconvgen.so"))   # compressed
+    for f in ("lib/libtvm_runtime.so", "lib/libtvm_runtime_cuda.so", "lib/libtvm_ffi.so", "loader/gpu_check.py"):
+        assert (out / f).exists(), f
 
 
 def _fatbins(library: Path) -> list[tuple[int, int]]:
@@ -53,14 +55,12 @@ def _fatbins(library: Path) -> list[tuple[int, int]]:
     as it is (the entry header's layout as cuobjdump reads it: size at 8, the unpacked size at 56)."""
     import struct
     data, found, at = library.read_bytes(), [], 0
-    while (at := data.find(struct.pack("<I", 0xBA55ED50), at)) >= 0:
+    while (at := data.find(FATBIN_MAGIC, at)) >= 0:
         entry = at + struct.unpack_from("<H", data, at + 6)[0]
         found.append((struct.unpack_from("<Q", data, entry + 8)[0], struct.unpack_from("<Q", data, entry + 56)[0]))
         at += 16
     assert found, "no fatbin in the library"
     return found
-    for f in ("lib/libtvm_runtime.so", "lib/libtvm_runtime_cuda.so", "lib/libtvm_ffi.so", "loader/gpu_check.py"):
-        assert (out / f).exists(), f
 
 
 @needs_nvcc
