@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -261,7 +261,7 @@ def _run(kernel, spec: KernelSpec, x: torch.Tensor, *params: torch.Tensor) -> to
     fn = kernel.function   # the tvm-ffi function itself: the Kernel wrapper's checks were done once
     x = _aligned(x.contiguous(memory_format=torch.channels_last if spec.layout == "NHWC" else torch.contiguous_format))
     params = tuple(_aligned(p.contiguous()) for p in params)
-    out = torch.empty(spec.shape("output"), dtype=x.dtype, device=x.device)
+    out = torch.empty(*spec.shape("output"), dtype=x.dtype, device=x.device)
     if spec.layout == "NHWC":
         fn(x.permute(0, 2, 3, 1), *params, out)
         return out.permute(0, 3, 1, 2)     # a channels_last NCHW view, as torch returns
@@ -272,6 +272,7 @@ def _run(kernel, spec: KernelSpec, x: torch.Tensor, *params: torch.Tensor) -> to
 # Call signature -> (spec, kernel): a model calls the same few shapes over and over, and building
 # and validating a KernelSpec costs more than a small kernel runs.
 _calls: dict[tuple, tuple[KernelSpec | None, object]] = {}
+_conv_plans: dict[tuple, "_ConvPlan"] = {}   # the same for conv2d calls
 _packed: dict[tuple, tuple[torch.Tensor, int, torch.Tensor]] = {}
 
 
@@ -343,9 +344,14 @@ class _OpDef:
             "forward": staticmethod(forward), "setup_context": staticmethod(setup_context),
             "backward": staticmethod(backward)})
 
+        impl = self._init_fn
+
         def autograd_kernel(*args):
             if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
                 return Function.apply(*args, *defaults[len(args):])
+            if _plainly_dispatched(args):   # (the dispatcher would run impl next: a second dispatch costs ~6 µs)
+                with torch._C._AutoDispatchBelowAutograd():
+                    return impl(*args)
             with torch._C._AutoDispatchBelowAutograd():
                 return op(*args)
 
@@ -363,6 +369,36 @@ class _OpDef:
         self.register_autograd(backward, lambda ctx, inputs, output: None)
 
 
+def _key_set(*names: str) -> int:
+    keys = [getattr(torch._C.DispatchKey, n) for n in names if hasattr(torch._C.DispatchKey, n)]
+    ks = torch._C.DispatchKeySet(keys[0])
+    for k in keys[1:]:
+        ks = ks.add(k)
+    return ks.raw_repr()
+
+
+# The dispatch keys that can run between an op's autograd kernel and its implementation: modes
+# (fake tensors, functionalization, TorchDispatchModes), functorch's transforms (vmap, grad) and
+# tensors that are not plain (subclasses, conjugate or negative views, zero tensors).
+_INTERPOSING = _key_set("Python", "PythonTLSSnapshot", "PythonDispatcher", "PreDispatch", "Functionalize",
+                        "FuncTorchDynamicLayerFrontMode", "FuncTorchDynamicLayerBackMode", "FuncTorchBatched",
+                        "FuncTorchVmapMode", "FuncTorchGradWrapper", "Conjugate", "Negative", "ZeroTensor")
+
+
+def _plainly_dispatched(args: tuple) -> bool:
+    """The dispatcher would run the implementation right after the autograd kernel: neither the
+    thread's state nor any tensor argument carries an interposing key."""
+    if _tls_keys().raw_repr() & _INTERPOSING:
+        return False
+    for a in args:
+        if isinstance(a, torch.Tensor) and _tensor_keys(a).raw_repr() & _INTERPOSING:
+            return False
+    return True
+
+
+_tls_keys, _tensor_keys = torch._C._dispatch_tls_local_include_set, torch._C._dispatch_keys
+
+
 def _custom_op(name: str) -> Callable[[Callable], _OpDef]:
     """@_custom_op("gconvgen::NAME") defines the op NAME with the decorated function as its kernel."""
     return lambda impl: _OpDef(name.split("::")[1], impl)
@@ -377,37 +413,72 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
     torch's result for NCHW or channels_last input. weight is (O, I/groups, kh, kw), or (O, I/groups)
     for a 1x1 conv: nn.Linear's own weight, passed as it is so that its packed copy is found again."""
     weight = _as_4d(weight)
-    if strided_pointwise(weight, stride, padding) and x.dim() == 4:
-        # A strided 1x1 conv is the 1x1 conv of the subsampled input (ResNet's downsampling shortcut):
-        # the copy is a quarter of the input, and the stride-1 pointwise rules then run it as a GEMM
-        # (ResNeXt's 256->512 at 56x56 stride 2: 1.6 ms + 0.1 ms copy against 4.9 ms strided in the kernel,
-        # 512->1024 at 28x28: 1.4 against 4.5; torch takes 1.2-1.7 ms for either).
-        x = x[:, :, ::stride[0], ::stride[1]].contiguous(memory_format=_memory_format(x))
-        stride = [1, 1]
-    args = (stride, padding, dilation, groups, activation, shuffle)
     if _recording is not None:
-        spec = _conv_spec(x, weight, bias, *args, residual)
+        x, stride = _subsampled(x, weight, stride, padding)
+        spec = _conv_spec(x, weight, bias, stride, padding, dilation, groups, activation, shuffle, residual)
         _recording.extend([spec] if spec is not None else [])
-        return _aten_conv(x, weight, bias, *args, residual)
-    call = (tuple(x.shape), x.dtype, x.device, _channels_last(x), tuple(weight.shape), weight.dtype, weight.device,
-            None if bias is None else (tuple(bias.shape), bias.dtype, bias.device),
-            None if residual is None else (tuple(residual.shape), residual.dtype, residual.device),
+        return _aten_conv(x, weight, bias, stride, padding, dilation, groups, activation, shuffle, residual)
+    call = (x.shape, x.dtype, x.device, _channels_last(x), weight.shape, weight.dtype, weight.device,
+            None if bias is None else (bias.shape, bias.dtype, bias.device),
+            None if residual is None else (residual.shape, residual.dtype, residual.device),
             tuple(stride), tuple(padding), tuple(dilation), groups, activation, shuffle)
-    hit = _calls.get(call)
-    if hit is None:
-        spec = _conv_spec(x, weight, bias, *args, residual)
-        hit = _calls[call] = _conv_kernel(spec, x.device) if spec is not None else (None, None)
+    plan = _conv_plans.get(call)
+    if plan is None:
+        plan = _conv_plans[call] = _ConvPlan.of(x, weight, bias, stride, padding, dilation, groups, activation,
+                                                shuffle, residual)
     global _last
-    _last = hit
-    spec, kernel = hit
+    _last = plan.found
+    spec, kernel = plan.found
     if kernel is None:
-        return _aten_conv(x, weight, bias, *args, residual)
-    params = [weight_for(spec, weight)] + ([bias] if bias is not None else [])
+        return _aten_conv(x, weight, bias, stride, padding, dilation, groups, activation, shuffle, residual)
+    if plan.subsample:
+        x = x[:, :, ::stride[0], ::stride[1]]
+    x = x.contiguous(memory_format=plan.memory_format)
+    if x.data_ptr() % ALIGNMENT:
+        x = x.clone()
+    w = _aligned(weight_for(spec, weight).contiguous())
+    params = (w,) if bias is None else (w, _aligned(bias.contiguous()))
     if residual is not None:   # in the kernel's layout, as the input goes
-        r = _aligned(residual.contiguous(memory_format=torch.channels_last if spec.layout == "NHWC"
-                                         else torch.contiguous_format))
-        params.append(r.permute(0, 2, 3, 1) if spec.layout == "NHWC" else r)
-    return _run(kernel, spec, x, *params)
+        r = _aligned(residual.contiguous(memory_format=plan.memory_format))
+        params += (r.permute(0, 2, 3, 1) if plan.nhwc else r,)
+    out = torch.empty(*plan.out_shape, dtype=x.dtype, device=x.device)
+    if plan.nhwc:
+        kernel.function(x.permute(0, 2, 3, 1), *params, out)
+        return out.permute(0, 3, 1, 2)     # a channels_last NCHW view, as torch returns
+    kernel.function(x, *params, out)
+    return out
+
+
+def _subsampled(x: torch.Tensor, weight: torch.Tensor, stride: list[int], padding: list[int]) -> tuple:
+    """(x, stride) of the conv, or of the stride-1 conv on the subsampled input that serves a strided 1x1
+    (ResNet's downsampling shortcut): the copy is a quarter of the input, and the stride-1 pointwise rules
+    then run it as a GEMM (ResNeXt's 256->512 at 56x56 stride 2: 1.6 ms + 0.1 ms copy against 4.9 ms
+    strided in the kernel, 512->1024 at 28x28: 1.4 against 4.5; torch takes 1.2-1.7 ms for either)."""
+    if strided_pointwise(weight, stride, padding) and x.dim() == 4:
+        return x[:, :, ::stride[0], ::stride[1]].contiguous(memory_format=_memory_format(x)), [1, 1]
+    return x, stride
+
+
+class _ConvPlan(NamedTuple):
+    """What a conv call of one signature does, worked out on its first call: a model calls the same
+    few shapes over and over, and building and validating a KernelSpec costs more than a small
+    kernel runs (and in compiled graphs every call comes through the op)."""
+    found: tuple[KernelSpec | None, object]   # (spec, kernel), kernel None where aten serves the call
+    subsample: bool                           # run on the input subsampled by the stride (_subsampled)
+    memory_format: torch.memory_format        # the input's and the residual's, as the kernel reads them
+    nhwc: bool
+    out_shape: tuple[int, ...]                # as the kernel writes it
+
+    @staticmethod
+    def of(x, weight, bias, stride, padding, dilation, groups, activation, shuffle, residual) -> "_ConvPlan":
+        sub, sub_stride = _subsampled(x, weight, stride, padding)
+        spec = _conv_spec(sub, weight, bias, sub_stride, padding, dilation, groups, activation, shuffle, residual)
+        found = _conv_kernel(spec, x.device) if spec is not None else (None, None)
+        if found[1] is None:
+            return _ConvPlan(found, False, torch.contiguous_format, False, ())
+        nhwc = spec.layout == "NHWC"
+        return _ConvPlan(found, sub is not x, torch.channels_last if nhwc else torch.contiguous_format, nhwc,
+                         spec.shape("output"))
 
 
 @conv2d.register_fake

@@ -375,6 +375,56 @@ def test_bench_overhead(capsys):
     assert set(rows) == {"kernel", "module", "op", "torch"} and all(v > 0 for v in rows.values())
 
 
+def test_ops_skip_the_second_dispatch_only_where_nothing_interposes():
+    """Without autograd, an op's autograd kernel runs the implementation itself (one dispatch less,
+    as compiled graphs call every op) unless a mode, a transform or a special tensor lies between."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from gconvgen.torch_ops import _plainly_dispatched
+    x, w, b, *rest = _args(CONV_CASES[0])
+    assert _plainly_dispatched((x, nn.Parameter(w), b, *rest))
+    assert not _plainly_dispatched((torch._neg_view(x), w))
+    with FakeTensorMode() as fake:
+        assert not _plainly_dispatched((fake.from_tensor(x), w))
+
+    class Seen(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad():
+        with Seen() as seen:   # the mode still sees the op
+            out = torch.ops.gconvgen.conv2d(x, w, b, *rest)
+        assert "gconvgen.conv2d.default" in seen.ops
+        torch.testing.assert_close(out, _reference(x, w, b, *rest), rtol=1e-4, atol=1e-4)
+        batched = torch.stack([x, 2 * x])   # vmap: the op runs once an image
+        got = torch.vmap(lambda t: torch.ops.gconvgen.conv2d(t, w, b, *rest))(batched)
+        torch.testing.assert_close(got, torch.stack([_reference(t, w, b, *rest) for t in batched]),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_outputs_keep_the_inputs_dtype_under_another_default_dtype():
+    """The cached fast paths make their outputs in the input's dtype, not torch's default."""
+    x, w, b, *rest = _args(CONV_CASES[0])
+    conv = gnn.Conv2d(16, 16, 3, padding=1, groups=16, activation="relu6")
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        conv.bias.copy_(b)
+        conv(x)   # the module's fast path is set up on its first call
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)
+        try:
+            for out in (conv(x), torch.ops.gconvgen.conv2d(x, w, b, *rest)):
+                assert out.dtype == torch.float32
+                torch.testing.assert_close(out, _reference(x, w, b, *rest), rtol=1e-4, atol=1e-4)
+        finally:
+            torch.set_default_dtype(default)
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_views_off_the_alignment_boundary(channels_last):
     # chunk/narrow give views that start mid-allocation; the kernels' aligned vector loads would
