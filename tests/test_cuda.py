@@ -86,6 +86,9 @@ def test_gpu_check_script_runs_on_a_cpu_bundle(host, tmp_path):
     journal = json.loads((tmp_path / "r.json").read_text())
     rows = journal["rows"]
     assert all(r["ok"] and r["ours_us"] > 0 and r["bandwidth_fraction"] > 0 for r in rows)
+    # float32 convs but depthwise ones are timed in torch without TF32 too (the grouped 1x1 here)
+    assert [r["key"] for r in rows if r.get("torch_ieee_us", 0) > 0] == [SPECS[2].key]
+    assert "of which 1 float32 convs that torch runs in TF32 by default: " in done.stdout
     # a run that died in its last kernel (a fault breaks CUDA's context): --resume counts that kernel
     # failed and checks none of the others again
     died = rows.pop()["key"]

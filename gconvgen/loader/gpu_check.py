@@ -13,7 +13,8 @@ with CUDA events; medians), counting torch's better
 layout; and the fraction of the device's copy bandwidth each kernel reached (bytes it must move:
 input + weight + output, over its time; the copy bandwidth is measured with torch's own copy).
 The reference is computed in full float32; torch is timed as it runs by default (cuDNN's TF32 for
-float32 convs).
+float32 convs), and float32 convs other than depthwise (the ones TF32 speeds up) once more without
+TF32, the float32 math ours does: both geomeans are printed.
 Needs: torch, apache-tvm-ffi, and the bundle's lib/ (libtvm_runtime*.so).
 
 With --model (a bundle of that model's layers: gconvgen build --model NAME): the whole model at batch 1
@@ -304,15 +305,23 @@ def summary(rows: list[dict], prefix: str) -> None:
         for batch in sorted({r["batch"] for r in timed}):
             sel = [r[prefix + "speedup"] for r in timed if r["dtype"] == dtype and r["batch"] == batch]
             if sel:
-                geo = math.exp(sum(math.log(s) for s in sel) / len(sel))
-                print(f"geomean vs torch's better layout{label}, {dtype} batch {batch}: {geo:.2f}x over "
+                print(f"geomean vs torch's better layout{label}, {dtype} batch {batch}: {_geomean(sel):.2f}x over "
                       f"{len(sel)} kernels")
+            ieee = [r for r in timed if r["dtype"] == dtype and r["batch"] == batch and prefix + "ieee_speedup" in r]
+            if ieee:
+                print(f"  of which {len(ieee)} float32 convs that torch runs in TF32 by default: "
+                      f"{_geomean([r[prefix + 'speedup'] for r in ieee]):.2f}x, and "
+                      f"{_geomean([r[prefix + 'ieee_speedup'] for r in ieee]):.2f}x vs torch without TF32 (ours: float32 math)")
             # issue 6's bandwidth target: depthwise layers moving 4 MB or more at 70 % of copy bandwidth
             big = [r[prefix + "bandwidth_fraction"] for r in timed if r["dtype"] == dtype and r["batch"] == batch
                    and r.get("depthwise") and r["moved_bytes"] >= 4e6]
             if big:
                 print(f"depthwise moving 4 MB or more{label}, {dtype} batch {batch}: {sum(f >= 0.7 for f in big)} "
                       f"of {len(big)} at 70 % of copy bandwidth or more (lowest {100 * min(big):.0f} %)")
+
+
+def _geomean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
 class Candidates:
@@ -408,6 +417,10 @@ def check_kernel(lib, key: str, entry: dict, args, timer, bandwidth: float, gen,
         row["moved_bytes"] = moved
         row["bandwidth_fraction"] = moved / row["ours_us"] / bandwidth
         row["speedup"] = min(row["torch_nchw_us"], row["torch_cl_us"]) / row["ours_us"]
+        if spec["op"] == "conv2d" and spec["dtype"] == "float32" and not row["depthwise"]:
+            with exact():   # (captured with TF32 off: cuDNN picks its algorithm as the graph is captured)
+                row["torch_ieee_us"] = min(timer(lambda: torch_forward(spec, targs)), timer(lambda: torch_forward(spec, cl)))
+            row["ieee_speedup"] = row["torch_ieee_us"] / row["ours_us"]
         if args.candidates:   # (a kernel without a good candidate keeps its own: the geomeans cover the same kernels)
             tuned = row["ours_us"]
             if row.get("candidate_ok"):
@@ -415,9 +428,13 @@ def check_kernel(lib, key: str, entry: dict, args, timer, bandwidth: float, gen,
                 tuned = min(tuned, row["candidate_us"])
             row["tuned_bandwidth_fraction"] = moved / tuned / bandwidth
             row["tuned_speedup"] = min(row["torch_nchw_us"], row["torch_cl_us"]) / tuned
+            if "torch_ieee_us" in row:
+                row["tuned_ieee_speedup"] = row["torch_ieee_us"] / tuned
     timing = (f"ours {row['ours_us']:8.1f} us  torch best {min(row['torch_nchw_us'], row['torch_cl_us']):8.1f} us"
               f"  x{row['speedup']:5.2f}  {100 * row['bandwidth_fraction']:5.1f}% of copy bw"
               if "ours_us" in row else "(not timed: budget spent)")
+    if "torch_ieee_us" in row:
+        timing += f"  torch without TF32 {row['torch_ieee_us']:8.1f} us"
     if "candidate_us" in row:
         timing += f"  candidate {row['candidate_us']:8.1f} us ({row['candidate_rule']})"
     elif fastest is not None and not row["candidate_ok"]:
