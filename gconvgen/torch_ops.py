@@ -380,23 +380,25 @@ def _key_set(*names: str) -> int:
 # The dispatch keys that can run between an op's autograd kernel and its implementation: modes
 # (fake tensors, functionalization, TorchDispatchModes), functorch's transforms (vmap, grad) and
 # tensors that are not plain (subclasses, conjugate or negative views, zero tensors).
-_INTERPOSING = _key_set("Python", "PythonTLSSnapshot", "PythonDispatcher", "PreDispatch", "Functionalize",
-                        "FuncTorchDynamicLayerFrontMode", "FuncTorchDynamicLayerBackMode", "FuncTorchBatched",
-                        "FuncTorchVmapMode", "FuncTorchGradWrapper", "Conjugate", "Negative", "ZeroTensor")
+try:
+    _INTERPOSING = _key_set("Python", "PythonTLSSnapshot", "PythonDispatcher", "PreDispatch", "Functionalize",
+                            "FuncTorchDynamicLayerFrontMode", "FuncTorchDynamicLayerBackMode", "FuncTorchBatched",
+                            "FuncTorchVmapMode", "FuncTorchGradWrapper", "Conjugate", "Negative", "ZeroTensor")
+    _tls_keys, _tensor_keys = torch._C._dispatch_tls_local_include_set, torch._C._dispatch_keys
+except (AttributeError, TypeError):   # (private API: a torch without it always dispatches)
+    _INTERPOSING = 0
 
 
 def _plainly_dispatched(args: tuple) -> bool:
     """The dispatcher would run the implementation right after the autograd kernel: neither the
     thread's state nor any tensor argument carries an interposing key."""
-    if _tls_keys().raw_repr() & _INTERPOSING:
+    if not _INTERPOSING or _tls_keys().raw_repr() & _INTERPOSING:
         return False
     for a in args:
         if isinstance(a, torch.Tensor) and _tensor_keys(a).raw_repr() & _INTERPOSING:
             return False
     return True
 
-
-_tls_keys, _tensor_keys = torch._C._dispatch_tls_local_include_set, torch._C._dispatch_keys
 
 
 def _custom_op(name: str) -> Callable[[Callable], _OpDef]:
