@@ -256,12 +256,14 @@ def _aligned(t: torch.Tensor) -> torch.Tensor:
     return t.clone()   # preserve_format: the same dense strides, in a fresh (aligned) allocation
 
 
-def _run(kernel, spec: KernelSpec, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-    """The kernel on x (logical NCHW, either memory format) and its other arguments, as torch returns it."""
+def _run(kernel, spec: KernelSpec, x: torch.Tensor, *params: torch.Tensor,
+         out_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """The kernel on x (logical NCHW, either memory format) and its other arguments, as torch returns it;
+    out_shape: spec.shape("output"), where the caller keeps it."""
     fn = kernel.function   # the tvm-ffi function itself: the Kernel wrapper's checks were done once
     x = _aligned(x.contiguous(memory_format=torch.channels_last if spec.layout == "NHWC" else torch.contiguous_format))
-    params = tuple(_aligned(p.contiguous()) for p in params)
-    out = torch.empty(*spec.shape("output"), dtype=x.dtype, device=x.device)
+    params = [_aligned(p.contiguous()) for p in params]
+    out = torch.empty(*(out_shape or spec.shape("output")), dtype=x.dtype, device=x.device)
     if spec.layout == "NHWC":
         fn(x.permute(0, 2, 3, 1), *params, out)
         return out.permute(0, 3, 1, 2)     # a channels_last NCHW view, as torch returns
@@ -435,20 +437,13 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
         return _aten_conv(x, weight, bias, stride, padding, dilation, groups, activation, shuffle, residual)
     if plan.subsample:
         x = x[:, :, ::stride[0], ::stride[1]]
-    x = x.contiguous(memory_format=plan.memory_format)
-    if x.data_ptr() % ALIGNMENT:
-        x = x.clone()
-    w = _aligned(weight_for(spec, weight).contiguous())
-    params = (w,) if bias is None else (w, _aligned(bias.contiguous()))
+    params = (weight_for(spec, weight),) if bias is None else (weight_for(spec, weight), bias)
     if residual is not None:   # in the kernel's layout, as the input goes
-        r = _aligned(residual.contiguous(memory_format=plan.memory_format))
-        params += (r.permute(0, 2, 3, 1) if plan.nhwc else r,)
-    out = torch.empty(*plan.out_shape, dtype=x.dtype, device=x.device)
-    if plan.nhwc:
-        kernel.function(x.permute(0, 2, 3, 1), *params, out)
-        return out.permute(0, 3, 1, 2)     # a channels_last NCHW view, as torch returns
-    kernel.function(x, *params, out)
-    return out
+        if spec.layout == "NHWC":
+            params += (residual.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1),)
+        else:
+            params += (residual,)
+    return _run(kernel, spec, x, *params, out_shape=plan.out_shape)
 
 
 def _subsampled(x: torch.Tensor, weight: torch.Tensor, stride: list[int], padding: list[int]) -> tuple:
@@ -467,9 +462,7 @@ class _ConvPlan(NamedTuple):
     kernel runs (and in compiled graphs every call comes through the op)."""
     found: tuple[KernelSpec | None, object]   # (spec, kernel), kernel None where aten serves the call
     subsample: bool                           # run on the input subsampled by the stride (_subsampled)
-    memory_format: torch.memory_format        # the input's and the residual's, as the kernel reads them
-    nhwc: bool
-    out_shape: tuple[int, ...]                # as the kernel writes it
+    out_shape: tuple[int, ...]                # spec.shape("output"), as the kernel writes it
 
     @staticmethod
     def of(x, weight, bias, stride, padding, dilation, groups, activation, shuffle, residual) -> "_ConvPlan":
@@ -477,10 +470,8 @@ class _ConvPlan(NamedTuple):
         spec = _conv_spec(sub, weight, bias, sub_stride, padding, dilation, groups, activation, shuffle, residual)
         found = _conv_kernel(spec, x.device) if spec is not None else (None, None)
         if found[1] is None:
-            return _ConvPlan(found, False, torch.contiguous_format, False, ())
-        nhwc = spec.layout == "NHWC"
-        return _ConvPlan(found, sub is not x, torch.channels_last if nhwc else torch.contiguous_format, nhwc,
-                         spec.shape("output"))
+            return _ConvPlan(found, False, ())
+        return _ConvPlan(found, sub is not x, spec.shape("output"))
 
 
 @conv2d.register_fake
