@@ -89,6 +89,15 @@ def test_gpu_check_script_runs_on_a_cpu_bundle(host, tmp_path):
     # float32 convs but depthwise ones are timed in torch without TF32 too (the grouped 1x1 here)
     assert [r["key"] for r in rows if r.get("torch_ieee_us", 0) > 0] == [SPECS[2].key]
     assert "of which 1 float32 convs that torch runs in TF32 by default: " in done.stdout
+    # the roofline: the longer of the move at copy bandwidth and the multiply-adds at torch's FMA rate
+    bw, fma = journal["copy_bytes_per_us"], journal["fma_per_us"]
+    dw = next(r for r in rows if r["key"] == big_depthwise.key)
+    assert dw["macs"] == 96 * 112 * 112 * 9
+    assert dw["roofline_us"] == pytest.approx(max(dw["copy_us"], dw["macs"] / fma)) and dw["copy_us"] > 0
+    assert dw["bandwidth_ceiling"] == pytest.approx(min(1.0, dw["moved_bytes"] / bw / (dw["macs"] / fma)))
+    assert dw["roofline_fraction"] == pytest.approx(dw["roofline_us"] / dw["ours_us"])
+    assert next(r for r in rows if r["op"] == "max_pool2d")["macs"] == 0
+    assert "% of their roofline" in done.stdout and "% of roofline (" in done.stdout
     # a run that died in its last kernel (a fault breaks CUDA's context): --resume counts that kernel
     # failed and checks none of the others again
     died = rows.pop()["key"]
@@ -132,6 +141,21 @@ def test_gpu_check_timer_is_per_call(monkeypatch):
     import gpu_check
     us = gpu_check.Timer("cpu")(lambda: time.sleep(0.002), reps=4, rounds=3)
     assert 1900 < us < 4000, us
+
+
+def test_gpu_check_names_depthwise_layers_whose_multiply_adds_cap_their_bandwidth(monkeypatch, capsys):
+    """A 7x7 depthwise layer in float16 does 49 multiply-adds per 4 bytes: on an H200 its float32 FMAs
+    take longer than its move, so 70 % of copy bandwidth is out of reach; the summary says so."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "gconvgen" / "loader"))
+    import gpu_check
+    row = {"dtype": "float16", "batch": 64, "depthwise": True, "moved_bytes": 77e6}
+    rows = [{**row, "speedup": 2.0, "bandwidth_fraction": 0.8, "roofline_fraction": 0.8, "bandwidth_ceiling": 1.0},
+            {**row, "speedup": 1.5, "bandwidth_fraction": 0.3, "roofline_fraction": 0.5, "bandwidth_ceiling": 0.6}]
+    gpu_check.summary(rows, "")
+    said = capsys.readouterr().out
+    assert "float16 batch 64: 1.73x over 2 kernels, at 63 % of their roofline" in said
+    assert "1 of 2 at 70 % of copy bandwidth or more (lowest 30 %); 63 % of their roofline" in said
+    assert "of which 1 cannot reach 70 % at the float32 FMA rate" in said and "60 % at most; they reach 50 %" in said
 
 
 NO_COMPILER = """

@@ -11,7 +11,12 @@ For every kernel in the manifest: random inputs, our kernel vs torch's conv2d + 
 and torch's in NCHW and channels_last (on a GPU 20 calls captured in a CUDA graph, its replays timed
 with CUDA events; medians), counting torch's better
 layout; and the fraction of the device's copy bandwidth each kernel reached (bytes it must move:
-input + weight + output, over its time; the copy bandwidth is measured with torch's own copy).
+input + weight + output, over its time; the copy bandwidth is measured with torch's own copy of
+256 MiB), and of its roofline: the longer of torch copying as many bytes (a copy of the layer's size
+pays the same launch and tail, and gains the same from the cache) and doing its multiply-adds at the
+float32 FMA rate of torch's float32 matmul without TF32 (ours accumulate in float32, float16 too). A
+7x7 depthwise layer in float16 does 49 multiply-adds per 4 bytes moved, which on an H200 takes longer
+than moving them at copy bandwidth: the summary names the layers the FMA rate keeps below 70 % of it.
 The reference is computed in full float32; torch is timed as it runs by default (cuDNN's TF32 for
 float32 convs), and float32 convs other than depthwise (the ones TF32 speeds up) once more without
 TF32, the float32 math ours does: both geomeans are printed.
@@ -188,6 +193,16 @@ def copy_bandwidth(device: str, timer: Timer) -> float:
     return 2 * n * 4 / us
 
 
+def fma_rate(device: str, timer: Timer) -> float:
+    """Multiply-adds per µs of torch's float32 matmul without TF32 (cuBLAS SGEMM: some 75-85 % of a
+    GPU's FMA peak), 4096x4096 (CPU: 512x512): the practical float32 FMA rate our kernels compete with."""
+    n = 4096 if device == "cuda" else 512
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    with exact():
+        us = timer(lambda: a @ b, reps=5, rounds=5)
+    return n ** 3 / us
+
+
 def check_models(bundle: str, names: list[str], dtypes: list[str], device: str, timer: Timer) -> int:
     """Each model converted and run on the bundle's kernels vs torch, eager and in CUDA graphs.
     Returns the failures."""
@@ -262,9 +277,10 @@ def main(argv: list[str]) -> int:
         return 1 if failures else 0
     lib = gconvgen_loader.Library(args.bundle)
     args.candidates = Candidates(args.candidates) if args.candidates else None
-    bandwidth = copy_bandwidth(args.device, timer)
+    rates = {"copy_bytes_per_us": copy_bandwidth(args.device, timer), "fma_per_us": fma_rate(args.device, timer)}
     dev = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    print(f"{lib.target.get('profile')} on {dev}: copy bandwidth {bandwidth / 1e3:.0f} GB/s; "
+    print(f"{lib.target.get('profile')} on {dev}: copy bandwidth {rates['copy_bytes_per_us'] / 1e3:.0f} GB/s, "
+          f"float32 FMA rate {2 * rates['fma_per_us'] / 1e6:.1f} TFLOP/s (torch's matmul, no TF32); "
           f"{len(lib.entries)} kernels", flush=True)
     rows = resumed(lib, args.json) if args.resume else []
     failures, done = sum(not r["ok"] for r in rows), {r["key"] for r in rows}
@@ -272,19 +288,19 @@ def main(argv: list[str]) -> int:
     for key, entry in lib.entries.items():
         if key in done:
             continue
-        journal(args.json, dev, bandwidth, rows, current=key)
+        journal(args.json, dev, rates, rows, current=key)
         try:
-            row = check_kernel(lib, key, entry, args, timer, bandwidth, gen, start)
+            row = check_kernel(lib, key, entry, args, timer, rates, gen, start)
         except Exception as e:  # noqa: BLE001 - a kernel that faults is a result, not the end of the run
             row = {**_row(key, entry["spec"], False, None), "error": f"{type(e).__name__}: {e}"[:300]}
             print(f"FAIL {key[:72]:72s} {row['error']}", flush=True)
         failures += not row["ok"]
         rows.append(row)
-        journal(args.json, dev, bandwidth, rows)
+        journal(args.json, dev, rates, rows)
         if "error" in row and args.device == "cuda" and not context_alive():
             print("the CUDA context is broken after that kernel: run again with --resume to go on", flush=True)
             return BROKEN
-    journal(args.json, dev, bandwidth, rows)   # a resumed run with nothing left still clears "current"
+    journal(args.json, dev, rates, rows)   # a resumed run with nothing left still clears "current"
     summary(rows, "")
     if any("tuned_speedup" in r for r in rows):
         summary(rows, "tuned_")
@@ -303,21 +319,31 @@ def summary(rows: list[dict], prefix: str) -> None:
     label = " with the fastest timed candidates" if prefix else ""
     for dtype in sorted({r["dtype"] for r in timed}):
         for batch in sorted({r["batch"] for r in timed}):
-            sel = [r[prefix + "speedup"] for r in timed if r["dtype"] == dtype and r["batch"] == batch]
+            sel = [r for r in timed if r["dtype"] == dtype and r["batch"] == batch]
             if sel:
-                print(f"geomean vs torch's better layout{label}, {dtype} batch {batch}: {_geomean(sel):.2f}x over "
-                      f"{len(sel)} kernels")
+                print(f"geomean vs torch's better layout{label}, {dtype} batch {batch}: "
+                      f"{_geomean([r[prefix + 'speedup'] for r in sel]):.2f}x over {len(sel)} kernels, at "
+                      f"{100 * _geomean([r[prefix + 'roofline_fraction'] for r in sel]):.0f} % of their roofline")
             ieee = [r for r in timed if r["dtype"] == dtype and r["batch"] == batch and prefix + "ieee_speedup" in r]
             if ieee:
                 print(f"  of which {len(ieee)} float32 convs that torch runs in TF32 by default: "
                       f"{_geomean([r[prefix + 'speedup'] for r in ieee]):.2f}x, and "
                       f"{_geomean([r[prefix + 'ieee_speedup'] for r in ieee]):.2f}x vs torch without TF32 (ours: float32 math)")
             # issue 6's bandwidth target: depthwise layers moving 4 MB or more at 70 % of copy bandwidth
-            big = [r[prefix + "bandwidth_fraction"] for r in timed if r["dtype"] == dtype and r["batch"] == batch
+            big = [r for r in timed if r["dtype"] == dtype and r["batch"] == batch
                    and r.get("depthwise") and r["moved_bytes"] >= 4e6]
             if big:
-                print(f"depthwise moving 4 MB or more{label}, {dtype} batch {batch}: {sum(f >= 0.7 for f in big)} "
-                      f"of {len(big)} at 70 % of copy bandwidth or more (lowest {100 * min(big):.0f} %)")
+                reached = [r[prefix + "bandwidth_fraction"] for r in big]
+                print(f"depthwise moving 4 MB or more{label}, {dtype} batch {batch}: {sum(f >= 0.7 for f in reached)} "
+                      f"of {len(big)} at 70 % of copy bandwidth or more (lowest {100 * min(reached):.0f} %); "
+                      f"{_geomean([r[prefix + 'roofline_fraction'] for r in big]) * 100:.0f} % of their "
+                      f"roofline (geomean)")
+                capped = [r for r in big if r["bandwidth_ceiling"] < 0.7]
+                if capped:
+                    ceiling = max(r["bandwidth_ceiling"] for r in capped)
+                    shares = ", ".join(str(round(100 * r[prefix + "roofline_fraction"])) for r in capped)
+                    print(f"  of which {len(capped)} cannot reach 70 % at the float32 FMA rate (their multiply-adds "
+                          f"take longer than the move): {100 * ceiling:.0f} % at most; they reach {shares} % of that")
 
 
 def _geomean(values: list[float]) -> float:
@@ -354,10 +380,10 @@ def _row(key: str, spec: dict, ok: bool, err: float | None) -> dict:
             "op": spec["op"], "layout": spec["layout"], "depthwise": depthwise}
 
 
-def journal(path: str | None, dev: str, bandwidth: float, rows: list[dict], current: str | None = None) -> None:
+def journal(path: str | None, dev: str, rates: dict, rows: list[dict], current: str | None = None) -> None:
     """The results so far, with the kernel about to run: what a run that dies leaves for --resume."""
     if path:
-        Path(path).write_text(json.dumps({"device": dev, "copy_bytes_per_us": bandwidth, "rows": rows,
+        Path(path).write_text(json.dumps({"device": dev, **rates, "rows": rows,
                                           "current": current}, indent=1))
 
 
@@ -381,7 +407,7 @@ def context_alive() -> bool:
         return False
 
 
-def check_kernel(lib, key: str, entry: dict, args, timer, bandwidth: float, gen, start: float) -> dict:
+def check_kernel(lib, key: str, entry: dict, args, timer, rates: dict, gen, start: float) -> dict:
     """One kernel of the bundle against torch, timed while the budget lasts; prints its line."""
     spec = entry["spec"]
     fn = lib.function(key)
@@ -413,9 +439,19 @@ def check_kernel(lib, key: str, entry: dict, args, timer, bandwidth: float, gen,
         row["ours_us"] = timer(ours)
         row["torch_nchw_us"] = timer(lambda: torch_forward(spec, targs))
         row["torch_cl_us"] = timer(lambda: torch_forward(spec, cl))
+        bandwidth = rates["copy_bytes_per_us"]
         moved = sum(t.numel() * t.element_size() for t in kargs) + out.numel() * out.element_size()
         row["moved_bytes"] = moved
         row["bandwidth_fraction"] = moved / row["ours_us"] / bandwidth
+        # per output element, a conv does a multiply-add per weight element of its output channel
+        macs = out.numel() * targs["weight"].numel() // spec["out_channels"] if spec["op"] == "conv2d" else 0
+        row["macs"] = macs
+        src, dst = (torch.empty(moved // 2, dtype=torch.uint8, device=args.device) for _ in range(2))
+        row["copy_us"] = timer(lambda: dst.copy_(src))   # the same bytes read and written
+        row["roofline_us"] = max(row["copy_us"], macs / rates["fma_per_us"])
+        # the most of copy bandwidth its multiply-adds leave it
+        row["bandwidth_ceiling"] = moved / bandwidth / max(moved / bandwidth, macs / rates["fma_per_us"])
+        row["roofline_fraction"] = row["roofline_us"] / row["ours_us"]
         row["speedup"] = min(row["torch_nchw_us"], row["torch_cl_us"]) / row["ours_us"]
         if spec["op"] == "conv2d" and spec["dtype"] == "float32" and not row["depthwise"]:
             with exact():   # (captured with TF32 off: cuDNN picks its algorithm as the graph is captured)
@@ -427,11 +463,14 @@ def check_kernel(lib, key: str, entry: dict, args, timer, bandwidth: float, gen,
                 row["candidate_us"] = timer(lambda: candidate(*kargs, out))
                 tuned = min(tuned, row["candidate_us"])
             row["tuned_bandwidth_fraction"] = moved / tuned / bandwidth
+            row["tuned_roofline_fraction"] = row["roofline_us"] / tuned
             row["tuned_speedup"] = min(row["torch_nchw_us"], row["torch_cl_us"]) / tuned
             if "torch_ieee_us" in row:
                 row["tuned_ieee_speedup"] = row["torch_ieee_us"] / tuned
     timing = (f"ours {row['ours_us']:8.1f} us  torch best {min(row['torch_nchw_us'], row['torch_cl_us']):8.1f} us"
               f"  x{row['speedup']:5.2f}  {100 * row['bandwidth_fraction']:5.1f}% of copy bw"
+              f"  {100 * row['roofline_fraction']:5.1f}% of roofline"
+              f" ({'FMA' if row['roofline_us'] > row['copy_us'] else 'copy'})"
               if "ours_us" in row else "(not timed: budget spent)")
     if "torch_ieee_us" in row:
         timing += f"  torch without TF32 {row['torch_ieee_us']:8.1f} us"
