@@ -233,7 +233,8 @@ def test_cuda_alternatives_schedule_every_suite_layer():
                         sch = rule.apply(prim_func(spec), target, tunable=False)
                         assert fits(sch, tvm.IRModule({"main": prim_func(spec)}), target), (rule.name, spec.key)
                         applied.add(rule.name)
-    assert {"cuda.DepthwiseStagedNCHW", "cuda.DepthwiseWideNHWC", "cuda.BatchGemm", "cuda.TensorCoreGemm"} <= applied
+    assert {"cuda.DepthwiseStagedNCHW", "cuda.DepthwiseWideNHWC", "cuda.DepthwiseRowsNHWC", "cuda.BatchGemm",
+            "cuda.TensorCoreGemm"} <= applied
 
 
 @pytest.mark.parametrize("cin, cout, size, k, stride, groups, batch, layout", [
@@ -315,6 +316,22 @@ def test_depthwise_alternatives_load_16_bytes(layout, rule):
     spec = _suite_layer("mbv2.dw144x56", layout, "float16")
     sch = getattr(cuda, rule)().apply(prim_func(spec), targets.load("cuda-sm90").tvm_target(), tunable=False)
     assert "*(uint4*)(input_ptr + " in _cuda_source(sch.mod)
+
+
+@needs_nvcc
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_large_kernel_depthwise_loads_its_weights_once_a_thread(dtype):
+    """ConvNeXt's 7x7 in NHWC on DepthwiseRowsNHWC: a thread loads its channel's 49 weights once, then
+    runs 4 output rows of 8 pixels on them (the row loop stays a loop), loading 14 input columns a
+    kernel row: 4 multiply-adds a load, where loading the weights per row would make 2.5."""
+    from gconvgen.ops import prim_func
+    from schedules import cuda
+    spec = _suite_layer("cnxt.dw96x56k7", "NHWC", dtype)
+    sch = cuda.DepthwiseRowsNHWC().apply(prim_func(spec), targets.load("cuda-sm90").tvm_target(), tunable=False)
+    source = _cuda_source(sch.mod)
+    loop = source.index("for (int h_1 = 0; h_1 < 4; ++h_1)")
+    assert source.count("= weight_ptr[") == 49 and source.rindex("= weight_ptr[") < loop
+    assert source.count("input_ptr[") == 7 * 14
 
 
 @needs_nvcc

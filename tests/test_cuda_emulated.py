@@ -48,6 +48,11 @@ CASES = [
     (cuda.DepthwiseWideNHWC(), dw(6, 7, layout="NHWC", dtype="float16")),      # 2 lanes, 1 pixel a thread
     (cuda.DepthwiseWideNHWC(), conv(8, 16, 8, groups=8, layout="NHWC", dtype="float16")),   # multiplier 2
     (cuda.DepthwiseWideNHWC(), conv(8, 32, 9, k=7, groups=8, layout="NHWC")),   # multiplier 4, 1 input channel a vector
+    # weights in registers a thread, rows x pixels of one channel: 2 rows of 7 (ConvNeXt's), a 5x5 in
+    # float16 (EfficientNet's) with 4 pixels of a row of 12, a multiplier of 2 and 3 pixels of a row of 9
+    (cuda.DepthwiseRowsNHWC(min_threads=1), dw(48, 14, k=7, layout="NHWC", epilogue=("bias",))),
+    (cuda.DepthwiseRowsNHWC(min_threads=1), dw(16, 12, k=5, layout="NHWC", dtype="float16", epilogue=("bias", "silu"))),
+    (cuda.DepthwiseRowsNHWC(), conv(8, 16, 9, k=7, groups=8, layout="NHWC")),
     (cuda.PointwiseTiledNCHW(min_blocks=1), conv(64, 64, 14, k=1, batch=1, epilogue=("bias",))),
     (cuda.PointwiseTiledNCHW(min_blocks=1), conv(32, 64, 14, k=1, batch=1, dtype="float16")),
     (cuda.PointwiseTiledNCHW(min_blocks=1), conv(48, 64, 7, k=1, epilogue=("bias",))),   # 7 pixels a thread
@@ -181,8 +186,10 @@ def test_tuning_candidates_match_torch():
                                         (conv(32, 32, 16, batch=5, groups=4), "cuda.BatchGemm"),
                                         (conv(32, 32, 16, batch=5, groups=4, layout="NHWC", dtype="float16"), "cuda.BatchGemm"),
                                         (conv(64, 48, 8, k=1, batch=4, layout="NHWC", dtype="float16"), "cuda.TensorCoreGemm"),
-                                        (conv(64, 64, 8, groups=4, batch=5, dtype="float16"), "cuda.TensorCoreGemm")],
-                         ids=["dense1x1", "grouped3x3", "grouped3x3-nhwc", "tensorcore-1x1-nhwc", "tensorcore-grouped3x3"])
+                                        (conv(64, 64, 8, groups=4, batch=5, dtype="float16"), "cuda.TensorCoreGemm"),
+                                        (dw(32, 14, k=7, batch=4, layout="NHWC", epilogue=("bias",)), "cuda.DepthwiseRowsNHWC")],
+                         ids=["dense1x1", "grouped3x3", "grouped3x3-nhwc", "tensorcore-1x1-nhwc", "tensorcore-grouped3x3",
+                              "depthwise7x7-rows"])
 def test_alternatives_spaces_match_torch(spec, rule):
     """With alternative_count, random points of an alternative's space are drawn too (here the batch
     GEMM's, beside PointwiseTiledNCHW on a dense 1x1, GroupConvNCHW on a grouped 3x3 and
