@@ -1113,14 +1113,7 @@ class DepthwiseRowsNHWC(ScheduleRule):
         rows = _pixels_leaving(spec.out_height, units, self.rows, self.min_threads)   # threads stay many
         per_block = divisor_at_most(spec.out_channels, self.threads)
         run = divisor_at_most(spec.out_width // pixels, max(1, self.threads // per_block))
-        n, h, w, c = sch.get_loops(out)
-        coo, coi = split(sch, c, per_block, tunable, max_inner=256)
-        ho, hr = split(sch, h, rows, tunable, max_inner=8)
-        wo, wi, wp = split(sch, w, (run, pixels), tunable, max_inner=8)
-        sch.reorder(n, ho, wo, coo, wi, coi, hr, wp)
-        tx = sch.fuse(wi, coi)
-        sch.bind(sch.fuse(n, ho, wo, coo), "blockIdx.x")
-        sch.bind(tx, "threadIdx.x")
+        hr, tx, wp, _ = _pixel_runs_by_channel_vectors(sch, out, 1, per_block, run, pixels, tunable, rows)
         sch.unroll(wp)
         # the weights once a thread, above its rows; the accumulators and the input columns per row
         weights = sch.cache_read(conv, 1, "local")
@@ -1142,19 +1135,21 @@ class DepthwiseRowsNHWC(ScheduleRule):
 
 
 def _pixel_runs_by_channel_vectors(sch: s_tir.Schedule, out, lanes: int, per_block: int, run: int, pixels: int,
-                                   tunable: bool) -> tuple:
+                                   tunable: bool, rows: int | None = None) -> tuple:
     """The NHWC output's thread mapping: a block per (image, row, run of pixels, per_block channel
     vectors of `lanes`), a thread per (pixels of the run, channel vector). Returns the thread loop,
-    the thread's pixel loop and its channel-vector loop."""
+    the thread's pixel loop and its channel-vector loop; with `rows`, a block and its threads take
+    that many output rows, and the thread's row loop (above its pixels) comes first."""
     n, h, w, c = sch.get_loops(out)
     co, cv = sch.split(c, factors=[None, lanes])
     coo, coi = split(sch, co, per_block, tunable, max_inner=256)
+    h, hr = split(sch, h, rows, tunable, max_inner=8) if rows else (h, None)
     wo, wi, wp = split(sch, w, (run, pixels), tunable, max_inner=8)
-    sch.reorder(n, h, wo, coo, wi, coi, wp, cv)
+    sch.reorder(n, h, wo, coo, wi, coi, *([hr] if hr else []), wp, cv)
     tx = sch.fuse(wi, coi)
     sch.bind(sch.fuse(n, h, wo, coo), "blockIdx.x")
     sch.bind(tx, "threadIdx.x")
-    return tx, wp, cv
+    return (hr, tx, wp, cv) if rows else (tx, wp, cv)
 
 
 def _pixels_leaving(width: int, units: int, most: int, threads: int) -> int:
