@@ -1,6 +1,7 @@
 """`gconvgen bench`: our kernels against PyTorch, in the same process, on the same tensors."""
 from __future__ import annotations
 
+import functools
 import json
 import math
 import statistics
@@ -28,6 +29,14 @@ class Row:
     schedule: str
     rule_us: float | None = None   # the same kernel from the rules alone (bench --vs-rules)
     key: str = ""                  # the kernel's spec key (shape, batch, layouts)
+    copy_us: float | None = None   # torch copying as many bytes as the kernel reads and writes
+    fma_us: float | None = None    # its multiply-adds at torch's float32 matmul rate
+
+    @property
+    def roofline_us(self) -> float | None:
+        """What no schedule beats here: the longer of moving its bytes (as a copy of its size, which
+        gains the same from the caches) and its multiply-adds at the rate of a tuned GEMM."""
+        return max(self.copy_us, self.fma_us or 0.0) if self.copy_us else None
 
 
 def _time_rounds(fns: dict[str, Callable[[], object]], rounds: int = 11, min_seconds: float = 0.01,
@@ -66,6 +75,14 @@ def _time_rounds(fns: dict[str, Callable[[], object]], rounds: int = 11, min_sec
     return {name: statistics.median(v) for name, v in samples.items()}
 
 
+@functools.cache
+def fma_rate(n: int = 512) -> float:
+    """Multiply-adds per µs of torch's float32 matmul (oneDNN's GEMM, torch's threads): the rate a
+    well-tuned kernel of ours can hope for on this CPU."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return n ** 3 / _time_rounds({"mm": lambda: a @ b}, rounds=5, min_seconds=0.02)["mm"]
+
+
 def run_row(workload: Workload, library_folder, compile_torch: bool, seed: int = 0, rule_folder=None) -> Row:
     """Check our kernel against PyTorch, then time it, torch in both layouts, torch.compile and (with
     rule_folder) the rules-only kernel, all in the same rounds."""
@@ -82,10 +99,13 @@ def run_row(workload: Workload, library_folder, compile_torch: bool, seed: int =
     nchw = list(args.values())
     cl = [nchw[0].to(memory_format=torch.channels_last)] + nchw[1:]
     same = cl if spec.layout == "NHWC" else nchw
+    moved = sum(t.numel() * t.element_size() for t in kernel_args + [out])
+    src, dst = torch.empty(moved // 2, dtype=torch.uint8), torch.empty(moved // 2, dtype=torch.uint8)
     fns: dict[str, Callable[[], object]] = {
         "ours": lambda: kernel(*kernel_args, out),
         "torch_nchw": lambda: reference.forward(spec, *nchw),
         "torch_cl": lambda: reference.forward(spec, *cl),
+        "copy": lambda: dst.copy_(src),
     }
     if rule_folder is not None:
         rule_kernel, rule_out = load(rule_folder).kernel(spec), torch.empty_like(out)
@@ -102,7 +122,8 @@ def run_row(workload: Workload, library_folder, compile_torch: bool, seed: int =
         t = _time_rounds(fns, min_seconds=0.02, settle=0.03)
     torch_us = t["torch_cl"] if spec.layout == "NHWC" else t["torch_nchw"]
     return Row(workload.name, spec.op_class, spec.layout, t["ours"], torch_us, min(t["torch_nchw"], t["torch_cl"]),
-               t.get("torch_compile"), err, kernel.schedule, t.get("rule"), spec.key)
+               t.get("torch_compile"), err, kernel.schedule, t.get("rule"), spec.key, t["copy"],
+               spec.multiply_adds / fma_rate() if spec.multiply_adds else None)
 
 
 def geomean(values: list[float]) -> float:
@@ -113,7 +134,7 @@ def format_table(rows: list[Row]) -> str:
     has_compile = any(r.torch_compile_us is not None for r in rows)
     head = (f"{'layer':26s} {'class':9s} {'layout':6s} {'ours us':>9s} {'torch best':>10s} {'x best':>7s} "
             f"{'torch same':>10s} {'x same':>7s}" + (f" {'compile':>9s} {'x comp':>7s}" if has_compile else "")
-            + f" {'max err':>8s}  schedule")
+            + f" {'roofline':>8s} {'max err':>8s}  schedule")
     lines = [head, "-" * len(head)]
     for r in rows:
         line = (f"{r.name:26s} {r.op_class:9s} {r.layout:6s} {r.ours_us:9.1f} {r.torch_best_us:10.1f} "
@@ -122,6 +143,9 @@ def format_table(rows: list[Row]) -> str:
             c = r.torch_compile_us
             line += f" {c:9.1f} {c / r.ours_us:7.2f}" if c is not None else f" {'-':>9s} {'-':>7s}"
         rule = f"  (rules {r.ours_us / r.rule_us:4.0%})" if r.rule_us is not None else ""
+        roof = r.roofline_us
+        # the share of its roofline reached; F: its multiply-adds bound it, not its bytes
+        line += f" {roof / r.ours_us:6.0%} {'F' if roof > r.copy_us else ' '}" if roof else f" {'-':>8s}"
         lines.append(line + f" {r.max_abs_err:8.1e}  {r.schedule}{rule}")
     lines.append("")
     lines.append("geomean speedup (x > 1: gconvgen faster)")
@@ -134,6 +158,9 @@ def format_table(rows: list[Row]) -> str:
         comp = [r.torch_compile_us / r.ours_us for r in sel if r.torch_compile_us is not None]
         if comp:
             line += f"  vs torch.compile {geomean(comp):5.2f}x"
+        roofs = [r.roofline_us / r.ours_us for r in sel if r.roofline_us]
+        if roofs:
+            line += f"  at {100 * geomean(roofs):3.0f}% of the roofline"
         rules = [r.ours_us / r.rule_us for r in sel if r.rule_us is not None]
         if rules:
             line += f"  rules alone reach {100 * geomean(rules):3.0f}% of this speed"
@@ -153,7 +180,7 @@ def to_json(rows: list[Row], target: str, threads: int) -> dict:
     except ImportError:
         tvm_version = "runtime-only"
     return {"target": target, "threads": threads, "torch": torch.__version__, "tvm": tvm_version,
-            "tvm_ffi": tvm_ffi.__version__, "rows": [asdict(r) for r in rows]}
+            "tvm_ffi": tvm_ffi.__version__, "rows": [{**asdict(r), "roofline_us": r.roofline_us} for r in rows]}
 
 
 def write_json(path: str, data: dict) -> None:

@@ -139,6 +139,14 @@ class KernelSpec:
             return "pointwise"
         return "grouped" if self.groups > 1 else "dense"
 
+    @property
+    def multiply_adds(self) -> int:
+        """The conv's multiply-adds (its gradients' too: each does as many); 0 for shuffles and pools."""
+        if self.op == "channel_shuffle" or self.op in POOLS:
+            return 0
+        return (self.batch * self.out_channels * self.out_height * self.out_width
+                * self.in_channels // self.groups * self.kernel[0] * self.kernel[1])
+
     def shape(self, which: str) -> tuple[int, ...]:
         """Shape of an argument ('input', 'weight', 'bias', 'output') as the kernel takes it."""
         n, h, w = self.batch, self.height, self.width

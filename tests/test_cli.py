@@ -27,6 +27,11 @@ def test_bench_prints_table_and_json(tmp_path):
                             "torch_compile_us", "max_abs_err", "schedule"}
         assert row["ours_us"] > 0 and row["torch_best_us"] <= row["torch_us"]
         assert row["max_abs_err"] < 1e-4 and row["schedule"] in ("tuned", "transfer", "rule", "fallback")
+    # the roofline: the longer of torch copying the kernel's bytes and its multiply-adds at torch's GEMM rate
+    dw, shuffle = data["rows"]
+    assert dw["copy_us"] > 0 and dw["fma_us"] > 0 and dw["roofline_us"] == max(dw["copy_us"], dw["fma_us"])
+    assert shuffle["fma_us"] is None and shuffle["roofline_us"] == shuffle["copy_us"] > 0
+    assert "roofline" in result.stdout and "% of the roofline" in result.stdout
     again = gconvgen("bench", "--suite", str(suite), "--threads", "1")
     assert again.returncode == 0 and "cached" in again.stderr
     batched = gconvgen("bench", "--suite", str(suite), "--threads", "1", "--batch", "3", "--json", str(out))

@@ -160,3 +160,21 @@ def test_residual_epilogue():
     assert KernelSpec.from_json({**row, "epilogue": ["bias", "residual"]}).arg_names[2:] == ("bias", "residual", "output")
     with pytest.raises(ValueError, match="residual"):
         KernelSpec.from_json({**row, "epilogue": ["residual", "shuffle:2"]})
+
+
+@pytest.mark.parametrize("name", ["mbv2.dw96x112s2", "rx50.g32c256x56s2", "shv1g3.gpw240to60x28", "cnxt.dw96x56k7",
+                                  "shv2.shuffle116x28"])
+def test_multiply_adds_are_torchs_count(name):
+    """The roofline's compute side: a conv's multiply-adds as torch's FLOP counter counts them (2 a
+    multiply-add); a shuffle has none."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    spec = next(w.spec for w in suites.load("public") if w.name == name)
+    counted = 0
+    if spec.op == "conv2d":
+        x = torch.zeros(spec.batch, spec.in_channels, spec.height, spec.width)
+        w = torch.zeros(spec.out_channels, spec.in_channels // spec.groups, *spec.kernel)
+        with FlopCounterMode(display=False) as flops:
+            torch.nn.functional.conv2d(x, w, None, spec.stride, spec.padding[:2], spec.dilation, spec.groups)
+        counted = flops.get_total_flops() // 2
+    assert spec.multiply_adds == counted
