@@ -175,6 +175,60 @@ class DepthwiseStagedNCHW(ScheduleRule):
         _vector_stores(sch, wi, per_thread, spec.dtype)
 
 
+class DepthwiseColumnsNCHW(ScheduleRule):
+    """Depthwise conv in NCHW: a thread block per (image, channel, band of output rows), the band's
+    padded input rows staged in shared memory by all threads (as DepthwiseNCHW), and a thread per
+    output column of the band taking `rows` outputs down it, so a warp's 32 threads read 32 adjacent
+    words of a shared row for every tap, and each value read serves up to kh of the thread's outputs.
+    The other NCHW rules give a thread adjacent outputs along a row, so a warp's threads read words 4
+    or 8 apart: 2-3 (DepthwiseNCHW) and up to 6.5 (DepthwiseStagedNCHW, a 7x7) shared-memory
+    wavefronts a request where one would do (the emulator counts them), and ConvNeXt's 7x7 96x56 ran
+    at 26 % of copy bandwidth on an H200, about what those wavefronts allow. Untimed as yet: an
+    alternative, served through tuned records. Tunable: the rows a thread and a block take. Does
+    not apply to NHWC, pooling, or an output shuffle."""
+
+    name = "cuda.DepthwiseColumnsNCHW"
+
+    def __init__(self, threads: int = 256) -> None:
+        self.threads = threads
+
+    def applies(self, spec, target: Target) -> bool:
+        return (target.kind.name == "cuda" and spec.op_class == "depthwise" and spec.layout == "NCHW"
+                and spec.shuffle_groups == 1)
+
+    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+        oh, ow = spec.out_height, spec.out_width
+        rows = divisor_at_most(oh, 8 if spec.kernel[0] >= 5 else 4)   # a wide kernel's column reuses more
+        columns = divisor_at_most(ow, self.threads)
+        groups = divisor_at_most(oh // rows, max(1, self.threads // columns))   # row groups a block
+        n, c, h, w = sch.get_loops(out)
+        hf = tile_factors(sch, h, (groups, rows), tunable, max_inner=16)
+        wf = tile_factors(sch, w, columns, tunable, max_inner=1024)
+        (ho, hm, hr), (wo, wi) = sch.split(h, factors=hf), sch.split(w, factors=wf)
+        sch.reorder(n, c, ho, wo, hm, wi, hr)
+        block, thread = sch.fuse(n, c, ho, wo), sch.fuse(hm, wi)
+        sch.bind(block, "blockIdx.x")
+        sch.bind(thread, "threadIdx.x")
+        sch.unroll(hr)
+        sch.compute_at(conv, thread, preserve_unit_loops=True)
+        sch.set_scope(conv, 0, "local")
+        *spatial, rh, rw = sch.get_loops(conv)[-6:]
+        sch.reorder(rw, rh, *spatial)   # the taps outermost: each (tap, row) read once for all rows it serves
+        for loop in (rw, rh, *spatial):
+            sch.unroll(loop)
+        if has_block(sch, "pad"):   # the band's padded rows, by all threads together (coalesced along rows)
+            pad = sch.get_sblock("pad")
+            sch.compute_at(pad, block, preserve_unit_loops=True)
+            sch.set_scope(pad, 0, "shared")
+            _, *tx = sch.split(sch.fuse(*sch.get_loops(pad)[1:]), factors=[None, hf[1], wf[1]])
+            sch.bind(sch.fuse(*tx), "threadIdx.x")
+            width = (columns - 1) * spec.stride[1] + (spec.kernel[1] - 1) * spec.dilation[1] + 1
+            pitch = _bank_spread_pitch(width, rows * spec.stride[0], columns, spec.stride[1], dtype_bits(spec.dtype) // 8)
+            sch.storage_align(pad, 0, axis=2, factor=32, offset=pitch % 32)
+        sch.decompose_reduction(conv, rw)
+
+
 class ChannelVectorNHWC(ScheduleRule):
     """Any conv (and pooling) in NHWC: a thread per (pixel, vector of 4 output channels), so each
     tap's load, the weight's and the store are one wide access (16 bytes in float32, 8 in float16),
@@ -1134,6 +1188,21 @@ class DepthwiseRowsNHWC(ScheduleRule):
         sch.decompose_reduction(conv, rh)
 
 
+def _bank_spread_pitch(width: int, rows_apart: int, columns: int, stride: int, item_bytes: int) -> int:
+    """The row pitch (in items, at least `width`) of a shared tile read by threads laid out as rows of
+    `columns`, the next row of threads `rows_apart` tile rows down: the one whose warp-wide reads of a
+    tap hit the fewest distinct words in any one of the 32 four-byte banks (a row of 28 threads at a
+    pitch of 34, 7 rows apart, put lanes 28-31 on lanes 14-17's banks; at 36 they take the next ones)."""
+    def conflicts(pitch: int) -> int:
+        words: dict[int, set[int]] = {}
+        for lane in range(32):
+            item = lane // columns * rows_apart * pitch + lane % columns * stride
+            word = item * item_bytes // 4
+            words.setdefault(word % 32, set()).add(word)
+        return max(len(w) for w in words.values())
+    return min(range(width, width + 32), key=lambda pitch: (conflicts(pitch), pitch))
+
+
 def _pixel_runs_by_channel_vectors(sch: s_tir.Schedule, out, lanes: int, per_block: int, run: int, pixels: int,
                                    tunable: bool, rows: int | None = None) -> tuple:
     """The NHWC output's thread mapping: a block per (image, row, run of pixels, per_block channel
@@ -1213,6 +1282,7 @@ def _thread_per_element(sch: s_tir.Schedule, block, threads: int) -> None:
 
 # The first that serves a kernel schedules it untuned; the others that apply are its alternatives,
 # offered as tuning candidates (gconvgen.offline) and served where a tuned record says so.
-RULES: list[ScheduleRule] = [DepthwiseStagedNCHW(), DepthwiseNCHW(), PointwiseTiledNCHW(), PointwiseTensorCoreNHWC(), ChannelVectorNHWC(),
-                             DepthwiseWideNHWC(), DepthwiseRowsNHWC(), SplitReductionNCHW(), GroupConvNCHW(), GroupConvStagedNCHW(),
-                             BatchGemm(), TensorCoreGemm(), PointwiseGemm(), Fallback()]
+RULES: list[ScheduleRule] = [DepthwiseStagedNCHW(), DepthwiseNCHW(), DepthwiseColumnsNCHW(), PointwiseTiledNCHW(),
+                             PointwiseTensorCoreNHWC(), ChannelVectorNHWC(), DepthwiseWideNHWC(), DepthwiseRowsNHWC(),
+                             SplitReductionNCHW(), GroupConvNCHW(), GroupConvStagedNCHW(), BatchGemm(), TensorCoreGemm(),
+                             PointwiseGemm(), Fallback()]

@@ -7,7 +7,8 @@
 #                  rules that apply (gconvgen.offline), of the kernels of the suite at batch 64 (either
 #                  layout) and of MobileNetV2 at batch 1 where a rule whose space no GPU has explored
 #                  as it is serves or could serve: all of them but the fallback's; the NCHW depthwise
-#                  layers on both their rules (vector stores since their Nov 2026 timings); beside the
+#                  layers on both their rules (vector stores since their Nov 2026 timings) and
+#                  cuda.DepthwiseColumnsNCHW; beside the
 #                  NHWC depthwise ones, cuda.DepthwiseWideNHWC (and for kernels 5 or more wide,
 #                  cuda.DepthwiseRowsNHWC);
 #                  beside the NCHW grouped and 1x1 ones, cuda.GroupConvStagedNCHW and the batch GEMM

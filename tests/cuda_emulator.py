@@ -15,6 +15,16 @@ through the API in the code TVM writes, so what a warp computes is the same; a m
 between warps still reads stale shared memory, as on a GPU; a fragment's pointer and stride are
 checked for the alignment WMMA requires. Dynamic shared memory is one static array of the most an
 sm_90 block may have.
+
+It also counts shared-memory wavefronts, the one cost it can tell without a GPU: every access to a
+static shared array and every vector access into shared memory is logged with its source line, and
+the k-th access of a line by each thread of a warp is taken as one warp-wide request, served (as on
+sm_80/sm_90: 32 banks of 4 bytes) in as many wavefronts as the most distinct words any bank must
+deliver, 8-byte accesses a half-warp and 16-byte ones a quarter-warp at a time. `run` returns the
+total beside the least the same bytes could take (one wavefront per 128 bytes a request moves): a
+layout whose threads stride across banks shows as the ratio of the two. The accesses are the CUDA
+source's; nvcc drops repeated loads of one address and may merge adjacent ones into vector loads,
+so the counts say how a layout spreads over the banks, not how many loads the GPU issues.
 """
 from __future__ import annotations
 
@@ -23,6 +33,7 @@ import hashlib
 import re
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +47,7 @@ _SHIM = r"""
 #include <algorithm>
 #include <barrier>
 #include <cmath>
+#include <cstring>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -45,12 +57,76 @@ _SHIM = r"""
 #define __launch_bounds__(...)
 #include <atomic>
 #include <cstdint>
+#include <map>
+#include <tuple>
 thread_local uint3 threadIdx;
+thread_local unsigned emu_thread;   // the thread's index in its block
+// Shared-memory accesses, each thread's in order: (source line, byte offset, size)
+struct emu_access { int line; long offset; int size; };
+static std::vector<std::vector<emu_access>> emu_log;
+static std::vector<std::pair<const char*, const char*>> emu_shared_ranges;
+static long emu_wavefronts = 0, emu_ideal = 0;
+static inline void emu_touch(int line, const void* p, int size) {
+  for (auto [lo, hi] : emu_shared_ranges)
+    if ((const char*)p >= lo && (const char*)p < hi) {
+      emu_log[emu_thread].push_back({line, (const char*)p - lo, size});
+      return;
+    }
+}
+// a static shared array: its subscripts are logged (the source's X[i] becomes X.at(line, i))
+template <class T, unsigned long N> struct emu_shared {
+  alignas(64) T data[N];
+  emu_shared() { emu_shared_ranges.push_back({(const char*)data, (const char*)(data + N)}); }
+  T& at(int line, long i) { emu_touch(line, data + i, sizeof(T)); return data[i]; }
+  T* operator+(long i) { return data + i; }
+  operator T*() { return data; }
+};
+struct emu_register_range {
+  emu_register_range(const void* p, unsigned long bytes) {
+    emu_shared_ranges.push_back({(const char*)p, (const char*)p + bytes});
+  }
+};
 // A vector access must be aligned to its size on a GPU (x86 forgives it): each one is checked
 static std::atomic<long> emu_misaligned{0};
-template <class T, class P> static inline T* emu_aligned(P* p) {
-  if (reinterpret_cast<uintptr_t>(p) % alignof(T)) emu_misaligned++;
+// (a misaligned one is counted and served from a scratch copy: g++ may use aligned moves for T,
+// which fault on x86 too, and the run fails on the count anyway)
+template <class T, class P> static inline T* emu_aligned(int line, P* p) {
+  emu_touch(line, p, sizeof(T));
+  if (reinterpret_cast<uintptr_t>(p) % alignof(T)) {
+    emu_misaligned++;
+    alignas(T) static thread_local unsigned char scratch[sizeof(T)];
+    std::memcpy(scratch, (const void*)p, sizeof(T));
+    return (T*)scratch;
+  }
   return (T*)p;
+}
+// A block's logs as warp-wide requests: the k-th access of a source line by each thread of a warp
+static void emu_count_wavefronts(unsigned threads) {
+  for (unsigned warp = 0; warp * 32 < threads; ++warp) {
+    std::map<std::pair<int, int>, std::vector<emu_access>> requests;   // (line, k) -> its lanes' accesses
+    for (unsigned lane = warp * 32; lane < std::min(threads, warp * 32 + 32); ++lane) {
+      std::map<int, int> seen;
+      for (const emu_access& a : emu_log[lane]) requests[{a.line, seen[a.line]++}].push_back(a);
+      emu_log[lane].clear();
+    }
+    for (auto& [_, lanes] : requests) {
+      const int size = lanes[0].size, phase = size <= 4 ? 32 : 128 / size;   // lanes a wavefront serves at best
+      long bytes = 0;
+      for (unsigned first = 0; first < lanes.size(); first += phase) {
+        std::map<int, std::vector<long>> words;   // bank -> distinct words
+        for (unsigned i = first; i < std::min<unsigned>(lanes.size(), first + phase); ++i)
+          for (long w = lanes[i].offset / 4; w < (lanes[i].offset + lanes[i].size + 3) / 4; ++w) {
+            auto& bank = words[w % 32];
+            if (std::find(bank.begin(), bank.end(), w) == bank.end()) bank.push_back(w);
+          }
+        long most = 0;
+        for (auto& [bank, ws] : words) most = std::max<long>(most, ws.size());
+        emu_wavefronts += most;
+      }
+      for (const emu_access& a : lanes) bytes += a.size;
+      emu_ideal += (bytes + 127) / 128;
+    }
+  }
 }
 static uint3 blockIdx;
 static std::barrier<>* emu_block_barrier;
@@ -114,23 +190,29 @@ extern "C" long emu_launch(void** args) {
   const unsigned grid[3] = {%(grid)s}, block[3] = {%(block)s};
   const unsigned threads = block[0] * block[1] * block[2], blocks = grid[0] * grid[1] * grid[2];
   emu_misaligned = 0;
+  emu_wavefronts = emu_ideal = 0;
+  emu_log.assign(threads, {});
   std::barrier<> barrier(threads);
   emu_block_barrier = &barrier;
   std::vector<std::thread> pool;
   for (unsigned t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
       threadIdx = make_uint3(t %% block[0], t / block[0] %% block[1], t / (block[0] * block[1]));
+      emu_thread = t;
       for (unsigned b = 0; b < blocks; ++b) {
         if (t == 0) blockIdx = make_uint3(b %% grid[0], b / grid[0] %% grid[1], b / (grid[0] * grid[1]));
         barrier.arrive_and_wait();
         %(kernel)s(%(args)s);
         barrier.arrive_and_wait();
+        if (t == 0) emu_count_wavefronts(threads);
       }
     });
   }
   for (auto& thread : pool) thread.join();
   return emu_misaligned.load();
 }
+extern "C" long emu_shared_wavefronts() { return emu_wavefronts; }
+extern "C" long emu_shared_ideal() { return emu_ideal; }
 """
 
 
@@ -171,11 +253,19 @@ def compile_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target, workdir: 
     # the helpers TVM declares __device__ (half max/min) run on the host here
     host_source = re.sub(r"^__device__ ", "inline ", source, flags=re.M)
     # vector loads and stores through a cast pointer: checked for alignment
-    host_source = re.sub(r"\*\((u?int[248]|float[24]|half[248])\*\)\(", r"*emu_aligned<\1>(", host_source)
-    # a block's shared arrays: statics, which the block running now owns
+    host_source = re.sub(r"\*\((u?int[248]|float[24]|half[248])\*\)\(", r"*emu_aligned<\1>(__LINE__, ", host_source)
+    # a block's shared arrays: statics, which the block running now owns; the dynamic one's range and
+    # the static ones' subscripts logged for the wavefront count
     host_source = re.sub(r"extern __shared__ (__align__\(\d+\) )?(\w+) (\w+)\[\];",
-                         lambda m: f"{m.group(1) or ''}static {m.group(2)} {m.group(3)}[{DYNAMIC_SHARED_BYTES}];", host_source)
-    host_source = re.sub(r"__shared__ (alignas\(\d+\) )?", lambda m: f"{m.group(1) or ''}static ", host_source)
+                         lambda m: f"{m.group(1) or ''}static {m.group(2)} {m.group(3)}[{DYNAMIC_SHARED_BYTES}]; "
+                                   f"static emu_register_range emu_range_{m.group(3)}({m.group(3)}, sizeof({m.group(3)}));",
+                         host_source)
+    shared = re.findall(r"__shared__ (?:alignas\(\d+\) )?\w+ (\w+)\[\d+\];", host_source)
+    host_source = re.sub(r"__shared__ (alignas\(\d+\) )?(\w+) (\w+)\[(\d+)\];",
+                         lambda m: f"{m.group(1) or ''}static emu_shared<{m.group(2)}, {m.group(4)}> {m.group(3)};",
+                         host_source)
+    for array in shared:
+        host_source = _logged_subscripts(host_source, array)
     host_source = host_source.replace("#include <mma.h>", "")
     code = _SHIM + host_source + _LAUNCHER % {"grid": dims("blockIdx"), "block": dims("threadIdx"),
                                              "kernel": name, "args": call_args}
@@ -189,10 +279,47 @@ def compile_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target, workdir: 
     library = ctypes.CDLL(str(lib))
     library.emu_launch.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
     library.emu_launch.restype = ctypes.c_long
+    library.emu_shared_wavefronts.restype = library.emu_shared_ideal.restype = ctypes.c_long
     return library, buffers
 
 
-def run(func: tvm.tirx.PrimFunc, target: tvm.target.Target, arrays: dict[str, np.ndarray]) -> None:
+def _logged_subscripts(source: str, name: str) -> str:
+    """name[i] -> name.at(__LINE__, i), a logged access to the shared array; its other uses (a
+    pointer to cast) -> name.data."""
+    out, at = [], 0
+    for m in re.finditer(rf"\b{name}\b(?!>)", source):
+        if m.start() < at:
+            continue
+        out.append(source[at:m.start()])
+        after = m.end()
+        if source.startswith("[", after):
+            depth, end = 0, after
+            while True:
+                depth += {"[": 1, "]": -1}.get(source[end], 0)
+                if depth == 0:
+                    break
+                end += 1
+            out.append(f"{name}.at(__LINE__, {_logged_subscripts(source[after + 1:end], name)})")
+            at = end + 1
+        elif re.match(r"\s*;", source[after:]) and re.search(r"emu_shared<[^>]*>\s*$", source[:m.start()]):
+            out.append(name)   # the declaration
+            at = after
+        else:
+            out.append(f"{name}.data")
+            at = after
+    return "".join(out) + source[at:]
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What a run counted: vector accesses a GPU would fault on, and shared-memory wavefronts
+    against the least the same requests could take (see the module's docstring)."""
+    misaligned: int
+    shared_wavefronts: int
+    shared_ideal: int
+
+
+def run(func: tvm.tirx.PrimFunc, target: tvm.target.Target, arrays: dict[str, np.ndarray]) -> Stats:
     """Run func's kernel on arrays (by buffer name: input, weight, bias, out...), writing its outputs
     into them."""
     with tempfile.TemporaryDirectory() as workdir:
@@ -209,6 +336,7 @@ def run(func: tvm.tirx.PrimFunc, target: tvm.target.Target, arrays: dict[str, np
             arrays[b][...] = staged[b]
         if misaligned:
             raise AssertionError(f"{misaligned} vector accesses were misaligned: a GPU faults on them")
+        return Stats(misaligned, library.emu_shared_wavefronts(), library.emu_shared_ideal())
 
 
 def _aligned_copy(array: np.ndarray, alignment: int = 256) -> np.ndarray:

@@ -39,6 +39,13 @@ CASES = [
     (cuda.DepthwiseStagedNCHW(), dw(8, 14, k=7, dtype="float16", epilogue=("bias",))),   # 2 lanes
     (cuda.DepthwiseStagedNCHW(), dw(40, 7)),                                   # scalar copies, planes a block
     (cuda.DepthwiseStagedNCHW(), conv(8, 16, 16, k=1, stride=2, groups=8)),   # multiplier 2; rows not whole
+    # a thread per column of a band: ConvNeXt's 7x7 (8 rows a thread), float16, stride 2, a 7x7 plane
+    # (7 rows, one row group), a multiplier of 2
+    (cuda.DepthwiseColumnsNCHW(), dw(8, 16, k=7, epilogue=("bias",))),
+    (cuda.DepthwiseColumnsNCHW(), dw(16, 12, dtype="float16", epilogue=("bias", "silu"))),
+    (cuda.DepthwiseColumnsNCHW(), dw(24, 13, stride=2)),
+    (cuda.DepthwiseColumnsNCHW(), dw(8, 7, k=7, batch=3)),
+    (cuda.DepthwiseColumnsNCHW(), conv(8, 16, 10, groups=8)),
     (cuda.ChannelVectorNHWC(), dw(16, 10, layout="NHWC", dtype="float16")),
     (cuda.ChannelVectorNHWC(), conv(32, 256, 32, k=1, batch=8, layout="NHWC", epilogue=("bias",))),  # 4 pixels a thread
     (cuda.ChannelVectorNHWC(), conv(32, 64, 9, groups=4, layout="NHWC")),
@@ -140,8 +147,9 @@ def test_every_rule_that_applies_matches_torch(spec):
         _check(rule.apply(prim_func(spec), target, tunable=False).mod["main"], spec, target, rule.name)
 
 
-def _check(scheduled, spec: KernelSpec, target, what: str) -> None:
-    """Run the scheduled function in the emulator on random data and compare with torch."""
+def _check(scheduled, spec: KernelSpec, target, what: str) -> cuda_emulator.Stats:
+    """Run the scheduled function in the emulator on random data and compare with torch; returns what
+    the emulator counted."""
     func = prim_func(spec)
     args = reference.random_args(spec)
     expected = reference.to_kernel_layout(spec, "output", reference.forward(
@@ -151,10 +159,11 @@ def _check(scheduled, spec: KernelSpec, target, what: str) -> None:
               for b, a in zip(buffers, spec.arg_names) if a != "output"}
     out = buffers[spec.arg_names.index("output")]
     arrays[out] = np.full(spec.shape("output"), np.nan, dtype=np.float16 if spec.dtype == "float16" else np.float32)
-    cuda_emulator.run(scheduled, target, arrays)
+    stats = cuda_emulator.run(scheduled, target, arrays)
     got = torch.from_numpy(arrays[out]).float()
     tol = 1e-2 if spec.dtype == "float16" else 1e-4
     torch.testing.assert_close(got, expected, rtol=tol, atol=tol, msg=lambda m: f"{what}: {m}")
+    return stats
 
 
 def test_emulator_refuses_what_it_does_not_model():
@@ -187,9 +196,10 @@ def test_tuning_candidates_match_torch():
                                         (conv(32, 32, 16, batch=5, groups=4, layout="NHWC", dtype="float16"), "cuda.BatchGemm"),
                                         (conv(64, 48, 8, k=1, batch=4, layout="NHWC", dtype="float16"), "cuda.TensorCoreGemm"),
                                         (conv(64, 64, 8, groups=4, batch=5, dtype="float16"), "cuda.TensorCoreGemm"),
-                                        (dw(32, 14, k=7, batch=4, layout="NHWC", epilogue=("bias",)), "cuda.DepthwiseRowsNHWC")],
+                                        (dw(32, 14, k=7, batch=4, layout="NHWC", epilogue=("bias",)), "cuda.DepthwiseRowsNHWC"),
+                                        (dw(8, 28, k=7, batch=2, epilogue=("bias",)), "cuda.DepthwiseColumnsNCHW")],
                          ids=["dense1x1", "grouped3x3", "grouped3x3-nhwc", "tensorcore-1x1-nhwc", "tensorcore-grouped3x3",
-                              "depthwise7x7-rows"])
+                              "depthwise7x7-rows", "depthwise7x7-columns"])
 def test_alternatives_spaces_match_torch(spec, rule):
     """With alternative_count, random points of an alternative's space are drawn too (here the batch
     GEMM's, beside PointwiseTiledNCHW on a dense 1x1, GroupConvNCHW on a grouped 3x3 and
@@ -203,6 +213,24 @@ def test_alternatives_spaces_match_torch(spec, rule):
     assert len({tuple(map(str, sch.trace.decisions.values())) for sch in points}) == len(points) >= 3
     for sch in points:
         _check(sch.mod["main"], spec, profile.tvm_target(), rule)
+
+
+@pytest.mark.parametrize("spec", [dw(2, 56, k=7, epilogue=("bias",)), dw(2, 28, k=7, epilogue=("bias",)), dw(4, 14)],
+                         ids=["7x7-56", "7x7-28", "3x3-14"])
+def test_depthwise_columns_read_shared_memory_without_bank_conflicts(spec):
+    """The emulator's count of shared-memory wavefronts: DepthwiseNCHW's threads take adjacent outputs
+    of a row, so a warp's reads of a tap lie 4 words apart and take 2-3 wavefronts where one would
+    do; DepthwiseColumnsNCHW's threads take a column each (its row pitch chosen so that the warp's
+    next row of threads lands on the next banks), and take one."""
+    target = targets.load("cuda-sm90").tvm_target()
+    rows = _stats(cuda.DepthwiseNCHW(), spec, target)
+    columns = _stats(cuda.DepthwiseColumnsNCHW(), spec, target)
+    assert rows.shared_wavefronts >= 2 * rows.shared_ideal
+    assert columns.shared_wavefronts <= 1.1 * columns.shared_ideal
+
+
+def _stats(rule, spec: KernelSpec, target) -> cuda_emulator.Stats:
+    return _check(rule.apply(prim_func(spec), target, tunable=False).mod["main"], spec, target, rule.name)
 
 
 def test_emulator_reports_misaligned_vectors(tmp_path):
