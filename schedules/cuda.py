@@ -189,12 +189,10 @@ class DepthwiseColumnsNCHW(ScheduleRule):
 
     name = "cuda.DepthwiseColumnsNCHW"
 
+    applies = DepthwiseNCHW.applies   # the same layers
+
     def __init__(self, threads: int = 256) -> None:
         self.threads = threads
-
-    def applies(self, spec, target: Target) -> bool:
-        return (target.kind.name == "cuda" and spec.op_class == "depthwise" and spec.layout == "NCHW"
-                and spec.shuffle_groups == 1)
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
