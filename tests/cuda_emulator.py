@@ -81,6 +81,11 @@ template <class T, unsigned long N> struct emu_shared {
   T* operator+(long i) { return data + i; }
   operator T*() { return data; }
 };
+template <class T> static inline T& emu_at(int line, void* base, long i) {
+  T* p = (T*)base + i;
+  emu_touch(line, (const void*)p, sizeof(T));
+  return *p;
+}
 struct emu_register_range {
   emu_register_range(const void* p, unsigned long bytes) {
     emu_shared_ranges.push_back({(const char*)p, (const char*)p + bytes});
@@ -260,12 +265,14 @@ def compile_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target, workdir: 
                          lambda m: f"{m.group(1) or ''}static {m.group(2)} {m.group(3)}[{DYNAMIC_SHARED_BYTES}]; "
                                    f"static emu_register_range emu_range_{m.group(3)}({m.group(3)}, sizeof({m.group(3)}));",
                          host_source)
+    for array in re.findall(r"emu_register_range emu_range_(\w+)\(", host_source):
+        host_source = _logged_casts(host_source, array)
     shared = re.findall(r"__shared__ (?:alignas\(\d+\) )?\w+ (\w+)\[\d+\];", host_source)
     host_source = re.sub(r"__shared__ (alignas\(\d+\) )?(\w+) (\w+)\[(\d+)\];",
                          lambda m: f"{m.group(1) or ''}static emu_shared<{m.group(2)}, {m.group(4)}> {m.group(3)};",
                          host_source)
     for array in shared:
-        host_source = _logged_subscripts(host_source, array)
+        host_source = _logged_subscripts(_logged_casts(host_source, array), array)
     host_source = host_source.replace("#include <mma.h>", "")
     code = _SHIM + host_source + _LAUNCHER % {"grid": dims("blockIdx"), "block": dims("threadIdx"),
                                              "kernel": name, "args": call_args}
@@ -283,6 +290,30 @@ def compile_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target, workdir: 
     return library, buffers
 
 
+def _closing(source: str, start: int) -> int:
+    """The index of the ']' closing the '[' at start."""
+    depth, end = 0, start
+    while True:
+        depth += {"[": 1, "]": -1}.get(source[end], 0)
+        if depth == 0:
+            return end
+        end += 1
+
+
+def _logged_casts(source: str, name: str) -> str:
+    """((T*)name)[i] -> emu_at<T>(__LINE__, name, i): a logged access through a cast of a shared
+    array (TVM's reductions and the dynamic shared array are read so)."""
+    out, at = [], 0
+    for m in re.finditer(rf"\(\(((?:volatile )?\w+)\*\){name}\)\[", source):
+        if m.start() < at:
+            continue
+        end = _closing(source, m.end() - 1)
+        out += [source[at:m.start()], f"emu_at<{m.group(1)}>(__LINE__, {name}, ",
+                _logged_casts(source[m.end():end], name), ")"]
+        at = end + 1
+    return "".join(out) + source[at:]
+
+
 def _logged_subscripts(source: str, name: str) -> str:
     """name[i] -> name.at(__LINE__, i), a logged access to the shared array; its other uses (a
     pointer to cast) -> name.data."""
@@ -293,12 +324,7 @@ def _logged_subscripts(source: str, name: str) -> str:
         out.append(source[at:m.start()])
         after = m.end()
         if source.startswith("[", after):
-            depth, end = 0, after
-            while True:
-                depth += {"[": 1, "]": -1}.get(source[end], 0)
-                if depth == 0:
-                    break
-                end += 1
+            end = _closing(source, after)
             out.append(f"{name}.at(__LINE__, {_logged_subscripts(source[after + 1:end], name)})")
             at = end + 1
         elif re.match(r"\s*;", source[after:]) and re.search(r"emu_shared<[^>]*>\s*$", source[:m.start()]):
