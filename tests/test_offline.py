@@ -150,10 +150,11 @@ def test_cuda_candidates_carry_fatbins(tmp_path):
     assert cli.main(["tune", "--target", "cuda-sm90", "--suite", str(suite), "--trials", "2",
                      "--alternative-trials", "2", "--export-candidates", str(tmp_path / "h100")]) == 0
     data = json.loads((tmp_path / "h100" / offline.CANDIDATES).read_text())
-    # 2 of the space of the depthwise rule that serves a 12x12 plane (the staged one), and 2 of the
+    # 2 of the space of the depthwise rule that serves a 12x12 plane (the staged one), and 2 of each
     # other's
     assert data["device"] == "cuda" and [c["rule"] for c in data["candidates"]] == [
-        "cuda.DepthwiseStagedNCHW", "cuda.DepthwiseStagedNCHW", "cuda.DepthwiseNCHW", "cuda.DepthwiseNCHW"]
-    assert len({json.dumps(r) for r in offline.records(tmp_path / "h100")["records"].values()}) == 4
+        "cuda.DepthwiseStagedNCHW", "cuda.DepthwiseStagedNCHW", "cuda.DepthwiseNCHW", "cuda.DepthwiseNCHW",
+        "cuda.DepthwiseColumnsNCHW", "cuda.DepthwiseColumnsNCHW"]
+    assert len({json.dumps(r) for r in offline.records(tmp_path / "h100")["records"].values()}) == 6
     assert has_fatbin(tmp_path / "h100" / offline.LIBRARY)
     assert (tmp_path / "h100" / "lib" / "libtvm_runtime_cuda.so").exists()
