@@ -58,7 +58,6 @@ _SHIM = r"""
 #include <atomic>
 #include <cstdint>
 #include <map>
-#include <tuple>
 thread_local uint3 threadIdx;
 thread_local unsigned emu_thread;   // the thread's index in its block
 // Shared-memory accesses, each thread's in order: (source line, byte offset, size)
@@ -78,8 +77,6 @@ template <class T, unsigned long N> struct emu_shared {
   alignas(64) T data[N];
   emu_shared() { emu_shared_ranges.push_back({(const char*)data, (const char*)(data + N)}); }
   T& at(int line, long i) { emu_touch(line, data + i, sizeof(T)); return data[i]; }
-  T* operator+(long i) { return data + i; }
-  operator T*() { return data; }
 };
 template <class T> static inline T& emu_at(int line, void* base, long i) {
   T* p = (T*)base + i;
@@ -327,7 +324,7 @@ def _logged_subscripts(source: str, name: str) -> str:
             end = _closing(source, after)
             out.append(f"{name}.at(__LINE__, {_logged_subscripts(source[after + 1:end], name)})")
             at = end + 1
-        elif re.match(r"\s*;", source[after:]) and re.search(r"emu_shared<[^>]*>\s*$", source[:m.start()]):
+        elif re.match(r"\s*;", source[after:]) and re.search(r"emu_shared<[^>]*>\s*$", source[max(0, m.start() - 80):m.start()]):
             out.append(name)   # the declaration
             at = after
         else:
