@@ -402,7 +402,6 @@ def _plainly_dispatched(args: tuple) -> bool:
     return True
 
 
-
 def _custom_op(name: str) -> Callable[[Callable], _OpDef]:
     """@_custom_op("gconvgen::NAME") defines the op NAME with the decorated function as its kernel."""
     return lambda impl: _OpDef(name.split("::")[1], impl)

@@ -321,7 +321,7 @@ class DepthwiseWideNHWC(ScheduleRule):
         per_block = divisor_at_most(spec.out_channels // lanes, self.threads)
         # more pixels share a wide kernel's taps: 7x7's stage 13 columns a row for 7 pixels, not 10 for 4
         most = (8 if spec.kernel[1] >= 5 else 4) if spec.stride == (1, 1) else 2
-        pixels = max(d for d in range(1, most + 1) if spec.out_width % d == 0)
+        pixels = divisor_at_most(spec.out_width, most)
         run = divisor_at_most(spec.out_width // pixels, max(1, self.threads // per_block))
         tx, wp, cv = _pixel_runs_by_channel_vectors(sch, out, lanes, per_block, run, pixels, tunable)
         cvo, cvi = sch.split(cv, factors=[None, math_lanes])
@@ -346,6 +346,58 @@ class DepthwiseWideNHWC(ScheduleRule):
             for loop in outer:
                 sch.unroll(loop)
             sch.vectorize(lane)
+        sch.unroll(rh)
+        sch.decompose_reduction(conv, rh)
+
+
+class DepthwiseRowsNHWC(ScheduleRule):
+    """Depthwise conv in NHWC with a kernel 5 or more wide (ConvNeXt's 7x7, EfficientNet's 5x5), at
+    stride 1: a thread per output channel and `rows` x `pixels` outputs of it, its kh x kw weights
+    loaded into registers once and reused for all of them; for each output row and kernel row the
+    thread loads the input columns its pixels cover (pixels + kw - 1), one scalar each, a warp's 32
+    adjacent channels one 128-byte (float16: 64-byte) access. A 7x7 tap set costs 49 multiply-adds an
+    output, so these layers need the FMAs fed from registers: 8 pixels a thread make 4 multiply-adds a
+    load (the L1's rate to the FMAs' on an H100/H200), where DepthwiseWideNHWC loads the kernel row's
+    weights with its 16-byte input columns for every output row (2.7 a load). On an H200 ConvNeXt's
+    7x7s reached 15-28 % of copy bandwidth in float32 on the best of the other rules. Untimed as yet:
+    an alternative, served through tuned records. Tunable: the rows and pixels a thread takes, the
+    channels and pixel runs a block takes. Does not apply to NCHW, kernels under 5 wide, strides,
+    dilation, or an output shuffle."""
+
+    name = "cuda.DepthwiseRowsNHWC"
+
+    def __init__(self, threads: int = 256, pixels: int = 8, rows: int = 4, min_threads: int = 1 << 17) -> None:
+        self.threads, self.pixels, self.rows, self.min_threads = threads, pixels, rows, min_threads
+
+    def applies(self, spec, target: Target) -> bool:
+        return (target.kind.name == "cuda" and spec.op_class == "depthwise" and spec.layout == "NHWC"
+                and spec.shuffle_groups == 1 and spec.dilation == (1, 1) and spec.stride == (1, 1)
+                and spec.kernel[1] >= 5)
+
+    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+        pixels = divisor_at_most(spec.out_width, self.pixels)
+        units = spec.batch * spec.out_height * spec.out_width * spec.out_channels // pixels
+        rows = _pixels_leaving(spec.out_height, units, self.rows, self.min_threads)   # threads stay many
+        per_block = divisor_at_most(spec.out_channels, self.threads)
+        run = divisor_at_most(spec.out_width // pixels, max(1, self.threads // per_block))
+        hr, tx, wp, _ = _pixel_runs_by_channel_vectors(sch, out, 1, per_block, run, pixels, tunable, rows)
+        sch.unroll(wp)
+        # the weights once a thread, above its rows; the accumulators and the input columns per row
+        weights = sch.cache_read(conv, 1, "local")
+        sch.compute_at(conv, hr, preserve_unit_loops=True)
+        sch.set_scope(conv, 0, "local")
+        *_, pw, pc, rh, rw = sch.get_loops(conv)
+        sch.reorder(rh, rw, pw, pc)
+        for loop in (rw, pw, pc):
+            sch.unroll(loop)
+        columns = sch.get_sblock("pad") if has_block(sch, "pad") else sch.cache_read(conv, 0, "local")
+        sch.compute_at(columns, rh, preserve_unit_loops=True)
+        sch.set_scope(columns, 0, "local")
+        sch.compute_at(weights, tx, preserve_unit_loops=True)
+        for stage in (columns, weights):
+            for loop in sch.get_loops(stage)[-4:]:
+                sch.unroll(loop)
         sch.unroll(rh)
         sch.decompose_reduction(conv, rh)
 
@@ -1132,58 +1184,6 @@ class Fallback(ScheduleRule):
         _inline_pad(sch)
         for block in sch.get_child_blocks(sch.get_sblock("root")):
             _thread_per_element(sch, block, 256)
-
-
-class DepthwiseRowsNHWC(ScheduleRule):
-    """Depthwise conv in NHWC with a kernel 5 or more wide (ConvNeXt's 7x7, EfficientNet's 5x5), at
-    stride 1: a thread per output channel and `rows` x `pixels` outputs of it, its kh x kw weights
-    loaded into registers once and reused for all of them; for each output row and kernel row the
-    thread loads the input columns its pixels cover (pixels + kw - 1), one scalar each, a warp's 32
-    adjacent channels one 128-byte (float16: 64-byte) access. A 7x7 tap set costs 49 multiply-adds an
-    output, so these layers need the FMAs fed from registers: 8 pixels a thread make 4 multiply-adds a
-    load (the L1's rate to the FMAs' on an H100/H200), where DepthwiseWideNHWC loads the kernel row's
-    weights with its 16-byte input columns for every output row (2.7 a load). On an H200 ConvNeXt's
-    7x7s reached 15-28 % of copy bandwidth in float32 on the best of the other rules. Untimed as yet:
-    an alternative, served through tuned records. Tunable: the rows and pixels a thread takes, the
-    channels and pixel runs a block takes. Does not apply to NCHW, kernels under 5 wide, strides,
-    dilation, or an output shuffle."""
-
-    name = "cuda.DepthwiseRowsNHWC"
-
-    def __init__(self, threads: int = 256, pixels: int = 8, rows: int = 4, min_threads: int = 1 << 17) -> None:
-        self.threads, self.pixels, self.rows, self.min_threads = threads, pixels, rows, min_threads
-
-    def applies(self, spec, target: Target) -> bool:
-        return (target.kind.name == "cuda" and spec.op_class == "depthwise" and spec.layout == "NHWC"
-                and spec.shuffle_groups == 1 and spec.dilation == (1, 1) and spec.stride == (1, 1)
-                and spec.kernel[1] >= 5)
-
-    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
-        conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
-        pixels = max(d for d in range(1, self.pixels + 1) if spec.out_width % d == 0)
-        units = spec.batch * spec.out_height * spec.out_width * spec.out_channels // pixels
-        rows = _pixels_leaving(spec.out_height, units, self.rows, self.min_threads)   # threads stay many
-        per_block = divisor_at_most(spec.out_channels, self.threads)
-        run = divisor_at_most(spec.out_width // pixels, max(1, self.threads // per_block))
-        hr, tx, wp, _ = _pixel_runs_by_channel_vectors(sch, out, 1, per_block, run, pixels, tunable, rows)
-        sch.unroll(wp)
-        # the weights once a thread, above its rows; the accumulators and the input columns per row
-        weights = sch.cache_read(conv, 1, "local")
-        sch.compute_at(conv, hr, preserve_unit_loops=True)
-        sch.set_scope(conv, 0, "local")
-        *_, pw, pc, rh, rw = sch.get_loops(conv)
-        sch.reorder(rh, rw, pw, pc)
-        for loop in (rw, pw, pc):
-            sch.unroll(loop)
-        columns = sch.get_sblock("pad") if has_block(sch, "pad") else sch.cache_read(conv, 0, "local")
-        sch.compute_at(columns, rh, preserve_unit_loops=True)
-        sch.set_scope(columns, 0, "local")
-        sch.compute_at(weights, tx, preserve_unit_loops=True)
-        for stage in (columns, weights):
-            for loop in sch.get_loops(stage)[len(sch.get_loops(stage)) - 4:]:
-                sch.unroll(loop)
-        sch.unroll(rh)
-        sch.decompose_reduction(conv, rh)
 
 
 def _bank_spread_pitch(width: int, rows_apart: int, columns: int, stride: int, item_bytes: int) -> int:

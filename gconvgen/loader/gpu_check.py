@@ -324,14 +324,13 @@ def summary(rows: list[dict], prefix: str) -> None:
                 print(f"geomean vs torch's better layout{label}, {dtype} batch {batch}: "
                       f"{_geomean([r[prefix + 'speedup'] for r in sel]):.2f}x over {len(sel)} kernels, at "
                       f"{100 * _geomean([r[prefix + 'roofline_fraction'] for r in sel]):.0f} % of their roofline")
-            ieee = [r for r in timed if r["dtype"] == dtype and r["batch"] == batch and prefix + "ieee_speedup" in r]
+            ieee = [r for r in sel if prefix + "ieee_speedup" in r]
             if ieee:
                 print(f"  of which {len(ieee)} float32 convs that torch runs in TF32 by default: "
                       f"{_geomean([r[prefix + 'speedup'] for r in ieee]):.2f}x, and "
                       f"{_geomean([r[prefix + 'ieee_speedup'] for r in ieee]):.2f}x vs torch without TF32 (ours: float32 math)")
             # issue 6's bandwidth target: depthwise layers moving 4 MB or more at 70 % of copy bandwidth
-            big = [r for r in timed if r["dtype"] == dtype and r["batch"] == batch
-                   and r.get("depthwise") and r["moved_bytes"] >= 4e6]
+            big = [r for r in sel if r.get("depthwise") and r["moved_bytes"] >= 4e6]
             if big:
                 reached = [r[prefix + "bandwidth_fraction"] for r in big]
                 print(f"depthwise moving 4 MB or more{label}, {dtype} batch {batch}: {sum(f >= 0.7 for f in reached)} "
@@ -448,9 +447,10 @@ def check_kernel(lib, key: str, entry: dict, args, timer, rates: dict, gen, star
         row["macs"] = macs
         src, dst = (torch.empty(moved // 2, dtype=torch.uint8, device=args.device) for _ in range(2))
         row["copy_us"] = timer(lambda: dst.copy_(src))   # the same bytes read and written
-        row["roofline_us"] = max(row["copy_us"], macs / rates["fma_per_us"])
+        move_us, fma_us = moved / bandwidth, macs / rates["fma_per_us"]
+        row["roofline_us"] = max(row["copy_us"], fma_us)
         # the most of copy bandwidth its multiply-adds leave it
-        row["bandwidth_ceiling"] = moved / bandwidth / max(moved / bandwidth, macs / rates["fma_per_us"])
+        row["bandwidth_ceiling"] = move_us / max(move_us, fma_us)
         row["roofline_fraction"] = row["roofline_us"] / row["ours_us"]
         row["speedup"] = min(row["torch_nchw_us"], row["torch_cl_us"]) / row["ours_us"]
         if spec["op"] == "conv2d" and spec["dtype"] == "float32" and not row["depthwise"]:
