@@ -90,6 +90,9 @@ def _replay(mod: tvm.IRModule, record: Record, adapt: bool = False):
     loop, else takes the nearest divisor that does, so the trace's tiling carries over."""
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
+    if record.tensorizes:   # the tensor-core GEMM's intrinsics, which the rule registers as it runs
+        from . import tensor_intrin
+        tensor_intrin.load()
     sch = s_tir.Schedule(mod)
 
     def fit_tiles(inst, inputs, attrs, decision):

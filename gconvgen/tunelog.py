@@ -45,6 +45,11 @@ class Record:
     def ok(self) -> bool:
         return self.seconds < FAILED
 
+    @property
+    def tensorizes(self) -> bool:
+        """Whether the trace tensorizes (names TVM's tensor intrinsics, registered only on import)."""
+        return any(inst[0] == "Tensorize" for inst in self.trace[0])
+
     def as_json(self) -> list:
         return [self.trace, self.run_secs, self.target, self.args_info]
 

@@ -53,8 +53,10 @@ class DepthwiseNCHW(ScheduleRule):
     """Depthwise conv in NCHW: a thread block per (image, channel, band of output rows); the band's
     input rows plus the halo are staged in shared memory by all threads together (coalesced along
     rows); each thread computes several adjacent outputs of a row from it, taps unrolled, and
-    stores them as one vector where their count allows (_vector_stores). Tunable:
-    the band's rows and the outputs per thread. Does not apply to NHWC or with an output shuffle."""
+    stores them as one vector where their count allows (_vector_stores). Listed after
+    DepthwiseColumnsNCHW, which serves the same layers and was as fast or faster on an H200 wherever
+    this rule served before it (Nov 2026), so it serves through tuned records. Tunable: the band's
+    rows and the outputs per thread. Does not apply to NHWC or with an output shuffle."""
 
     name = "cuda.DepthwiseNCHW"
 
@@ -114,7 +116,7 @@ class DepthwiseStagedNCHW(ScheduleRule):
     (96x112 in float32 141 against 211), on planes of 14x14 or less (960x7 14 against 39), and with a
     kernel 5 or more wide only on 7x7 planes: DepthwiseNCHW was ahead on float32 3x3s at stride 1 on
     planes of 28x28 and more (32x112 97 against 122) and far ahead on ConvNeXt's 7x7s above 7x7
-    (96x56 140 against 464). Tunable: the planes, rows and outputs per thread. Does not apply to
+    (96x56 140 against 464); DepthwiseColumnsNCHW serves those now. Tunable: the planes, rows and outputs per thread. Does not apply to
     NHWC or with an output shuffle."""
 
     name = "cuda.DepthwiseStagedNCHW"
@@ -183,9 +185,12 @@ class DepthwiseColumnsNCHW(ScheduleRule):
     The other NCHW rules give a thread adjacent outputs along a row, so a warp's threads read words 4
     or 8 apart: 2-3 (DepthwiseNCHW) and up to 6.5 (DepthwiseStagedNCHW, a 7x7) shared-memory
     wavefronts a request where one would do (the emulator counts them), and ConvNeXt's 7x7 96x56 ran
-    at 26 % of copy bandwidth on an H200, about what those wavefronts allow. Untimed as yet: an
-    alternative, served through tuned records. Tunable: the rows a thread and a block take. Does
-    not apply to NHWC, pooling, or an output shuffle."""
+    at 26 % of copy bandwidth on an H200, about what those wavefronts allow. Serves (listed after
+    DepthwiseStagedNCHW, before DepthwiseNCHW) where DepthwiseStagedNCHW does not: on an H200 at batch
+    64 (Nov 2026, each rule's own schedule) ConvNeXt's 7x7s took 65 us against DepthwiseNCHW's 86
+    (192x28, float32), 40 against 67 (384x14) and 61 against 83 (192x28, float16), MobileNetV2's
+    float32 3x3s at stride 1 on 28x28 and more planes 1-8 % less, 144x56 1 % more. Tunable: the rows
+    a thread and a block take. Does not apply to NHWC, pooling, or an output shuffle."""
 
     name = "cuda.DepthwiseColumnsNCHW"
 
@@ -295,8 +300,11 @@ class DepthwiseWideNHWC(ScheduleRule):
     into registers, one 16-byte load each, then accumulates in float32 from there, 4 lanes at a
     time (TVM's CUDA codegen cannot emit an 8-lane float32 vector). ChannelVectorNHWC loads 8 bytes
     a tap in float16 and each tap of each pixel anew; on an H200 its float16 stride-1 layers reached
-    33-39 % of copy bandwidth. Listed after ChannelVectorNHWC, so it serves through tuned records
-    (untimed as yet). Tunable: the channel vectors a block takes, the pixels a block and a thread
+    33-39 % of copy bandwidth. Serves (listed before ChannelVectorNHWC) wherever it applies: on an
+    H200 at batch 64 (Nov 2026, each rule's own schedule) it was faster on 34 of the suite's 38 NHWC
+    depthwise kernels, 1.3-3.3x on ConvNeXt's 7x7s (96x56 float32 90 us against 289) and MobileNetV2's
+    large planes (32x112 float16 39 against 63), and at most 4 % slower (float32 at stride 2) but for
+    one float16 layer at stride 2 (576x14: 8.3 against 6.9). Tunable: the channel vectors a block takes, the pixels a block and a thread
     take. Does not apply to NCHW, grouped or dense convs, pooling, an output shuffle, dilation,
     kernels of one row or column (they have no kernel row to stage by), or a channel multiplier
     not a power of two (a vector of 4 output channels then reads input channels not starting at a
@@ -359,8 +367,10 @@ class DepthwiseRowsNHWC(ScheduleRule):
     output, so these layers need the FMAs fed from registers: 8 pixels a thread make 4 multiply-adds a
     load (the L1's rate to the FMAs' on an H100/H200), where DepthwiseWideNHWC loads the kernel row's
     weights with its 16-byte input columns for every output row (2.7 a load). On an H200 ConvNeXt's
-    7x7s reached 15-28 % of copy bandwidth in float32 on the best of the other rules. Untimed as yet:
-    an alternative, served through tuned records. Tunable: the rows and pixels a thread takes, the
+    7x7s reached 15-28 % of copy bandwidth in float32 on the best of the other rules. An
+    alternative, served through tuned records: on an H200 (Nov 2026) it beat DepthwiseWideNHWC on
+    three of ConvNeXt's four float16 7x7s (96x56 79 us against 99) but lost the 192x28 (61 against
+    51) and all four in float32. Tunable: the rows and pixels a thread takes, the
     channels and pixel runs a block takes. Does not apply to NCHW, kernels under 5 wide, strides,
     dilation, or an output shuffle."""
 
@@ -512,7 +522,9 @@ class BatchGemm(ScheduleRule):
     output's sum over threads, or take a few channels of a pixel a thread (ChannelVectorNHWC): on
     an H200 at batch 64 MobileNetV2's 960->320 at 7x7 took 117 µs in NCHW and 267 in NHWC in
     float32 with them (torch 20), ResNeXt's g32 1024x7 148 and 229 (torch 42). Listed after
-    them, so it serves through tuned records (untimed as yet). An output shuffle is fused into the
+    them, so it serves through tuned records: on an H200 (Nov 2026) its timed candidates won the
+    g32 1024x7 in float32 (137 us against GroupConvStagedNCHW's 149) and two NHWC float32 1x1s, and
+    lost the layers with small groups by 1.5-4x. An output shuffle is fused into the
     stores (_unshuffle). Tunable: the threads and a thread's outputs along each axis, the chunk.
     Does not apply to depthwise convs (a GEMM of one input channel, with a channel multiplier too),
     dilation, blocked weights, or where the default tiles make fewer than `min_blocks` / 4 blocks
@@ -800,8 +812,11 @@ class GroupConvStagedNCHW(GroupConvNCHW):
     g32 layers at 7x7 and 14x14, 0.1-0.5x torch at batch 64). A thread takes up to `pixels`
     adjacent outputs of a row, so each weight vector serves all of them, and at stride 1 their
     taps overlap (a 3-tap row of 4 outputs reads 6 inputs, not 12), and leave as one vector store a
-    channel (_vector_stores); the default keeps 128K threads busy, as ChannelVectorNHWC. Listed
-    after GroupConvNCHW, so it serves through tuned records (untimed as yet). The chunk's loop is
+    channel (_vector_stores); the default keeps 128K threads busy, as ChannelVectorNHWC. Serves
+    before GroupConvNCHW (after PointwiseTiledNCHW and SplitReductionNCHW): on an H200 at batch 64
+    (Nov 2026, each rule's own schedule) ResNeXt's g32 layers took 1.5-2.9x less (256x28 float16
+    98 us against 281, float32 118 against 260), and the 1x1s GroupConvNCHW served at batch 1 up to
+    2.8x less (96->576 at 14x14, float32). The chunk's loop is
     unrolled, so its size is bounded by the code that makes too. Tunable: the channels and pixels
     a thread takes, the chunk. Does not apply to depthwise, NHWC, or groups (or shuffle groups) of
     fewer than 4 output channels."""
@@ -894,7 +909,10 @@ class PointwiseTensorCoreNHWC(ScheduleRule):
     the rows of the NHWC input, so its loads are contiguous along the reduction. Does not apply to
     float32 (it would round to TF32; our float32 kernels are exact), NCHW (the pixels of a channel
     are the contiguous axis there, which this GEMM's loads do not follow), groups, shuffles, or
-    strided or padded 1x1 convs. Not tunable: the schedule is DLight's fixed one."""
+    strided or padded 1x1 convs. Not tunable: the schedule is DLight's fixed one. Listed after
+    TensorCoreGemm, which was 1.7-3x faster on every float16 NHWC 1x1 of the suite on an H200 at
+    batch 64 (Nov 2026), so it serves only the 1x1s that one does not (fewer than 16 channels in or
+    out)."""
 
     name = "cuda.PointwiseTensorCoreNHWC"
 
@@ -922,8 +940,13 @@ class TensorCoreGemm(ScheduleRule):
     multiprocessors: 53.5 us against torch's 10), the default tiles waste little padding (a ResNeXt
     g32 group's 32 output channels are two fragments, not a quarter of a 128 tile) and make a block
     per multiprocessor where they can, within 48 KB of shared memory in all (what a GPU check
-    counts). Listed after the rules that serve these layers by default, so it serves through tuned
-    records (untimed as yet). Does not apply to float32 (it would round to TF32; our float32 kernels
+    counts). Serves (see `serves`) 1x1s and wide groups: on an H200 (Nov 2026, each rule's own
+    schedule) it was the fastest on all 9 float16 1x1s of the suite at batch 64 in either layout
+    (NCHW 384->64 at 14x14 9.6 us against PointwiseTiledNCHW's 56, NHWC 960->320 at 7x7 18 against
+    DLight's 54) and on 14 of MobileNetV2's 19 at batch 1 (within 0.3 us on the rest), and on
+    ResNeXt's g32 1024x7 (32 channels a group: 94 us against 220 in NCHW, 27 against 136 in NHWC);
+    with 16 channels a group it lost in NCHW (171 against 128), with 8 or 4 by 2.6-4x. Does not
+    apply to float32 (it would round to TF32; our float32 kernels
     are exact), depthwise convs, dilation, or one output channel a group (a GEMM of one row or
     column, which TVM refuses to tile). Tunable: warps and fragments a warp along i and j."""
 
@@ -994,6 +1017,13 @@ class TensorCoreGemm(ScheduleRule):
         return (target.kind.name == "cuda" and spec.op == "conv2d" and spec.dtype == "float16"
                 and spec.op_class != "depthwise" and spec.dilation == (1, 1)
                 and spec.weight_layout in ("OIHW", "HWIO") and spec.out_channels // spec.groups >= 2)
+
+    def serves(self, spec, target: Target) -> bool:
+        """Where a group's GEMM fills whole fragments: 16 input channels a group or more, and 16
+        output channels (a 1x1) or 32 (a wider kernel, whose taps the staging gathers 4 lanes at a
+        time) a group or more."""
+        per, cig = spec.out_channels // spec.groups, spec.in_channels // spec.groups
+        return self.applies(spec, target) and cig >= 16 and per >= (16 if spec.kernel == (1, 1) else 32)
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         from gconvgen import tensor_intrin
@@ -1280,7 +1310,7 @@ def _thread_per_element(sch: s_tir.Schedule, block, threads: int) -> None:
 
 # The first that serves a kernel schedules it untuned; the others that apply are its alternatives,
 # offered as tuning candidates (gconvgen.offline) and served where a tuned record says so.
-RULES: list[ScheduleRule] = [DepthwiseStagedNCHW(), DepthwiseNCHW(), DepthwiseColumnsNCHW(), PointwiseTiledNCHW(),
-                             PointwiseTensorCoreNHWC(), ChannelVectorNHWC(), DepthwiseWideNHWC(), DepthwiseRowsNHWC(),
-                             SplitReductionNCHW(), GroupConvNCHW(), GroupConvStagedNCHW(), BatchGemm(), TensorCoreGemm(),
-                             PointwiseGemm(), Fallback()]
+RULES: list[ScheduleRule] = [DepthwiseStagedNCHW(), DepthwiseColumnsNCHW(), DepthwiseNCHW(), TensorCoreGemm(),
+                             PointwiseTiledNCHW(), PointwiseTensorCoreNHWC(), DepthwiseWideNHWC(), ChannelVectorNHWC(),
+                             DepthwiseRowsNHWC(), SplitReductionNCHW(), GroupConvStagedNCHW(), GroupConvNCHW(),
+                             BatchGemm(), PointwiseGemm(), Fallback()]

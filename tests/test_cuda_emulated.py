@@ -1,7 +1,7 @@
 """Every hand-written CUDA rule, checked against torch on this CPU: each kernel is built for sm_90 by
 TVM and nvcc, then its CUDA source runs in tests/cuda_emulator.py (host threads for GPU threads). No
-GPU is lent to most sessions, and the alternatives (DepthwiseStagedNCHW, DepthwiseWideNHWC) serve
-only once a GPU has timed them, so this is where a wrong index or a missed predicate shows first."""
+GPU is lent to most sessions, and the alternatives serve only once a GPU has timed them, so this is
+where a wrong index or a missed predicate shows first."""
 import shutil
 
 import numpy as np
@@ -147,6 +147,30 @@ def test_every_rule_that_applies_matches_torch(spec):
         _check(rule.apply(prim_func(spec), target, tunable=False).mod["main"], spec, target, rule.name)
 
 
+SERVED = [dw(20, 30, batch=3), conv(12, 24, 17, k=5, groups=12, dtype="float16", epilogue=("bias",)),
+          dw(12, 9, layout="NHWC", dtype="float16"), dw(20, 11, k=7, stride=2, layout="NHWC", epilogue=("bias",)),
+          conv(40, 24, 9, k=1, batch=3, dtype="float16"), conv(48, 96, 5, k=1, groups=3, layout="NHWC", dtype="float16",
+                                                               epilogue=("bias", "relu", "shuffle:3")),
+          conv(64, 64, 5, groups=2, batch=3, dtype="float16"), conv(16, 32, 15, groups=4, stride=2)]
+
+
+def test_served_rules_match_torch_off_the_suite():
+    """The rule that serves a kernel untuned (the first that serves it: a GPU's timings made the column
+    depthwise, the wide NHWC depthwise, the tensor-core GEMM and the staged grouped conv serve by
+    default) computes shapes off the suite: odd planes, batches of 3, channel multipliers, a 7x7 at
+    stride 2, 40 input channels (a padded fragment), a shuffle fused into the stores."""
+    from gconvgen.schedule import rule_for
+    profile = targets.load("cuda-sm90")
+    served = set()
+    for spec in SERVED:
+        rule = rule_for(spec, profile)
+        served.add(rule.name)
+        _check(rule.apply(prim_func(spec), profile.tvm_target(), tunable=False).mod["main"], spec,
+               profile.tvm_target(), rule.name)
+    assert {"cuda.DepthwiseColumnsNCHW", "cuda.DepthwiseWideNHWC", "cuda.TensorCoreGemm",
+            "cuda.GroupConvStagedNCHW"} <= served
+
+
 def _check(scheduled, spec: KernelSpec, target, what: str) -> cuda_emulator.Stats:
     """Run the scheduled function in the emulator on random data and compare with torch; returns what
     the emulator counted."""
@@ -202,13 +226,17 @@ def test_tuning_candidates_match_torch():
                               "depthwise7x7-rows", "depthwise7x7-columns"])
 def test_alternatives_spaces_match_torch(spec, rule):
     """With alternative_count, random points of an alternative's space are drawn too (here the batch
-    GEMM's, beside PointwiseTiledNCHW on a dense 1x1, GroupConvNCHW on a grouped 3x3 and
-    ChannelVectorNHWC on one in NHWC, layers with enough pixels that it applies; and the
-    tensor-core GEMM's): every one computes the layer."""
+    GEMM's, beside the rules that serve a dense 1x1, a grouped 3x3 and one in NHWC, layers with enough
+    pixels that it applies; the tensor-core GEMM's; the large-kernel depthwise rules'), and of the
+    serving rule's with count (the tensor-core GEMM on a 1x1, the column depthwise on a 7x7 since an
+    H200's timings made them serve): every one computes the layer."""
     from gconvgen import offline
+    from gconvgen.schedule import rule_for
     profile = targets.load("cuda-sm90")
-    # (its own and 3 drawn asked for; each point is offered once, and a small space may hold fewer)
-    _, drawn = offline._draw(spec, profile, 1, seed=1, alternative_count=4)
+    # (its own and 3 drawn asked for, as the rule that serves or as an alternative; each point is
+    # offered once, and a small space may hold fewer)
+    serves = rule_for(spec, profile).name == rule
+    _, drawn = offline._draw(spec, profile, 4 if serves else 1, seed=1, alternative_count=4)
     points = [sch for sch, _, name in drawn if name == rule]
     assert len({tuple(map(str, sch.trace.decisions.values())) for sch in points}) == len(points) >= 3
     for sch in points:

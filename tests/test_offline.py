@@ -153,8 +153,8 @@ def test_cuda_candidates_carry_fatbins(tmp_path):
     # 2 of the space of the depthwise rule that serves a 12x12 plane (the staged one), and 2 of each
     # other's
     assert data["device"] == "cuda" and [c["rule"] for c in data["candidates"]] == [
-        "cuda.DepthwiseStagedNCHW", "cuda.DepthwiseStagedNCHW", "cuda.DepthwiseNCHW", "cuda.DepthwiseNCHW",
-        "cuda.DepthwiseColumnsNCHW", "cuda.DepthwiseColumnsNCHW"]
+        "cuda.DepthwiseStagedNCHW", "cuda.DepthwiseStagedNCHW", "cuda.DepthwiseColumnsNCHW",
+        "cuda.DepthwiseColumnsNCHW", "cuda.DepthwiseNCHW", "cuda.DepthwiseNCHW"]
     assert len({json.dumps(r) for r in offline.records(tmp_path / "h100")["records"].values()}) == 6
     assert has_fatbin(tmp_path / "h100" / offline.LIBRARY)
     assert (tmp_path / "h100" / "lib" / "libtvm_runtime_cuda.so").exists()
