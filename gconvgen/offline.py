@@ -138,7 +138,7 @@ def export(specs: list[KernelSpec], profile: TargetProfile, out_dir: str | Path,
                            + "\n".join(refused)) from None
     bundle.copy_runtime(out, profile)
     (out / "loader").mkdir(exist_ok=True)
-    for name in ("gconvgen_loader.py", "measure.py"):
+    for name in ("gconvgen_loader.py", "measure.py", "gpu_check.py"):   # (measure.py times GPUs with its timer)
         shutil.copy2(PACKAGE_DIR / "loader" / name, out / "loader" / name)
     (out / CANDIDATES).write_text(json.dumps({
         "format": FORMAT, "profile": profile.name, "tvm_target": profile.target, "arch": profile.arch,

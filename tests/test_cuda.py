@@ -146,6 +146,8 @@ def test_gpu_check_timer_is_per_call(monkeypatch):
     import gpu_check
     us = gpu_check.Timer("cpu")(lambda: time.sleep(0.002), reps=4, rounds=3)
     assert 1900 < us < 4000, us
+    samples = gpu_check.Timer("cpu").samples(lambda: time.sleep(0.002), reps=2, rounds=3)   # (measure.py's)
+    assert len(samples) == 3 and all(1900 < us < 4000 for us in samples), samples
 
 
 def test_gpu_check_names_depthwise_layers_whose_multiply_adds_cap_their_bandwidth(monkeypatch, capsys):

@@ -158,3 +158,4 @@ def test_cuda_candidates_carry_fatbins(tmp_path):
     assert len({json.dumps(r) for r in offline.records(tmp_path / "h100")["records"].values()}) == 6
     assert has_fatbin(tmp_path / "h100" / offline.LIBRARY)
     assert (tmp_path / "h100" / "lib" / "libtvm_runtime_cuda.so").exists()
+    assert (tmp_path / "h100" / "loader" / "gpu_check.py").exists()   # (measure.py's GPU timer)

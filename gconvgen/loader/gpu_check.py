@@ -131,9 +131,14 @@ class Timer:
         self.device = device
 
     def __call__(self, fn, reps: int = 20, rounds: int = 5, graph: bool = True) -> float:
-        """Median µs per call. On a GPU (with graph) the reps calls are replayed as one CUDA graph, so
-        the time is the device's alone: launched one by one from Python, a few-µs kernel would be
-        timed at the host's pace (and torch's several kernels per layer even more so)."""
+        """Median µs per call (see samples)."""
+        return statistics.median(self.samples(fn, reps, rounds, graph))
+
+    def samples(self, fn, reps: int = 20, rounds: int = 5, graph: bool = True) -> list[float]:
+        """µs per call, one number a round of reps calls. On a GPU (with graph) the reps calls are
+        replayed as one CUDA graph, so the time is the device's alone: launched one by one from
+        Python, a few-µs kernel would be timed at the host's pace (and torch's several kernels per
+        layer even more so)."""
         fn()
         calls = reps   # calls of fn in one sample: a replay of the graph makes all reps of them
         if self.device == "cuda" and graph:
@@ -154,7 +159,7 @@ class Timer:
                 for _ in range(reps):
                     fn()
                 samples.append((time.perf_counter() - t) * 1e6 / calls)
-        return statistics.median(samples)
+        return samples
 
 
 @contextlib.contextmanager
