@@ -687,34 +687,42 @@ class SplitReductionNCHW(ScheduleRule):
     7x7 layer at batch 1 keeps a few warps per multiprocessor, each waiting on a serial chain of
     hundreds of loads from L2: 130 µs on an H200 for MobileNetV2's 960->320 (12 µs split; torch 8),
     50 -> 6 µs for 384->64 at 14x14. An output shuffle is fused into the stores (_unshuffle).
-    Does not apply to depthwise, NHWC, reductions under `min_reduction`, or more than
-    `max_outputs` outputs: there a thread each,
-    reusing its loads over 4 channels, fills the GPU (ResNeXt's g32 512x14x14, 100K outputs, took
-    21 µs split against 17.5 a thread each). Tunable: the slices."""
+    The slices (up to `slices`) stop at `max_threads` threads in all and at slices of `min_slice`:
+    on an H200 (Nov 2026) 16 slices of 9 took 16.6 µs for MobileNetV2's 144->24 at 56x56, 75K
+    outputs (1.2M threads), and 2 of 72 7.3; 160->960 at 7x7 12.0 as 16 of 10 and 5.5 as 4 of 40.
+    Does not apply to depthwise, NHWC, fewer than 4 slices so (a short reduction, or as many outputs
+    as the GPU has threads: there GroupConvStagedNCHW took 5.0-6.6 µs where 16 slices took 7-17), or
+    more than `max_outputs` outputs: there a thread each, reusing its loads over 4 channels, fills
+    the GPU (ResNeXt's g32 512x14x14, 100K outputs, took 21 µs split against 17.5 a thread each).
+    Tunable: the slices."""
 
     name = "cuda.SplitReductionNCHW"
 
-    def __init__(self, slices: int = 16, max_outputs: int = 81920, min_reduction: int = 64) -> None:
+    def __init__(self, slices: int = 16, max_outputs: int = 81920, min_slice: int = 16,
+                 max_threads: int = 1 << 18) -> None:
         self.slices = slices
         self.max_outputs = max_outputs
-        self.min_reduction = min_reduction
+        self.min_slice = min_slice
+        self.max_threads = max_threads
 
     @staticmethod
     def _reduction(spec) -> int:
         return spec.in_channels // spec.groups * spec.kernel[0] * spec.kernel[1]
 
     def _slices(self, spec) -> int:
-        """The reduction's slices: a power of two dividing it, each slice at least 8 long."""
+        """The reduction's slices: a power of two dividing it, up to `slices`, each slice at least
+        `min_slice` long, a thread per output and slice making at most `max_threads`."""
         k, r = self._reduction(spec), 1
-        while r < self.slices and k % (2 * r) == 0 and k // (2 * r) >= 8:
+        outputs = spec.batch * spec.out_channels * spec.out_height * spec.out_width
+        while (r < self.slices and k % (2 * r) == 0 and k // (2 * r) >= self.min_slice
+               and outputs * 2 * r <= self.max_threads):
             r *= 2
         return r
 
     def applies(self, spec, target: Target) -> bool:
         outputs = spec.batch * spec.out_channels * spec.out_height * spec.out_width
         return (target.kind.name == "cuda" and spec.op == "conv2d" and spec.op_class != "depthwise"
-                and spec.layout == "NCHW" and outputs <= self.max_outputs
-                and self._reduction(spec) >= self.min_reduction and self._slices(spec) >= 4)
+                and spec.layout == "NCHW" and outputs <= self.max_outputs and self._slices(spec) >= 4)
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         _inline_pad(sch)
