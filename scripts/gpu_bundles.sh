@@ -16,7 +16,8 @@
 #                  (cuda.TensorCoreGemm); beside the dense 1x1s, DLight's GEMM (cuda.PointwiseGemm).
 #                  ALT=N draws N from each alternative's space (not only its own schedule), TRIALS=N
 #                  N from the rule's (4), RULES=a,b only the kernels those rules apply to (e.g. the
-#                  alternatives a GPU has not timed). The GPU host times them
+#                  alternatives a GPU has not timed), SEED=N other random points than the last
+#                  run's (the seed of each kernel's search; 0 by default). The GPU host times them
 #                  (loader/measure.py) and `gconvgen tune --target cuda-sm90 --import-results DIR`
 #                  brings them into tune_logs/.
 # The suite bundle carries the runtime libraries, libcudart and the tvm-ffi wheel for Python 3.12; the
@@ -60,7 +61,7 @@ rows = list({json.dumps({k: v for k, v in r.items() if k != "name"}, sort_keys=T
 json.dump({"version": 1, "workloads": rows}, open("out/gpu/cands.json", "w"), indent=1)
 print(f"{len(rows)} kernels to draw candidates for")
 EOF
-.venv/bin/gconvgen tune --target "$TARGET" --suite out/gpu/cands.json --trials "${TRIALS:-4}" --alternative-trials "${ALT:-1}" \
+.venv/bin/gconvgen tune --target "$TARGET" --suite out/gpu/cands.json --trials "${TRIALS:-4}" --alternative-trials "${ALT:-1}" --seed "${SEED:-0}" \
     --export-candidates out/gpu/cands
 fi
 rm -rf out/gpu/nhwc/lib out/gpu/model/lib out/gpu/cands/lib
