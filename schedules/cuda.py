@@ -116,8 +116,8 @@ class DepthwiseStagedNCHW(ScheduleRule):
     (96x112 in float32 141 against 211), on planes of 14x14 or less (960x7 14 against 39), and with a
     kernel 5 or more wide only on 7x7 planes: DepthwiseNCHW was ahead on float32 3x3s at stride 1 on
     planes of 28x28 and more (32x112 97 against 122) and far ahead on ConvNeXt's 7x7s above 7x7
-    (96x56 140 against 464); DepthwiseColumnsNCHW serves those now. Tunable: the planes, rows and outputs per thread. Does not apply to
-    NHWC or with an output shuffle."""
+    (96x56 140 against 464); DepthwiseColumnsNCHW serves those now. Tunable: the planes, rows and
+    outputs per thread. Does not apply to NHWC or with an output shuffle."""
 
     name = "cuda.DepthwiseStagedNCHW"
 
@@ -304,11 +304,11 @@ class DepthwiseWideNHWC(ScheduleRule):
     H200 at batch 64 (Nov 2026, each rule's own schedule) it was faster on 34 of the suite's 38 NHWC
     depthwise kernels, 1.3-3.3x on ConvNeXt's 7x7s (96x56 float32 90 us against 289) and MobileNetV2's
     large planes (32x112 float16 39 against 63), and at most 4 % slower (float32 at stride 2) but for
-    one float16 layer at stride 2 (576x14: 8.3 against 6.9). Tunable: the channel vectors a block takes, the pixels a block and a thread
-    take. Does not apply to NCHW, grouped or dense convs, pooling, an output shuffle, dilation,
-    kernels of one row or column (they have no kernel row to stage by), or a channel multiplier
-    not a power of two (a vector of 4 output channels then reads input channels not starting at a
-    whole vector: a GPU faults on the load)."""
+    one float16 layer at stride 2 (576x14: 8.3 against 6.9). Tunable: the channel vectors a block
+    takes, the pixels a block and a thread take. Does not apply to NCHW, grouped or dense convs,
+    pooling, an output shuffle, dilation, kernels of one row or column (they have no kernel row to
+    stage by), or a channel multiplier not a power of two (a vector of 4 output channels then reads
+    input channels not starting at a whole vector: a GPU faults on the load)."""
 
     name = "cuda.DepthwiseWideNHWC"
 
