@@ -199,15 +199,19 @@ class DepthwiseColumnsNCHW(ScheduleRule):
     def __init__(self, threads: int = 256) -> None:
         self.threads = threads
 
-    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+    def _column_threads(self, sch: s_tir.Schedule, spec, tunable: bool, whole_rows: bool = False) -> tuple:
+        """A block per (image, channel, band of rows, run of columns: the whole row with whole_rows),
+        a thread per column of the band taking `rows` outputs down it, the taps unrolled outermost.
+        Returns the conv block, the block loop, the taps' outer loop, the row and column factors, the
+        rows and the columns."""
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         oh, ow = spec.out_height, spec.out_width
         rows = divisor_at_most(oh, 8 if spec.kernel[0] >= 5 else 4)   # a wide kernel's column reuses more
-        columns = divisor_at_most(ow, self.threads)
+        columns = ow if whole_rows else divisor_at_most(ow, self.threads)
         groups = divisor_at_most(oh // rows, max(1, self.threads // columns))   # row groups a block
         n, c, h, w = sch.get_loops(out)
         hf = tile_factors(sch, h, (groups, rows), tunable, max_inner=16)
-        wf = tile_factors(sch, w, columns, tunable, max_inner=1024)
+        wf = [None, ow] if whole_rows else tile_factors(sch, w, columns, tunable, max_inner=1024)
         (ho, hm, hr), (wo, wi) = sch.split(h, factors=hf), sch.split(w, factors=wf)
         sch.reorder(n, c, ho, wo, hm, wi, hr)
         block, thread = sch.fuse(n, c, ho, wo), sch.fuse(hm, wi)
@@ -220,6 +224,10 @@ class DepthwiseColumnsNCHW(ScheduleRule):
         sch.reorder(rw, rh, *spatial)   # the taps outermost: each (tap, row) read once for all rows it serves
         for loop in (rw, rh, *spatial):
             sch.unroll(loop)
+        return conv, block, rw, hf, wf, rows, columns
+
+    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        conv, block, rw, hf, wf, rows, columns = self._column_threads(sch, spec, tunable)
         if has_block(sch, "pad"):   # the band's padded rows, by all threads together (coalesced along rows)
             pad = sch.get_sblock("pad")
             sch.compute_at(pad, block, preserve_unit_loops=True)
@@ -229,6 +237,47 @@ class DepthwiseColumnsNCHW(ScheduleRule):
             width = (columns - 1) * spec.stride[1] + (spec.kernel[1] - 1) * spec.dilation[1] + 1
             pitch = _bank_spread_pitch(width, rows * spec.stride[0], columns, spec.stride[1], dtype_bits(spec.dtype) // 8)
             sch.storage_align(pad, 0, axis=2, factor=32, offset=pitch % 32)
+        sch.decompose_reduction(conv, rw)
+
+
+class DepthwiseColumnsStagedNCHW(DepthwiseColumnsNCHW):
+    """DepthwiseColumnsNCHW's threads (a column of the band each, `rows` outputs down it, so a warp's
+    reads of a tap are 32 adjacent words) on DepthwiseStagedNCHW's stage: the band's input rows copied
+    unpadded into shared memory with 16-byte loads, all in flight at once, the padding a predicate on
+    the reads, the row pitch spread across the banks in whole vectors. DepthwiseColumnsNCHW copies
+    the padded band one 2- or 4-byte load per thread at a time: on an H200 (Nov 2026) it lost
+    MobileNetV2's float16 3x3s to DepthwiseStagedNCHW by up to 1.5x (144x56 114 us against 75), whose
+    reads take 1.4-6.5 shared-memory wavefronts a request where this one's take one (the emulator's
+    count). Untimed as yet: an alternative, served through tuned records. A block takes whole rows,
+    so the copy's vectors stay aligned. Tunable: the rows a thread and a block take. Does not apply to
+    rows of more than `threads` outputs, NHWC, pooling, or an output shuffle."""
+
+    name = "cuda.DepthwiseColumnsStagedNCHW"
+
+    def __init__(self, threads: int = 256, bytes_per_load: int = 16) -> None:
+        super().__init__(threads)
+        self.bytes_per_load = bytes_per_load
+
+    def applies(self, spec, target: Target) -> bool:
+        return DepthwiseNCHW.applies(self, spec, target) and spec.out_width <= self.threads
+
+    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        _inline_pad(sch)
+        ow = spec.out_width
+        conv, block, rw, hf, _, rows, _ = self._column_threads(sch, spec, tunable, whole_rows=True)
+        stage = sch.cache_read(conv, 0, "shared")   # the band's rows, clipped to the image
+        sch.compute_at(stage, block, preserve_unit_loops=True)
+        # (vectors stay aligned only where the band reads whole rows: a stride 2 can skip the last column)
+        last_column = (ow - 1) * spec.stride[1] + (spec.kernel[1] - 1) * spec.dilation[1] - spec.padding[1]
+        lanes = _power_of_two_dividing(spec.width, self.bytes_per_load * 8 // dtype_bits(spec.dtype)) \
+            if last_column >= spec.width - 1 else 1
+        outer, *tx, lane = sch.split(sch.fuse(*sch.get_loops(stage)[1:]), factors=[None, hf[1], ow, lanes])
+        sch.bind(sch.fuse(*tx), "threadIdx.x")
+        sch.vectorize(lane)
+        sch.unroll(outer)
+        pitch = _bank_spread_pitch(spec.width, rows * spec.stride[0], ow, spec.stride[1],
+                                   dtype_bits(spec.dtype) // 8, multiple=lanes)
+        sch.storage_align(stage, 0, axis=2, factor=32, offset=pitch % 32)
         sch.decompose_reduction(conv, rw)
 
 
@@ -1229,11 +1278,13 @@ class Fallback(ScheduleRule):
             _thread_per_element(sch, block, 256)
 
 
-def _bank_spread_pitch(width: int, rows_apart: int, columns: int, stride: int, item_bytes: int) -> int:
-    """The row pitch (in items, at least `width`) of a shared tile read by threads laid out as rows of
-    `columns`, the next row of threads `rows_apart` tile rows down: the one whose warp-wide reads of a
-    tap hit the fewest distinct words in any one of the 32 four-byte banks (a row of 28 threads at a
-    pitch of 34, 7 rows apart, put lanes 28-31 on lanes 14-17's banks; at 36 they take the next ones)."""
+def _bank_spread_pitch(width: int, rows_apart: int, columns: int, stride: int, item_bytes: int,
+                       multiple: int = 1) -> int:
+    """The row pitch (in items, at least `width`, a multiple of `multiple`: rows copied in vectors of
+    that many) of a shared tile read by threads laid out as rows of `columns`, the next row of threads
+    `rows_apart` tile rows down: the one whose warp-wide reads of a tap hit the fewest distinct words
+    in any one of the 32 four-byte banks (a row of 28 threads at a pitch of 34, 7 rows apart, put
+    lanes 28-31 on lanes 14-17's banks; at 36 they take the next ones)."""
     def conflicts(pitch: int) -> int:
         words: dict[int, set[int]] = {}
         for lane in range(32):
@@ -1241,7 +1292,8 @@ def _bank_spread_pitch(width: int, rows_apart: int, columns: int, stride: int, i
             word = item * item_bytes // 4
             words.setdefault(word % 32, set()).add(word)
         return max(len(w) for w in words.values())
-    return min(range(width, width + 32), key=lambda pitch: (conflicts(pitch), pitch))
+    pitches = [p for p in range(width, width + 32 * multiple) if p % multiple == 0]
+    return min(pitches, key=lambda pitch: (conflicts(pitch), pitch))
 
 
 def _pixel_runs_by_channel_vectors(sch: s_tir.Schedule, out, lanes: int, per_block: int, run: int, pixels: int,
@@ -1323,7 +1375,8 @@ def _thread_per_element(sch: s_tir.Schedule, block, threads: int) -> None:
 
 # The first that serves a kernel schedules it untuned; the others that apply are its alternatives,
 # offered as tuning candidates (gconvgen.offline) and served where a tuned record says so.
-RULES: list[ScheduleRule] = [DepthwiseStagedNCHW(), DepthwiseColumnsNCHW(), DepthwiseNCHW(), TensorCoreGemm(),
+RULES: list[ScheduleRule] = [DepthwiseStagedNCHW(), DepthwiseColumnsNCHW(), DepthwiseNCHW(), DepthwiseColumnsStagedNCHW(),
+                             TensorCoreGemm(),
                              PointwiseTiledNCHW(), PointwiseTensorCoreNHWC(), DepthwiseWideNHWC(), ChannelVectorNHWC(),
                              DepthwiseRowsNHWC(), SplitReductionNCHW(), GroupConvStagedNCHW(), GroupConvNCHW(),
                              BatchGemm(), PointwiseGemm(), Fallback()]

@@ -240,7 +240,8 @@ def test_cuda_alternatives_schedule_every_suite_layer():
                         sch = rule.apply(prim_func(spec), target, tunable=False)
                         assert fits(sch, tvm.IRModule({"main": prim_func(spec)}), target), (rule.name, spec.key)
                         applied.add(rule.name)
-    assert {"cuda.DepthwiseStagedNCHW", "cuda.DepthwiseColumnsNCHW", "cuda.DepthwiseWideNHWC", "cuda.DepthwiseRowsNHWC",
+    assert {"cuda.DepthwiseStagedNCHW", "cuda.DepthwiseColumnsNCHW", "cuda.DepthwiseColumnsStagedNCHW",
+            "cuda.DepthwiseWideNHWC", "cuda.DepthwiseRowsNHWC",
             "cuda.BatchGemm", "cuda.TensorCoreGemm"} <= applied
 
 

@@ -46,6 +46,15 @@ CASES = [
     (cuda.DepthwiseColumnsNCHW(), dw(24, 13, stride=2)),
     (cuda.DepthwiseColumnsNCHW(), dw(8, 7, k=7, batch=3)),
     (cuda.DepthwiseColumnsNCHW(), conv(8, 16, 10, groups=8)),
+    # the same threads on the unpadded stage: 16-byte copies (float16: 8 lanes), 2 lanes for a row of
+    # 14, scalar where a stride 2 skips the last column, a multiplier of 2
+    (cuda.DepthwiseColumnsStagedNCHW(), dw(8, 16, k=7, epilogue=("bias",))),
+    (cuda.DepthwiseColumnsStagedNCHW(), dw(16, 16, dtype="float16", epilogue=("bias", "silu"))),
+    (cuda.DepthwiseColumnsStagedNCHW(), dw(4, 14)),
+    (cuda.DepthwiseColumnsStagedNCHW(), dw(24, 13, stride=2)),
+    (cuda.DepthwiseColumnsStagedNCHW(), dw(12, 30, stride=2, dtype="float16")),
+    (cuda.DepthwiseColumnsStagedNCHW(), dw(8, 7, k=7, batch=3)),
+    (cuda.DepthwiseColumnsStagedNCHW(), conv(8, 16, 10, groups=8)),
     (cuda.ChannelVectorNHWC(), dw(16, 10, layout="NHWC", dtype="float16")),
     (cuda.ChannelVectorNHWC(), conv(32, 256, 32, k=1, batch=8, layout="NHWC", epilogue=("bias",))),  # 4 pixels a thread
     (cuda.ChannelVectorNHWC(), conv(32, 64, 9, groups=4, layout="NHWC")),
@@ -249,12 +258,15 @@ def test_depthwise_columns_read_shared_memory_without_bank_conflicts(spec):
     """The emulator's count of shared-memory wavefronts: DepthwiseNCHW's threads take adjacent outputs
     of a row, so a warp's reads of a tap lie 4 words apart and take 2-3 wavefronts where one would
     do; DepthwiseColumnsNCHW's threads take a column each (its row pitch chosen so that the warp's
-    next row of threads lands on the next banks), and take one."""
+    next row of threads lands on the next banks), and take one; on the unpadded stage copied in
+    vectors too (a pitch of whole vectors: a 14-wide row of 2-lane copies takes 1.7)."""
     target = targets.load("cuda-sm90").tvm_target()
     rows = _stats(cuda.DepthwiseNCHW(), spec, target)
     columns = _stats(cuda.DepthwiseColumnsNCHW(), spec, target)
+    staged = _stats(cuda.DepthwiseColumnsStagedNCHW(), spec, target)
     assert rows.shared_wavefronts >= 2 * rows.shared_ideal
     assert columns.shared_wavefronts <= 1.1 * columns.shared_ideal
+    assert staged.shared_wavefronts <= (1.1 if spec.kernel == (7, 7) else 1.7) * staged.shared_ideal
 
 
 def _stats(rule, spec: KernelSpec, target) -> cuda_emulator.Stats:
