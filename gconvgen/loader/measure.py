@@ -112,7 +112,6 @@ def _time_gpu(fn, rounds: int) -> list[float]:
     batch-1 layers all 4.7-6 µs on an H200), and rounds of at least 20 ms each made a candidate take
     0.35 s: 1412 of them 500 s, past gpu_check.sh's 330."""
     import torch
-    from gpu_check import Timer   # beside this file
     fn()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
@@ -121,7 +120,14 @@ def _time_gpu(fn, rounds: int) -> list[float]:
     end.synchronize()
     once_us = max(start.elapsed_time(end) * 1e3, 1.0)
     reps = max(2, min(20, round(2000 / once_us)))
-    return [us * 1e-6 for us in Timer("cuda").samples(fn, reps=reps, rounds=rounds)]
+    return [us * 1e-6 for us in _gpu_check().Timer("cuda").samples(fn, reps=reps, rounds=rounds)]
+
+
+def _gpu_check():
+    """gpu_check.py, beside this file: its timer and its test of the CUDA context (it imports torch,
+    which CPU candidates do not need)."""
+    import gpu_check
+    return gpu_check
 
 
 BROKEN = 3   # exit status: a candidate left the CUDA context unusable; --resume goes on after it
@@ -137,14 +143,6 @@ def _resumed(folder: Path) -> dict:
             results[died] = []
             print(f"{died} failed: the last run died in it", flush=True)
     return results
-
-
-def _context_alive() -> bool:
-    import torch
-    try:
-        return torch.ones(1, device="cuda").add_(1).item() == 2.0
-    except Exception:  # noqa: BLE001 - a sticky CUDA error
-        return False
 
 
 def main(argv: list[str]) -> int:
@@ -203,7 +201,7 @@ def main(argv: list[str]) -> int:
             note = f"failed: {str(e)[:80]}"
         print(f"[{i}/{len(data['candidates'])}] {entry['function']} {entry.get('rule', '')} {note}", flush=True)
         (folder / "results.json").write_text(json.dumps(results) + "\n")
-        if not results[entry["function"]] and device == "cuda" and not _context_alive():
+        if not results[entry["function"]] and device == "cuda" and not _gpu_check().context_alive():
             print("the CUDA context is broken after that candidate: run again with --resume to go on", flush=True)
             return BROKEN
     (folder / "measuring.json").unlink(missing_ok=True)
