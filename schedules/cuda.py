@@ -164,10 +164,7 @@ class DepthwiseStagedNCHW(ScheduleRule):
         # the band's input rows, clipped to the image (TVM's cache_read region), by all threads together
         stage = sch.cache_read(conv, 0, "shared")
         sch.compute_at(stage, block, preserve_unit_loops=True)
-        # vectors stay aligned only where the band reads whole rows (a 1x1 at stride 2 skips the last column)
-        last_column = (ow - 1) * spec.stride[1] + (spec.kernel[1] - 1) * spec.dilation[1] - spec.padding[1]
-        lanes = _power_of_two_dividing(spec.width, self.bytes_per_load * 8 // dtype_bits(spec.dtype)) \
-            if last_column >= spec.width - 1 else 1
+        lanes = _row_copy_lanes(spec, self.bytes_per_load)
         outer, *tx, lane = sch.split(sch.fuse(*sch.get_loops(stage)[1:]), factors=[None, *threads, lanes])
         sch.bind(sch.fuse(*tx), "threadIdx.x")
         sch.vectorize(lane)
@@ -263,19 +260,15 @@ class DepthwiseColumnsStagedNCHW(DepthwiseColumnsNCHW):
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         _inline_pad(sch)
-        ow = spec.out_width
-        conv, block, rw, hf, _, rows, _ = self._column_threads(sch, spec, tunable, whole_rows=True)
+        conv, block, rw, hf, _, rows, columns = self._column_threads(sch, spec, tunable, whole_rows=True)
         stage = sch.cache_read(conv, 0, "shared")   # the band's rows, clipped to the image
         sch.compute_at(stage, block, preserve_unit_loops=True)
-        # (vectors stay aligned only where the band reads whole rows: a stride 2 can skip the last column)
-        last_column = (ow - 1) * spec.stride[1] + (spec.kernel[1] - 1) * spec.dilation[1] - spec.padding[1]
-        lanes = _power_of_two_dividing(spec.width, self.bytes_per_load * 8 // dtype_bits(spec.dtype)) \
-            if last_column >= spec.width - 1 else 1
-        outer, *tx, lane = sch.split(sch.fuse(*sch.get_loops(stage)[1:]), factors=[None, hf[1], ow, lanes])
+        lanes = _row_copy_lanes(spec, self.bytes_per_load)
+        outer, *tx, lane = sch.split(sch.fuse(*sch.get_loops(stage)[1:]), factors=[None, hf[1], columns, lanes])
         sch.bind(sch.fuse(*tx), "threadIdx.x")
         sch.vectorize(lane)
         sch.unroll(outer)
-        pitch = _bank_spread_pitch(spec.width, rows * spec.stride[0], ow, spec.stride[1],
+        pitch = _bank_spread_pitch(spec.width, rows * spec.stride[0], columns, spec.stride[1],
                                    dtype_bits(spec.dtype) // 8, multiple=lanes)
         sch.storage_align(stage, 0, axis=2, factor=32, offset=pitch % 32)
         sch.decompose_reduction(conv, rw)
@@ -1276,6 +1269,17 @@ class Fallback(ScheduleRule):
         _inline_pad(sch)
         for block in sch.get_child_blocks(sch.get_sblock("root")):
             _thread_per_element(sch, block, 256)
+
+
+def _row_copy_lanes(spec, bytes_per_load: int) -> int:
+    """Lanes of the vectors that copy a band's input rows unpadded into shared memory: as many as
+    `bytes_per_load` holds that divide the row, where the band reads whole rows; else 1 (a 1x1 or a
+    stride 2 can skip the last column, and the vectors would not stay aligned)."""
+    last_column = ((spec.out_width - 1) * spec.stride[1] + (spec.kernel[1] - 1) * spec.dilation[1]
+                   - spec.padding[1])
+    if last_column < spec.width - 1:
+        return 1
+    return _power_of_two_dividing(spec.width, bytes_per_load * 8 // dtype_bits(spec.dtype))
 
 
 def _bank_spread_pitch(width: int, rows_apart: int, columns: int, stride: int, item_bytes: int,

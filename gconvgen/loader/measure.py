@@ -112,7 +112,7 @@ def _time_gpu(fn, rounds: int) -> list[float]:
     batch-1 layers all 4.7-6 µs on an H200), and rounds of at least 20 ms each made a candidate take
     0.35 s: 1412 of them 500 s, past gpu_check.sh's 330."""
     import torch
-    fn()
+    # one call's time, to size the replays (the candidate has run already: its output was checked)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     fn()
