@@ -92,8 +92,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         out = export([w.spec for w in workloads], profile, args.export_candidates, trials=args.trials, seed=args.seed,
                      alternative_trials=args.alternative_trials)
         count = len(json.loads((out / CANDIDATES).read_text())["candidates"])
-        print(f"wrote {count} candidates of {len(names)} kernels (up to {args.trials} from each rule's space, "
-              f"then up to {args.alternative_trials} from each other rule that applies) to {out}/; on the target run "
+        print(f"wrote {count} candidates of {len(names)} kernels (up to {args.trials} from the space of the rule "
+              f"that ran each fastest, then up to {args.alternative_trials} from each other rule that applies) to {out}/; on the target run "
               f"`python {out.name}/loader/measure.py {out.name}`, bring results.json back into {out}/, then "
               f"`gconvgen tune --target {profile.name} --import-results {out}`")
         return 0
@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                    "tracker (candidates are built here, with the target's cross compiler)")
     p.add_argument("--key", default=None, help="with --rpc: the key the boards' RPC servers registered with")
     p.add_argument("--export-candidates", default=None, metavar="DIR", help="for a machine this one cannot "
-                   "reach: write --trials candidates per kernel, built, with a script that times them all there")
+                   "reach: write --trials candidates per kernel, built, with a script that times them all there "
+                   "(searched from the timings the target's logs hold: import them, export again)")
     p.add_argument("--alternative-trials", type=int, default=1, metavar="N", help="with --export-candidates: "
                    "also N candidates from the space of each other rule that applies (default 1: its own schedule)")
     p.add_argument("--import-results", default=None, metavar="DIR", help="add DIR/results.json (from the "

@@ -1,15 +1,19 @@
 """Tuning for a machine this one cannot reach (a GPU host, a board off the network).
 
 1. `export`: candidates are drawn here from MetaSchedule's evolutionary search over each kernel's
-   rule space (random tilings, the rule's own choice first), plus the schedules of the family's
-   other rules that apply to it too (alternatives), built into one library, and written
+   rule space (the rule's own choice first, then tilings not timed yet), plus the schedules of the
+   family's other rules that apply to it too (alternatives). Where the target's logs hold timings
+   (an earlier round's import), the search starts from them as a tuning run would: the space of the
+   rule that ran the kernel fastest gets the trials, each space's population starts from its timed
+   points, and MetaSchedule's XGBoost cost model, trained on every timing of the exported kernels,
+   ranks the new ones. They are built into one library, and written
    with the runtime libraries, the loader and `loader/measure.py` into a folder to carry over
    (candidates.json lists them; their MetaSchedule records wait for the import in records.json.gz).
 2. On the machine: `python loader/measure.py FOLDER` times every candidate in one run and writes
    `results.json` (needs tvm-ffi; torch for CUDA tensors).
 3. `import_results`: the timings come back as ordinary MetaSchedule records in the target's tuning
-   log, so `build`, `bench` and the torch ops pick the best at once, and a later `tune` search
-   starts from them.
+   log, so `build`, `bench` and the torch ops pick the best at once, and a later `tune` search or
+   export starts from them: rounds of export, measure and import tune a machine this one never reaches.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ from .paths import PACKAGE_DIR
 from .schedule import rule_for
 from .spec import KernelSpec
 from .targets import TargetProfile
-from .tunelog import FAILED, TuneLog, record_json, workload_of
+from .tunelog import FAILED, Record, TuneLog, record_json, trace_json, workload_of
 
 CANDIDATES = "candidates.json"
 RECORDS = "records.json.gz"
@@ -40,30 +44,76 @@ LIBRARY = "candidates.so"
 FORMAT = 3
 
 
-def _draw(spec: KernelSpec, profile: TargetProfile, count: int, seed: int,
-          alternative_count: int = 1) -> tuple[tvm.IRModule, list]:
-    """The kernel's module, and its candidates as (schedule, args_info, rule name): the rule's own
-    schedule and up to count - 1 random points of its space, then from every other rule of the
-    family that applies too (its alternatives, which only a timed candidate can make serve; not the
-    fallbacks) its own schedule and up to alternative_count - 1 random points of its space."""
+def _draw(spec: KernelSpec, profile: TargetProfile, count: int, seed: int, alternative_count: int = 1,
+          guide: Guide | None = None) -> tuple[tvm.IRModule, list]:
+    """The kernel's module, and its candidates as (schedule, args_info, rule name): a rule's own
+    schedule and up to count - 1 points of its space, then from every other rule of the family that
+    applies (its alternatives, which only a timed candidate can make serve; not the fallbacks) its own
+    schedule and up to alternative_count - 1 points of its space. The rule with count is the one
+    whose space holds the kernel's fastest timed point in the profile's logs (the rule that serves it
+    untuned where none is timed); with a guide the points are searched from the timed ones."""
     from schedules import rules_for
     target = profile.tvm_target()
     mod = tvm.IRModule({"main": prim_func(spec)})
-    rule = rule_for(spec, profile)
-    drawn = _explore(spec, mod, rule, target, count, seed)
-    family = rules_for(profile.family)
-    for alt in family:
-        if alt is not rule and alt.applies(spec, target) and not alt.name.lower().endswith("fallback"):
-            points = _explore(spec, mod, alt, target, alternative_count, seed)
-            if points and not fits(points[0][0], mod, target):
-                # (the random points are checked so by the search; a rule's own choice is not, and one
-                # past the limits fails the whole library's build)
-                warnings.warn(f"{alt.name}'s own schedule of {spec.key} is past the target's GPU limits "
-                              f"(threads or shared memory): not offered")
-                points = points[1:]
-            # (DLight's GEMM is two rules' schedule: offered once)
-            drawn += [p for p in points if str(p[0].trace) != str(drawn[0][0].trace)]
+    default = rule_for(spec, profile)
+    rules = [default] + [r for r in rules_for(profile.family) if r is not default and r.applies(spec, target)
+                         and not r.name.lower().endswith("fallback")]
+    spaces = [(rule, rule.apply(mod["main"], target, tunable=True)) for rule in rules]
+    measured = guide.measured(mod) if guide else []
+    fastest = next((i for record in measured for i, (_, sch) in enumerate(spaces) if _holds(sch, record)), 0)
+    spaces.insert(0, spaces.pop(fastest))
+    drawn: list = []
+    for i, (rule, sch) in enumerate(spaces):
+        points = _explore(spec, mod, rule, sch, target, count if i == 0 else alternative_count, seed,
+                          [r for r in measured if _holds(sch, r)], guide)
+        if not fits(sch, mod, target):
+            # (the searched points are checked so by the search; a rule's own choice is not, and one
+            # past the limits fails the whole library's build)
+            warnings.warn(f"{rule.name}'s own schedule of {spec.key} is past the target's GPU limits "
+                          f"(threads or shared memory): not offered")
+            points = points[1:]
+        # (DLight's GEMM is two rules' schedule: offered once)
+        drawn += [p for p in points if not drawn or str(p[0].trace) != str(drawn[0][0].trace)]
     return mod, drawn
+
+
+def _holds(sch, record: Record) -> bool:
+    """Whether a timed record is a point of the space whose own schedule is sch: its trace is sch's
+    instructions as the rule stands (a record of the rule before an edit differs), its decisions and
+    postprocessing aside."""
+    rule_steps = trace_json(sch.trace)[0]
+    return record.trace[0][:len(rule_steps)] == rule_steps
+
+
+class Guide:
+    """What the profile's logs already know of the kernels being exported: their timed records, and
+    MetaSchedule's XGBoost cost model trained on them (one group per kernel, as a tuning run trains
+    it), so each kernel's search starts from its timed points and ranks the new ones by the model."""
+
+    def __init__(self, specs: list[KernelSpec], profile: TargetProfile) -> None:
+        from .schedule import logs, replay
+        from .tune import Task, _context
+        self._logs = logs(profile)
+        target = profile.tvm_target()
+        self.model = ms.cost_model.XGBModel(num_tuning_cores=int(target.attrs.get("num-cores", 1)))
+        self.trained = 0
+        for spec in specs:
+            mod = tvm.IRModule({"main": prim_func(spec)})
+            timed = [(r, sch) for r in self.measured(mod) for sch in [replay(mod, r)] if sch is not None]
+            if timed:
+                context = _context(Task(spec, 1, mod, workload_of(mod)), target, rule_for(spec, profile), 0)
+                self.model.update(context, [ms.MeasureCandidate(sch, _args_info(sch)) for _, sch in timed],
+                                  [ms.runner.RunnerResult(run_secs=r.run_secs, error_msg=None) for r, _ in timed])
+                self.trained += len(timed)
+
+    def measured(self, mod: tvm.IRModule) -> list[Record]:
+        """The kernel's timed records in the profile's logs, fastest first."""
+        workload = workload_of(mod)[0]
+        return sorted((r for log in self._logs for r in log.records_for(workload)), key=lambda r: r.seconds)
+
+
+def _args_info(sch) -> list:
+    return ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)
 
 
 def fits(sch, mod: tvm.IRModule, target) -> bool:
@@ -80,35 +130,44 @@ def fits(sch, mod: tvm.IRModule, target) -> bool:
     return bool(check.apply(sch))
 
 
-def _explore(spec: KernelSpec, mod: tvm.IRModule, rule, target, count: int, seed: int) -> list:
-    """The rule's own schedule, then up to count - 1 distinct random points of its space (none where
-    the rule samples nothing: DLight's fixed GEMMs)."""
+def _explore(spec: KernelSpec, mod: tvm.IRModule, rule, sch, target, count: int, seed: int,
+             timed: list[Record], guide: Guide | None) -> list:
+    """The rule's own schedule sch, then up to count - 1 points of its space not timed yet (none where
+    the rule samples nothing: DLight's fixed GEMMs): MetaSchedule's evolutionary search from the
+    rule's timed points (its database) and random ones, ranked by the guide's cost model (at random
+    without one)."""
     from .tune import Task, _context
-    sch = rule.apply(mod["main"], target, tunable=True)
-    drawn = [(sch, ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True), rule.name)]
+    drawn = [(sch, _args_info(sch), rule.name)]
     if count > 1 and sch.trace.decisions:
+        database = ms.database.MemoryDatabase()
+        workload = database.commit_workload(mod)
+        for r in timed:
+            database.commit_tuning_record(ms.database.TuningRecord.from_json(r.as_json(), workload))
         # a population of a few times the draws: 64 for 5 draws spent 7 s a kernel evolving them
         ctx = _context(Task(spec, 1, mod, workload_of(mod)), target, rule, seed, population=min(64, 4 * count))
-        # (count, not count - 1: the search may draw the rule's own point again, its trace
-        # postprocessed, and each point is offered once)
-        ctx.pre_tuning(max_trials=count, num_trials_per_iter=count,
-                       design_spaces=ctx.generate_design_space(), database=ms.database.MemoryDatabase(),
-                       cost_model=ms.cost_model.RandomModel())
-
-        def point(s) -> tuple:
-            return tuple(str(d) for d in s.trace.decisions.values())
-        seen = {point(sch)}
+        # (the search may draw the rule's own point or a timed one again: each point is offered once)
+        wanted = count + len(timed)
+        ctx.pre_tuning(max_trials=wanted, num_trials_per_iter=wanted, design_spaces=ctx.generate_design_space(),
+                       database=database, cost_model=guide.model if guide else ms.cost_model.RandomModel())
+        seen = {_point(trace_json(sch.trace))} | {_point(r.trace) for r in timed}
         for c in ctx.generate_measure_candidates() or []:
-            if point(c.sch) not in seen and len(drawn) < count:
-                seen.add(point(c.sch))
+            point = _point(trace_json(c.sch.trace))
+            if point not in seen and len(drawn) < count:
+                seen.add(point)
                 drawn.append((c.sch, c.args_info, rule.name))
     return drawn
 
 
+def _point(trace: list) -> str:
+    """A trace's decisions (its point in the rule's space), from its JSON."""
+    return json.dumps(trace[1])
+
+
 def export(specs: list[KernelSpec], profile: TargetProfile, out_dir: str | Path, trials: int = 16,
            seed: int = 0, alternative_trials: int = 1) -> Path:
-    """Write the candidates of every distinct spec to out_dir (trials from its rule's space,
-    alternative_trials from each alternative's); returns it."""
+    """Write the candidates of every distinct spec to out_dir (trials from the space of its fastest
+    timed rule, alternative_trials from each other rule's), searched from what the profile's logs
+    hold; returns it."""
     from . import build, bundle
     if trials < 1 or alternative_trials < 1:
         raise ValueError("--trials and --alternative-trials must be at least 1 for an export")
@@ -116,8 +175,10 @@ def export(specs: list[KernelSpec], profile: TargetProfile, out_dir: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     target = profile.tvm_target()
     funcs, entries, traces, workloads = {}, [], {}, {}
-    for spec in {s.key: s for s in specs}.values():
-        mod, drawn = _draw(spec, profile, trials, seed, alternative_trials)
+    unique = list({s.key: s for s in specs}.values())
+    guide = Guide(unique, profile)
+    for spec in unique:
+        mod, drawn = _draw(spec, profile, trials, seed, alternative_trials, guide)
         workloads[spec.key] = workload_of(mod)
         for j, (sch, args_info, rule) in enumerate(drawn):
             name = f"c{j}_{spec.func_name}"

@@ -84,7 +84,7 @@ def _named(sch, spec: KernelSpec) -> tvm.tirx.PrimFunc:
     return sch.mod["main"].with_attr("global_symbol", spec.func_name)
 
 
-def _replay(mod: tvm.IRModule, record: Record, adapt: bool = False):
+def replay(mod: tvm.IRModule, record: Record, adapt: bool = False):
     """The record's trace applied to mod, or None when it does not apply. With `adapt` (a trace
     from another shape), each sampled tile keeps its inner factor where that still divides the
     loop, else takes the nearest divisor that does, so the trace's tiling carries over."""
@@ -133,7 +133,7 @@ def _tuned(spec: KernelSpec, mod: tvm.IRModule, profile: TargetProfile) -> tuple
     workload = workload_of(mod)[0]
     for log in logs(profile):
         for record in log.records_for(workload)[:TRANSFER_CANDIDATES]:
-            sch = _replay(mod, record)
+            sch = replay(mod, record)
             if sch is not None:
                 return Scheduled(_named(sch, spec), "tuned", f"{log.folder.name} {record.seconds * 1e6:.1f}us"), log
             warnings.warn(f"tuning log {log.folder}: a record of {spec.key} no longer applies; skipped")
@@ -183,7 +183,7 @@ def _transferred(spec: KernelSpec, mod: tvm.IRModule, profile: TargetProfile) ->
                 near.append((d, other, record, log))
     near.sort(key=lambda x: x[0])
     for _, other, record, log in near[:TRANSFER_CANDIDATES]:
-        sch = _replay(mod, record, adapt=True)
+        sch = replay(mod, record, adapt=True)
         if sch is None:
             continue
         func = _named(sch, spec)

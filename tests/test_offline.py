@@ -48,6 +48,33 @@ def test_export_measure_import(exported):
         assert relative_error(spec, profile) < 1e-4
 
 
+def test_a_second_round_searches_from_the_first_rounds_timings(exported, tmp_path):
+    """Rounds of export, measure and import tune: after an import, the space of the rule that ran a
+    kernel fastest gets the trials, and no point already timed is offered again (a rule's own
+    schedule aside: measure.py's reference)."""
+    profile, folder = exported
+    profile = dataclasses.replace(profile, logs=(str(tmp_path / "log"),))
+    copy = tmp_path / "c"
+    shutil.copytree(folder, copy)
+    entries = json.loads((copy / offline.CANDIDATES).read_text())["candidates"]
+    # as measure.py writes them, the 1x1's alternative (the x86 grouped/dense rule) the fastest
+    alternative = next(e for e in entries if e["key"] == SPECS[1].key and e["rule"] != "x86.PointwiseNCHW")
+    results = {e["function"]: [2e-3, 2e-3] for e in entries}
+    results[alternative["function"]] = [1e-3, 1e-3]
+    (copy / offline.RESULTS).write_text(json.dumps(results))
+    offline.import_results(copy, profile)
+    second = offline.export(SPECS, profile, tmp_path / "second", trials=3, alternative_trials=2)
+    data = json.loads((second / offline.CANDIDATES).read_text())
+    rules = [c["rule"] for c in data["candidates"] if c["key"] == SPECS[1].key]
+    assert rules == [alternative["rule"]] * 3 + ["x86.PointwiseNCHW"] * 2
+    timed = {offline._point(r.trace) for r in tunelog.TuneLog(profile.log_dirs[0]).records()}
+    traces = offline.records(second)["records"]
+    firsts = {next(c["function"] for c in data["candidates"] if (c["key"], c["rule"]) == kr)
+              for kr in {(c["key"], c["rule"]) for c in data["candidates"]}}
+    drawn = [traces[c["function"]] for c in data["candidates"] if c["function"] not in firsts]
+    assert len(drawn) == 5 and not {offline._point(t) for t in drawn} & timed
+
+
 def test_measure_refuses_a_candidate_that_computes_something_else(host, tmp_path):
     # the kernel without its relu, listed as a candidate of the kernel with it
     other = dataclasses.replace(SPECS[0], epilogue=())
