@@ -104,6 +104,8 @@ CASES = [
     (cuda.TensorCoreGemm(min_blocks=1), conv(64, 64, 7, groups=4, layout="NHWC", dtype="float16")),
     (cuda.TensorCoreGemm(min_blocks=1), conv(58, 58, 7, k=1, layout="NHWC", dtype="float16")),
     (cuda.TensorCoreGemm(min_blocks=1), conv(48, 96, 9, k=5, stride=2, groups=3, batch=3, dtype="float16")),
+    # NCHW's reduction taps first: 12 channels a group (a chunk of k spans taps, off a power of two)
+    (cuda.TensorCoreGemm(min_blocks=1), conv(36, 48, 7, groups=3, batch=2, dtype="float16", epilogue=("bias",))),
     (cuda.TensorCoreGemm(), conv(24, 40, 6, stride=2, batch=3, layout="NHWC", dtype="float16")),
     (cuda.TensorCoreGemm(), conv(96, 48, 8, k=1, groups=3, dtype="float16", epilogue=("bias", "relu", "shuffle:3"))),
     (cuda.TensorCoreGemm(), conv(48, 96, 8, k=1, groups=3, layout="NHWC", dtype="float16",
