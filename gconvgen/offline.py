@@ -51,7 +51,8 @@ def _draw(spec: KernelSpec, profile: TargetProfile, count: int, seed: int, alter
     applies (its alternatives, which only a timed candidate can make serve; not the fallbacks) its own
     schedule and up to alternative_count - 1 points of its space. The rule with count is the one
     whose space holds the kernel's fastest timed point in the profile's logs (the rule that serves it
-    untuned where none is timed); with a guide the points are searched from the timed ones."""
+    untuned where none is timed), of the rules that sample something; with a guide the points are
+    searched from the timed ones."""
     from schedules import rules_for
     target = profile.tvm_target()
     mod = tvm.IRModule({"main": prim_func(spec)})
@@ -60,7 +61,9 @@ def _draw(spec: KernelSpec, profile: TargetProfile, count: int, seed: int, alter
                          and not r.name.lower().endswith("fallback")]
     spaces = [(rule, rule.apply(mod["main"], target, tunable=True)) for rule in rules]
     measured = guide.measured(mod) if guide else []
-    fastest = next((i for record in measured for i, (_, sch) in enumerate(spaces) if _holds(sch, record)), 0)
+    # (a fixed schedule, DLight's GEMM, has no space to search: the trials go to the next fastest)
+    fastest = next((i for record in measured for i, (_, sch) in enumerate(spaces)
+                    if sch.trace.decisions and _holds(sch, record)), 0)
     spaces.insert(0, spaces.pop(fastest))
     drawn: list = []
     for i, (rule, sch) in enumerate(spaces):
