@@ -695,8 +695,8 @@ class BatchGemm(ScheduleRule):
         depth = len(sch.get_loops(conv)) - 4   # the loops down to ko
         # both tiles staged by all threads together, once per chunk, the loads running along the
         # operand's contiguous axis (x's pixels in NCHW, its channels in NHWC; w's input channels
-        # in OIHW, its output channels in HWIO); whole vectors, so a ragged last round is a
-        # predicate on them
+        # in OIHW, a kernel's taps apart, its output channels in HWIO); whole vectors, so a ragged
+        # last round is a predicate on them
         for stage, lanes_, along_k in ((stage_x, load_lanes, nhwc), (stage_w, clanes, not nhwc)):
             sch.compute_at(stage, ko, preserve_unit_loops=True)
             loops = sch.get_loops(stage)[depth:]   # (x[g, j, k] or w[g, o, k], g where there are groups)
@@ -978,11 +978,8 @@ class PointwiseTensorCoreNHWC(ScheduleRule):
 class TensorCoreGemm(ScheduleRule):
     """Grouped or dense conv in float16, either layout, any kernel and stride, on the tensor cores:
     a GEMM per group over all the batch's pixels (_as_group_gemms: implicit, the input's taps
-    gathered as its tile is staged; in NCHW its reduction taps first, as in NHWC, so a chunk's
-    gathered input values share one index and padding test but for the channel's offset: in
-    (channel, tap) order each took divisions by 3 and 9 and five comparisons, several times the
-    tensor cores' work, and ResNeXt's g32 1024x7 ran in 94 us on an H200 in NCHW against 24 in NHWC;
-    untimed since), C[i, j] = sum_k A[i, k] B[k, j] with j the output's contiguous
+    gathered as its tile is staged, its reduction taps first in either layout), C[i, j] = sum_k
+    A[i, k] B[k, j] with j the output's contiguous
     axis (NCHW: i output channels, j pixels, A the weight; NHWC: i pixels, j output channels, A the
     input), so each operand is staged into shared memory along its own contiguous axis (8-lane loads
     where it is provably contiguous, else 4-lane gathers) and the epilogue stores vectors. A block
@@ -1095,7 +1092,7 @@ class TensorCoreGemm(ScheduleRule):
         nhwc = spec.layout == "NHWC"
         _unshuffle(sch, spec)
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
-        _as_group_gemms(sch, spec, taps_first=True)   # (g, o, p, k)
+        _as_group_gemms(sch, spec)   # (g, o, p, k)
         if nhwc:
             sch.transform_block_layout(conv, lambda g, o, p, k: (g, p, o, k))
             sch.transform_block_layout(out, lambda g, o, p: (g, p, o))
@@ -1203,18 +1200,18 @@ class PointwiseGemm(ScheduleRule):
         _dlight(sch, spec, target, MatmulTensorization() if spec.dtype == "float16" else Matmul())
 
 
-def _as_group_gemms(sch: s_tir.Schedule, spec, taps_first: bool = False) -> None:
+def _as_group_gemms(sch: s_tir.Schedule, spec) -> None:
     """The conv as a GEMM per group g over the batch's pixels: its block and the epilogue's iterate
     (g, o, j[, k]) and the accumulator is conv[g, o, j], with o a group's output channel, j = n * H *
-    W + p the batch's output pixels and k the reduction, (input channel, tap) in NCHW and (tap,
-    input channel) in NHWC, so that its consecutive values are adjacent in memory where they can be.
-    With taps_first, (tap, input channel) in NCHW too: the weight's runs along k are lost, but a
-    chunk of k within a group's channels is one tap (a few where they are fewer than the chunk), so
+    W + p the batch's output pixels and k the reduction, (tap, input channel) in either layout. So a
+    chunk of k within a group's channels is one tap (a few where they are fewer than the chunk), and
     the input's gathered index and its padding test are the same for the whole chunk but for the
-    channel's offset, where (channel, tap) order decodes each value's tap with divisions by 3 and 9."""
+    channel's offset. In NCHW (input channel, tap) order keeps the weight's k contiguous, but every
+    staged input value then decoded its tap with divisions by 3 and 9 and tested it: on ResNeXt's g32
+    1024x7 in float16 several times the tensor cores' work (94 us on an H200 in NCHW, 24 in NHWC)."""
     plane, width = spec.out_height * spec.out_width, spec.out_width
     per, cig = spec.out_channels // spec.groups, spec.in_channels // spec.groups
-    taps, kw = spec.kernel[0] * spec.kernel[1], spec.kernel[1]
+    kw = spec.kernel[1]
     conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
 
     def gemm(n, o, h, w, *k) -> tuple:
@@ -1223,10 +1220,8 @@ def _as_group_gemms(sch: s_tir.Schedule, spec, taps_first: bool = False) -> None
     if spec.layout == "NCHW":
         if spec.kernel == (1, 1):
             sch.transform_block_layout(conv, lambda n, o, h, w, c: gemm(n, o, h, w, c))
-        elif taps_first:
-            sch.transform_block_layout(conv, lambda n, o, h, w, c, rh, rw: gemm(n, o, h, w, (rh * kw + rw) * cig + c))
         else:
-            sch.transform_block_layout(conv, lambda n, o, h, w, c, rh, rw: gemm(n, o, h, w, c * taps + rh * kw + rw))
+            sch.transform_block_layout(conv, lambda n, o, h, w, c, rh, rw: gemm(n, o, h, w, (rh * kw + rw) * cig + c))
         sch.transform_block_layout(out, lambda n, o, h, w: gemm(n, o, h, w))
         sch.transform_layout(conv, ("write", 0), lambda n, o, h, w: gemm(n, o, h, w))
     else:
