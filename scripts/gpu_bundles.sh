@@ -15,17 +15,18 @@
 #                  (cuda.BatchGemm); beside the grouped and dense ones in float16, the tensor cores
 #                  (cuda.TensorCoreGemm); beside the dense 1x1s, DLight's GEMM (cuda.PointwiseGemm).
 #                  ALT=N draws N from each alternative's space (not only its own schedule), TRIALS=N
-#                  N from the rule's (4), RULES=a,b only the kernels those rules apply to (e.g. the
-#                  alternatives a GPU has not timed), SEED=N other random points than the last
-#                  run's (the seed of each kernel's search; 0 by default). The GPU host times them
-#                  (loader/measure.py) and `gconvgen tune --target cuda-sm90 --import-results DIR`
-#                  brings them into tune_logs/.
+#                  N from the space of the rule that ran the kernel fastest (4), RULES=a,b only the
+#                  kernels those rules apply to (e.g. the alternatives a GPU has not timed), SEED=N
+#                  the seed of each kernel's search (0 by default). The search starts from what
+#                  tune_logs/ holds (gconvgen.offline: timed points seed it, a cost model trained on
+#                  them ranks new ones), so each round of this, gpu_check.sh there and the import
+#                  `gconvgen tune --target cuda-sm90 --import-results out/gpu/cands` refines the last.
 # The suite bundle carries the runtime libraries, libcudart and the tvm-ffi wheel for Python 3.12; the
 # others' lib/ is dropped here and copied from it there (the device tool carries 64 MiB). Then, on the
 # GPU host (or through the device tool, carrying out/gpu):
 #   scripts/gpu_check.sh
-# About 40 minutes on 2 cores in Nov 2026 (993 candidates), most of it drawing the candidates and nvcc
-# compiling them on one core; nvcc runs on every core since (RULES=... for 941: 12 minutes, not 24).
+# About 40 minutes on 2 cores (2438 candidates, TRIALS=8 ALT=2, Nov 2026): two thirds drawing them
+# (each kernel's search, ranked by the cost model), a third nvcc compiling them on both cores.
 # CANDS=0 rebuilds the checked bundles only, e.g. after importing timings.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -4,9 +4,8 @@
 # checks and times every kernel of the suite bundle (NCHW, then NHWC at batch 64) against torch, each
 # beside its fastest candidate (gpu_check.py --candidates: the geomeans once more with the faster of
 # the two, what importing the timings would serve, from this one run), and the whole MobileNetV2 at
-# batch 1 (eager and CUDA graphs). On an H200 the checks took 44, 27 and 10 s in Nov 2026; the
-# candidates take most of the rest (1412 of them took 500 s, 0.35 s each, timed from Python: 939 fit
-# the 330 s; measure.py replays CUDA graphs since); 10 minutes at most.
+# batch 1 (eager and CUDA graphs). On an H200 the checks took 44, 22 and 11 s in Nov 2026, and the
+# candidates 24 s for 1728 (measure.py replays CUDA graphs: 70 a second); 2 minutes in all, 10 at most.
 # Results: $OUT (or out/gpu/results) gets suite.json, nhwc.json, the printed reports and the
 # candidates' timings, cands_results.json (copy it to out/gpu/cands/results.json here, then
 # `gconvgen tune --target cuda-sm90 --import-results out/gpu/cands`). Eight files: the device tool's limit.
