@@ -81,11 +81,23 @@ def _draw(spec: KernelSpec, profile: TargetProfile, count: int, seed: int, alter
 
 
 def _holds(sch, record: Record) -> bool:
-    """Whether a timed record is a point of the space whose own schedule is sch: its trace is sch's
-    instructions as the rule stands (a record of the rule before an edit differs), its decisions and
-    postprocessing aside."""
-    rule_steps = trace_json(sch.trace)[0]
-    return record.trace[0][:len(rule_steps)] == rule_steps
+    """Whether a timed record is a point of the space whose own schedule is sch: its trace takes the
+    steps sch's does as the rule stands (a record of the rule before an edit differs), its decisions
+    and postprocessing aside."""
+    return _steps(trace_json(sch.trace)) == _steps(record.trace)
+
+
+def _steps(trace: list) -> list:
+    """A trace's schedule steps: each instruction's kind and attributes up to its postprocessing,
+    without the lookups (GetSBlock, GetLoops, ...), which MetaSchedule drops from a searched point's
+    trace where their results go unused (and numbers the rest anew: their operands are left out)."""
+    steps = []
+    for kind, _, attrs, _ in trace[0]:
+        if kind == "EnterPostproc":
+            break
+        if not kind.startswith("Get"):
+            steps.append([kind, attrs])
+    return steps
 
 
 class Guide:
@@ -162,8 +174,9 @@ def _explore(spec: KernelSpec, mod: tvm.IRModule, rule, sch, target, count: int,
 
 
 def _point(trace: list) -> str:
-    """A trace's decisions (its point in the rule's space), from its JSON."""
-    return json.dumps(trace[1])
+    """A trace's decisions in order (its point in the rule's space), from its JSON (without the
+    instructions' indices, which a searched point's simplified trace shifts)."""
+    return json.dumps([decision for _, decision in trace[1]])
 
 
 def export(specs: list[KernelSpec], profile: TargetProfile, out_dir: str | Path, trials: int = 16,

@@ -274,6 +274,88 @@ class DepthwiseColumnsStagedNCHW(DepthwiseColumnsNCHW):
         sch.decompose_reduction(conv, rw)
 
 
+class DepthwisePlanesNCHW(ScheduleRule):
+    """Depthwise conv in NCHW on small planes: a thread block per (image, run of whole planes), the
+    run copied into shared memory as the one span it is in memory, with 16-byte loads all in flight
+    at once, the padding then a predicate on the reads; a thread per (plane, row, a few adjacent
+    outputs of it), as DepthwiseStagedNCHW's. A block takes its planes in units whose bytes are whole
+    vectors (2 planes of 14x14 in float16, 8 of 7x7), so every load is aligned. DepthwiseStagedNCHW
+    copies each row of a band on its own: a float16 row of 14 is 28 bytes, copied 4 bytes at a time,
+    one of 7 a value at a time; on an H200 (Nov 2026) its float16 NCHW 3x3s on 7x7 and 14x14 planes
+    ran at 41-47 % of what torch's copy of their bytes took (the NHWC rule's at 66-78 %). Untimed
+    as yet: an alternative, served through tuned records. Tunable: the units a block takes and the
+    outputs a thread (about `threads` a block by default). Does not apply to NHWC, an output shuffle,
+    a channel multiplier,
+    a unit of planes whose outputs take more than `max_threads` threads or whose input more than
+    `shared_bytes` of shared memory, or where the input's planes
+    are not read whole (a stride that skips the last row or column) or the channels do not divide
+    into units."""
+
+    name = "cuda.DepthwisePlanesNCHW"
+
+    def __init__(self, threads: int = 512, max_threads: int = 1024, per_thread: int = 4,
+                 bytes_per_load: int = 16, shared_bytes: int = 49152) -> None:
+        self.threads = threads
+        self.max_threads = max_threads
+        self.shared_bytes = shared_bytes
+        self.per_thread = per_thread
+        self.bytes_per_load = bytes_per_load
+
+    @staticmethod
+    def _plane_bytes(spec) -> int:
+        return spec.height * spec.width * dtype_bits(spec.dtype) // 8
+
+    def _unit(self, spec) -> int:
+        """Planes whose input bytes are whole vectors of bytes_per_load."""
+        return self.bytes_per_load // math.gcd(self.bytes_per_load, self._plane_bytes(spec))
+
+    def _per_thread(self, spec) -> int:
+        return divisor_at_most(spec.out_width, 2 * self.per_thread if spec.kernel[1] >= 5 else self.per_thread)
+
+    def applies(self, spec, target: Target) -> bool:
+        if not (DepthwiseNCHW.applies(self, spec, target) and spec.op == "conv2d"):
+            return False
+        last_row = (spec.out_height - 1) * spec.stride[0] + (spec.kernel[0] - 1) * spec.dilation[0] - spec.padding[0]
+        last_column = ((spec.out_width - 1) * spec.stride[1] + (spec.kernel[1] - 1) * spec.dilation[1]
+                       - spec.padding[1])
+        plane_threads = spec.out_height * spec.out_width // self._per_thread(spec)
+        unit = self._unit(spec)
+        return (last_row >= spec.height - 1 and last_column >= spec.width - 1 and spec.in_channels % unit == 0
+                and spec.in_channels == spec.out_channels and unit * plane_threads <= self.max_threads
+                and unit * self._plane_bytes(spec) <= self.shared_bytes)
+
+    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        _inline_pad(sch)
+        conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+        oh, ow = spec.out_height, spec.out_width
+        per_thread, unit = self._per_thread(spec), self._unit(spec)
+        units = divisor_at_most(spec.out_channels // unit, max(1, min(self.threads // (unit * oh * ow // per_thread),
+                                                                     self.shared_bytes // (unit * self._plane_bytes(spec)))))
+        n, c, h, w = sch.get_loops(out)
+        c, cu = sch.split(c, factors=[None, unit])   # (whole vectors: not sampled)
+        (co, ci), (wo, wi) = split(sch, c, units, tunable, max_inner=64), split(sch, w, per_thread, tunable, max_inner=8)
+        sch.reorder(n, co, ci, cu, h, wo, wi)
+        block, thread = sch.fuse(n, co), sch.fuse(ci, cu, h, wo)
+        sch.bind(block, "blockIdx.x")
+        sch.bind(thread, "threadIdx.x")
+        sch.compute_at(conv, thread, preserve_unit_loops=True)
+        sch.set_scope(conv, 0, "local")
+        for loop in sch.get_loops(conv)[2:]:
+            sch.unroll(loop)
+        # the block's planes, one span of the input, by all threads together
+        stage = sch.cache_read(conv, 0, "shared")
+        sch.compute_at(stage, block, preserve_unit_loops=True)
+        lanes = self.bytes_per_load * 8 // dtype_bits(spec.dtype)
+        outer, lane = sch.split(sch.fuse(*sch.get_loops(stage)[1:]), factors=[None, lanes])
+        outer, tx = sch.split(outer, factors=[None, sch.get(thread).extent])
+        sch.bind(tx, "threadIdx.x")
+        sch.vectorize(lane)
+        sch.unroll(outer)
+        if any(int(iv.iter_type) != _SPATIAL for iv in sch.get(conv).iter_vars):
+            sch.decompose_reduction(conv, sch.get_loops(conv)[2])
+        _vector_stores(sch, wi, per_thread, spec.dtype)
+
+
 class ChannelVectorNHWC(ScheduleRule):
     """Any conv (and pooling) in NHWC: a thread per (pixel, vector of 4 output channels), so each
     tap's load, the weight's and the store are one wide access (16 bytes in float32, 8 in float16),
@@ -1385,7 +1467,7 @@ def _thread_per_element(sch: s_tir.Schedule, block, threads: int) -> None:
 # The first that serves a kernel schedules it untuned; the others that apply are its alternatives,
 # offered as tuning candidates (gconvgen.offline) and served where a tuned record says so.
 RULES: list[ScheduleRule] = [DepthwiseStagedNCHW(), DepthwiseColumnsNCHW(), DepthwiseNCHW(), DepthwiseColumnsStagedNCHW(),
-                             TensorCoreGemm(),
+                             DepthwisePlanesNCHW(), TensorCoreGemm(),
                              PointwiseTiledNCHW(), PointwiseTensorCoreNHWC(), DepthwiseWideNHWC(), ChannelVectorNHWC(),
                              DepthwiseRowsNHWC(), SplitReductionNCHW(), GroupConvStagedNCHW(), GroupConvNCHW(),
                              BatchGemm(), PointwiseGemm(), Fallback()]

@@ -241,7 +241,7 @@ def test_cuda_alternatives_schedule_every_suite_layer():
                         assert fits(sch, tvm.IRModule({"main": prim_func(spec)}), target), (rule.name, spec.key)
                         applied.add(rule.name)
     assert {"cuda.DepthwiseStagedNCHW", "cuda.DepthwiseColumnsNCHW", "cuda.DepthwiseColumnsStagedNCHW",
-            "cuda.DepthwiseWideNHWC", "cuda.DepthwiseRowsNHWC",
+            "cuda.DepthwisePlanesNCHW", "cuda.DepthwiseWideNHWC", "cuda.DepthwiseRowsNHWC",
             "cuda.BatchGemm", "cuda.TensorCoreGemm"} <= applied
 
 

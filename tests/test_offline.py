@@ -71,8 +71,25 @@ def test_a_second_round_searches_from_the_first_rounds_timings(exported, tmp_pat
     traces = offline.records(second)["records"]
     firsts = {next(c["function"] for c in data["candidates"] if (c["key"], c["rule"]) == kr)
               for kr in {(c["key"], c["rule"]) for c in data["candidates"]}}
-    drawn = [traces[c["function"]] for c in data["candidates"] if c["function"] not in firsts]
+    drawn = [traces[c["function"]][0] for c in data["candidates"] if c["function"] not in firsts]
     assert len(drawn) == 5 and not {offline._point(t) for t in drawn} & timed
+
+
+def test_a_searched_point_is_known_as_a_point_of_its_rules_space():
+    """MetaSchedule simplifies a searched point's trace (the lookups whose results go unused dropped,
+    the rest numbered anew), so it differs from its rule's own schedule's in more than decisions:
+    still, the point is known as one of that rule's space, and its decisions for what they are."""
+    profile = targets.load("cuda-sm90")
+    spec = KernelSpec.from_json({"op": "conv2d", "batch": 5, "in_channels": 64, "out_channels": 64, "height": 8,
+                                 "width": 8, "groups": 4, "kernel": 3, "padding": 1, "dtype": "float16"})
+    _, drawn = offline._draw(spec, profile, 1, seed=1, alternative_count=3)
+    points = [(sch, tunelog.trace_json(sch.trace)) for sch, _, rule in drawn if rule == "cuda.TensorCoreGemm"]
+    other = next(sch for sch, _, rule in drawn if rule == "cuda.GroupConvStagedNCHW")
+    (own, own_trace), (_, searched) = points[0], points[1]
+    assert len(searched[0]) != len(own_trace[0]) and len(searched[1]) == len(own_trace[1])
+    record = tunelog.Record("w", searched, [1e-5], None, None)
+    assert offline._holds(own, record) and not offline._holds(other, record)
+    assert offline._point(searched) != offline._point(own_trace)
 
 
 def test_measure_refuses_a_candidate_that_computes_something_else(host, tmp_path):
@@ -182,8 +199,8 @@ def test_cuda_candidates_carry_fatbins(tmp_path):
     assert data["device"] == "cuda" and [c["rule"] for c in data["candidates"]] == [
         "cuda.DepthwiseStagedNCHW", "cuda.DepthwiseStagedNCHW", "cuda.DepthwiseColumnsNCHW",
         "cuda.DepthwiseColumnsNCHW", "cuda.DepthwiseNCHW", "cuda.DepthwiseNCHW", "cuda.DepthwiseColumnsStagedNCHW",
-        "cuda.DepthwiseColumnsStagedNCHW"]
-    assert len({json.dumps(r) for r in offline.records(tmp_path / "h100")["records"].values()}) == 8
+        "cuda.DepthwiseColumnsStagedNCHW", "cuda.DepthwisePlanesNCHW", "cuda.DepthwisePlanesNCHW"]
+    assert len({json.dumps(r) for r in offline.records(tmp_path / "h100")["records"].values()}) == 10
     assert has_fatbin(tmp_path / "h100" / offline.LIBRARY)
     assert (tmp_path / "h100" / "lib" / "libtvm_runtime_cuda.so").exists()
     assert (tmp_path / "h100" / "loader" / "gpu_check.py").exists()   # (measure.py's GPU timer)
