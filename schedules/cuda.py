@@ -154,16 +154,9 @@ class DepthwiseStagedNCHW(ScheduleRule):
                                         sch.split(w, factors=wf))
         threads = [cf[1], hf[1], wf[0] if tunable else ow // per_thread]   # one factor each, as a trace stores them
         sch.reorder(n, co, ho, ci, hi, wo, wi)
-        block, thread = sch.fuse(n, co, ho), sch.fuse(ci, hi, wo)
-        sch.bind(block, "blockIdx.x")
-        sch.bind(thread, "threadIdx.x")
-        sch.compute_at(conv, thread, preserve_unit_loops=True)
-        sch.set_scope(conv, 0, "local")
-        for loop in sch.get_loops(conv)[2:]:
-            sch.unroll(loop)
+        block = sch.fuse(n, co, ho)
         # the band's input rows, clipped to the image (TVM's cache_read region), by all threads together
-        stage = sch.cache_read(conv, 0, "shared")
-        sch.compute_at(stage, block, preserve_unit_loops=True)
+        stage = _outputs_from_shared_input(sch, conv, block, sch.fuse(ci, hi, wo))
         lanes = _row_copy_lanes(spec, self.bytes_per_load)
         outer, *tx, lane = sch.split(sch.fuse(*sch.get_loops(stage)[1:]), factors=[None, *threads, lanes])
         sch.bind(sch.fuse(*tx), "threadIdx.x")
@@ -336,15 +329,8 @@ class DepthwisePlanesNCHW(ScheduleRule):
         (co, ci), (wo, wi) = split(sch, c, units, tunable, max_inner=64), split(sch, w, per_thread, tunable, max_inner=8)
         sch.reorder(n, co, ci, cu, h, wo, wi)
         block, thread = sch.fuse(n, co), sch.fuse(ci, cu, h, wo)
-        sch.bind(block, "blockIdx.x")
-        sch.bind(thread, "threadIdx.x")
-        sch.compute_at(conv, thread, preserve_unit_loops=True)
-        sch.set_scope(conv, 0, "local")
-        for loop in sch.get_loops(conv)[2:]:
-            sch.unroll(loop)
         # the block's planes, one span of the input, by all threads together
-        stage = sch.cache_read(conv, 0, "shared")
-        sch.compute_at(stage, block, preserve_unit_loops=True)
+        stage = _outputs_from_shared_input(sch, conv, block, thread)
         lanes = self.bytes_per_load * 8 // dtype_bits(spec.dtype)
         outer, lane = sch.split(sch.fuse(*sch.get_loops(stage)[1:]), factors=[None, lanes])
         outer, tx = sch.split(outer, factors=[None, sch.get(thread).extent])
@@ -1356,6 +1342,20 @@ class Fallback(ScheduleRule):
         _inline_pad(sch)
         for block in sch.get_child_blocks(sch.get_sblock("root")):
             _thread_per_element(sch, block, 256)
+
+
+def _outputs_from_shared_input(sch: s_tir.Schedule, conv, block, thread):
+    """Binds the block and thread loops, computes a thread's outputs in registers (the taps unrolled)
+    and returns the conv's input staged in shared memory, at the block (its copy left to schedule)."""
+    sch.bind(block, "blockIdx.x")
+    sch.bind(thread, "threadIdx.x")
+    sch.compute_at(conv, thread, preserve_unit_loops=True)
+    sch.set_scope(conv, 0, "local")
+    for loop in sch.get_loops(conv)[2:]:
+        sch.unroll(loop)
+    stage = sch.cache_read(conv, 0, "shared")
+    sch.compute_at(stage, block, preserve_unit_loops=True)
+    return stage
 
 
 def _row_copy_lanes(spec, bytes_per_load: int) -> int:
