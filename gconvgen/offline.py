@@ -164,8 +164,15 @@ def _explore(spec: KernelSpec, mod: tvm.IRModule, rule, sch, target, count: int,
         wanted = count + len(timed)
         ctx.pre_tuning(max_trials=wanted, num_trials_per_iter=wanted, design_spaces=ctx.generate_design_space(),
                        database=database, cost_model=guide.model if guide else ms.cost_model.RandomModel())
+        try:
+            searched = ctx.generate_measure_candidates() or []
+        except Exception as e:  # noqa: BLE001 - TVM's errors (a rule's space that fails to sample) are plain ones
+            # (one rule's broken space costs its points, not the whole export)
+            warnings.warn(f"the search of {rule.name}'s space for {spec.key} failed, its own schedule alone is "
+                          f"offered: {str(e).splitlines()[-1][:300]}")
+            searched = []
         seen = {_point(trace_json(sch.trace))} | {_point(r.trace) for r in timed}
-        for c in ctx.generate_measure_candidates() or []:
+        for c in searched:
             point = _point(trace_json(c.sch.trace))
             if point not in seen and len(drawn) < count:
                 seen.add(point)

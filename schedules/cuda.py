@@ -326,15 +326,17 @@ class DepthwisePlanesNCHW(ScheduleRule):
                                                                      self.shared_bytes // (unit * self._plane_bytes(spec)))))
         n, c, h, w = sch.get_loops(out)
         c, cu = sch.split(c, factors=[None, unit])   # (whole vectors: not sampled)
-        (co, ci), (wo, wi) = split(sch, c, units, tunable, max_inner=64), split(sch, w, per_thread, tunable, max_inner=8)
+        cf = tile_factors(sch, c, units, tunable, max_inner=64)
+        wf = tile_factors(sch, w, per_thread, tunable, max_inner=8)
+        (co, ci), (wo, wi) = sch.split(c, factors=cf), sch.split(w, factors=wf)
+        threads = [cf[1], unit, oh, wf[0] if tunable else ow // per_thread]   # one factor each, as a trace stores them
         sch.reorder(n, co, ci, cu, h, wo, wi)
         block, thread = sch.fuse(n, co), sch.fuse(ci, cu, h, wo)
         # the block's planes, one span of the input, by all threads together
         stage = _outputs_from_shared_input(sch, conv, block, thread)
         lanes = self.bytes_per_load * 8 // dtype_bits(spec.dtype)
-        outer, lane = sch.split(sch.fuse(*sch.get_loops(stage)[1:]), factors=[None, lanes])
-        outer, tx = sch.split(outer, factors=[None, sch.get(thread).extent])
-        sch.bind(tx, "threadIdx.x")
+        outer, *tx, lane = sch.split(sch.fuse(*sch.get_loops(stage)[1:]), factors=[None, *threads, lanes])
+        sch.bind(sch.fuse(*tx), "threadIdx.x")
         sch.vectorize(lane)
         sch.unroll(outer)
         if any(int(iv.iter_type) != _SPATIAL for iv in sch.get(conv).iter_vars):

@@ -238,9 +238,10 @@ def test_tuning_candidates_match_torch():
                                         (conv(64, 48, 8, k=1, batch=4, layout="NHWC", dtype="float16"), "cuda.TensorCoreGemm"),
                                         (conv(64, 64, 8, groups=4, batch=5, dtype="float16"), "cuda.TensorCoreGemm"),
                                         (dw(32, 14, k=7, batch=4, layout="NHWC", epilogue=("bias",)), "cuda.DepthwiseRowsNHWC"),
-                                        (dw(8, 28, k=7, batch=2, epilogue=("bias",)), "cuda.DepthwiseColumnsNCHW")],
+                                        (dw(8, 28, k=7, batch=2, epilogue=("bias",)), "cuda.DepthwiseColumnsNCHW"),
+                                        (dw(16, 14, batch=2, dtype="float16"), "cuda.DepthwisePlanesNCHW")],
                          ids=["dense1x1", "grouped3x3", "grouped3x3-nhwc", "tensorcore-1x1-nhwc", "tensorcore-grouped3x3",
-                              "depthwise7x7-rows", "depthwise7x7-columns"])
+                              "depthwise7x7-rows", "depthwise7x7-columns", "depthwise-planes"])
 def test_alternatives_spaces_match_torch(spec, rule):
     """With alternative_count, random points of an alternative's space are drawn too (here the batch
     GEMM's, beside the rules that serve a dense 1x1, a grouped 3x3 and one in NHWC, layers with enough

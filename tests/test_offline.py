@@ -92,6 +92,43 @@ def test_a_searched_point_is_known_as_a_point_of_its_rules_space():
     assert offline._point(searched) != offline._point(own_trace)
 
 
+def test_a_rule_space_that_fails_to_sample_costs_its_points_not_the_export():
+    """A space whose sampled points TVM refuses (here the padding's copy bound to the threads with the
+    default's count, the conv's with the sampled one) is searched in vain: a warning, the rule's own
+    schedule alone, and the export goes on."""
+    import tvm
+    from gconvgen.ops import prim_func
+    from schedules import ScheduleRule
+    from schedules.common import tile_factors
+
+    class Mismatched(ScheduleRule):
+        name = "cuda.Mismatched"
+
+        def applies(self, spec, target):
+            return True
+
+        def schedule(self, sch, spec, target, tunable):
+            pad, conv, out = sch.get_sblock("pad"), sch.get_sblock("conv"), sch.get_sblock("out")
+            loop = sch.fuse(*sch.get_loops(out))
+            block, thread = sch.split(loop, factors=tile_factors(sch, loop, 64, tunable, max_inner=256))
+            sch.bind(block, "blockIdx.x")
+            sch.bind(thread, "threadIdx.x")
+            sch.compute_at(conv, block)
+            sch.compute_at(pad, block)
+            _, threads = sch.split(sch.fuse(*sch.get_loops(pad)[1:]), factors=[None, 64])
+            sch.bind(threads, "threadIdx.x")
+
+    profile = targets.load("cuda-sm90")
+    target = profile.tvm_target()
+    spec = SPECS[0]
+    mod = tvm.IRModule({"main": prim_func(spec)})
+    rule = Mismatched()
+    own = rule.apply(mod["main"], target, tunable=True)
+    with pytest.warns(UserWarning, match="the search of cuda.Mismatched's space .* failed"):
+        points = offline._explore(spec, mod, rule, own, target, 4, 0, [], None)
+    assert len(points) == 1 and points[0][0] is own
+
+
 def test_measure_refuses_a_candidate_that_computes_something_else(host, tmp_path):
     # the kernel without its relu, listed as a candidate of the kernel with it
     other = dataclasses.replace(SPECS[0], epilogue=())
