@@ -116,8 +116,10 @@ class DepthwiseStagedNCHW(ScheduleRule):
     (96x112 in float32 141 against 211), on planes of 14x14 or less (960x7 14 against 39), and with a
     kernel 5 or more wide only on 7x7 planes: DepthwiseNCHW was ahead on float32 3x3s at stride 1 on
     planes of 28x28 and more (32x112 97 against 122) and far ahead on ConvNeXt's 7x7s above 7x7
-    (96x56 140 against 464); DepthwiseColumnsNCHW serves those now. Tunable: the planes, rows and
-    outputs per thread. Does not apply to NHWC or with an output shuffle."""
+    (96x56 140 against 464); DepthwiseColumnsNCHW serves those now, and DepthwiseColumnsStagedNCHW
+    (listed first) the 3x3s with rows of more than 7 outputs since its timings, so this rule serves 7x7
+    planes. Tunable: the planes, rows and outputs per thread. Does not apply to NHWC or with an output
+    shuffle."""
 
     name = "cuda.DepthwiseStagedNCHW"
 
@@ -238,9 +240,15 @@ class DepthwiseColumnsStagedNCHW(DepthwiseColumnsNCHW):
     the padded band one 2- or 4-byte load per thread at a time: on an H200 (Nov 2026) it lost
     MobileNetV2's float16 3x3s to DepthwiseStagedNCHW by up to 1.5x (144x56 114 us against 75), whose
     reads take 1.4-6.5 shared-memory wavefronts a request where this one's take one (the emulator's
-    count). Untimed as yet: an alternative, served through tuned records. A block takes whole rows,
-    so the copy's vectors stay aligned. Tunable: the rows a thread and a block take. Does not apply to
-    rows of more than `threads` outputs, NHWC, pooling, or an output shuffle."""
+    count). Serves (listed first) 3x3s (kernels under 5 wide) with rows of more than 7 outputs: timed
+    on an H200 (Nov 2026, each rule's own schedule, the suite's NCHW depthwise kernels at batch 64) it
+    was the fastest on every such layer on planes of 28x28 or more, by up to 1.6x (96x112 at stride 2
+    90 us in float32 against the staged rule's 145, 144x56 80 against the column rule's 118), and on
+    14x14 within 6 % of the fastest; on 7x7 planes the staged rule's blocks of several planes were
+    2-3x faster, and wider kernels ran faster on the column rule's padded copy (ConvNeXt's 192x28 63
+    against 82). A block takes whole rows, so the copy's vectors stay aligned. Tunable: the rows a
+    thread and a block take. Does not apply to rows of more than `threads` outputs, NHWC, pooling, or
+    an output shuffle."""
 
     name = "cuda.DepthwiseColumnsStagedNCHW"
 
@@ -250,6 +258,9 @@ class DepthwiseColumnsStagedNCHW(DepthwiseColumnsNCHW):
 
     def applies(self, spec, target: Target) -> bool:
         return DepthwiseNCHW.applies(self, spec, target) and spec.out_width <= self.threads
+
+    def serves(self, spec, target: Target) -> bool:
+        return self.applies(spec, target) and spec.kernel[1] < 5 and spec.out_width > 7
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         _inline_pad(sch)
@@ -1468,7 +1479,7 @@ def _thread_per_element(sch: s_tir.Schedule, block, threads: int) -> None:
 
 # The first that serves a kernel schedules it untuned; the others that apply are its alternatives,
 # offered as tuning candidates (gconvgen.offline) and served where a tuned record says so.
-RULES: list[ScheduleRule] = [DepthwiseStagedNCHW(), DepthwiseColumnsNCHW(), DepthwiseNCHW(), DepthwiseColumnsStagedNCHW(),
+RULES: list[ScheduleRule] = [DepthwiseColumnsStagedNCHW(), DepthwiseStagedNCHW(), DepthwiseColumnsNCHW(), DepthwiseNCHW(),
                              DepthwisePlanesNCHW(), TensorCoreGemm(),
                              PointwiseTiledNCHW(), PointwiseTensorCoreNHWC(), DepthwiseWideNHWC(), ChannelVectorNHWC(),
                              DepthwiseRowsNHWC(), SplitReductionNCHW(), GroupConvStagedNCHW(), GroupConvNCHW(),

@@ -231,12 +231,12 @@ def test_cuda_candidates_carry_fatbins(tmp_path):
     assert cli.main(["tune", "--target", "cuda-sm90", "--suite", str(suite), "--trials", "2",
                      "--alternative-trials", "2", "--export-candidates", str(tmp_path / "h100")]) == 0
     data = json.loads((tmp_path / "h100" / offline.CANDIDATES).read_text())
-    # 2 of the space of the depthwise rule that serves a 12x12 plane (the staged one), and 2 of each
-    # other's
+    # 2 of the space of the depthwise rule that serves a 3x3 on a 12x12 plane (the staged columns),
+    # and 2 of each other's
     assert data["device"] == "cuda" and [c["rule"] for c in data["candidates"]] == [
-        "cuda.DepthwiseStagedNCHW", "cuda.DepthwiseStagedNCHW", "cuda.DepthwiseColumnsNCHW",
-        "cuda.DepthwiseColumnsNCHW", "cuda.DepthwiseNCHW", "cuda.DepthwiseNCHW", "cuda.DepthwiseColumnsStagedNCHW",
-        "cuda.DepthwiseColumnsStagedNCHW", "cuda.DepthwisePlanesNCHW", "cuda.DepthwisePlanesNCHW"]
+        "cuda.DepthwiseColumnsStagedNCHW", "cuda.DepthwiseColumnsStagedNCHW", "cuda.DepthwiseStagedNCHW",
+        "cuda.DepthwiseStagedNCHW", "cuda.DepthwiseColumnsNCHW", "cuda.DepthwiseColumnsNCHW", "cuda.DepthwiseNCHW",
+        "cuda.DepthwiseNCHW", "cuda.DepthwisePlanesNCHW", "cuda.DepthwisePlanesNCHW"]
     assert len({json.dumps(r) for r in offline.records(tmp_path / "h100")["records"].values()}) == 10
     assert has_fatbin(tmp_path / "h100" / offline.LIBRARY)
     assert (tmp_path / "h100" / "lib" / "libtvm_runtime_cuda.so").exists()
