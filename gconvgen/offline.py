@@ -61,14 +61,14 @@ def _draw(spec: KernelSpec, profile: TargetProfile, count: int, seed: int, alter
                          and not r.name.lower().endswith("fallback")]
     spaces = [(rule, rule.apply(mod["main"], target, tunable=True)) for rule in rules]
     measured = guide.measured(mod) if guide else []
+    spaces = [(rule, sch, [r for r in measured if _holds(sch, r)]) for rule, sch in spaces]   # (fastest first)
     # (a fixed schedule, DLight's GEMM, has no space to search: the trials go to the next fastest)
-    fastest = next((i for record in measured for i, (_, sch) in enumerate(spaces)
-                    if sch.trace.decisions and _holds(sch, record)), 0)
+    searchable = [i for i, (_, sch, timed) in enumerate(spaces) if sch.trace.decisions and timed]
+    fastest = min(searchable, key=lambda i: measured.index(spaces[i][2][0]), default=0)
     spaces.insert(0, spaces.pop(fastest))
     drawn: list = []
-    for i, (rule, sch) in enumerate(spaces):
-        points = _explore(spec, mod, rule, sch, target, count if i == 0 else alternative_count, seed,
-                          [r for r in measured if _holds(sch, r)], guide)
+    for i, (rule, sch, timed) in enumerate(spaces):
+        points = _explore(spec, mod, rule, sch, target, count if i == 0 else alternative_count, seed, timed, guide)
         if not fits(sch, mod, target):
             # (the searched points are checked so by the search; a rule's own choice is not, and one
             # past the limits fails the whole library's build)

@@ -289,8 +289,8 @@ class DepthwisePlanesNCHW(ScheduleRule):
     ran at 41-47 % of what torch's copy of their bytes took (the NHWC rule's at 66-78 %). Untimed
     as yet: an alternative, served through tuned records. Tunable: the units a block takes and the
     outputs a thread (about `threads` a block by default). Does not apply to NHWC, an output shuffle,
-    a channel multiplier,
-    a unit of planes whose outputs take more than `max_threads` threads, input planes of more than
+    a channel multiplier, a unit of planes whose outputs take more than `max_threads` threads, input
+    planes of more than
     `max_plane` values (14x14: on 28x28 float16 planes TVM's CUDA code gathered the copy's vectors
     with 8-lane 64-bit indices, which nvcc refuses; so did some tilings at stride 2, where the staged
     rule is within 10 % of a copy's speed anyway), or where the input's planes
@@ -322,12 +322,10 @@ class DepthwisePlanesNCHW(ScheduleRule):
     def applies(self, spec, target: Target) -> bool:
         if not (DepthwiseNCHW.applies(self, spec, target) and spec.op == "conv2d"):
             return False
-        last_row = (spec.out_height - 1) * spec.stride[0] + (spec.kernel[0] - 1) * spec.dilation[0] - spec.padding[0]
-        last_column = ((spec.out_width - 1) * spec.stride[1] + (spec.kernel[1] - 1) * spec.dilation[1]
-                       - spec.padding[1])
         plane_threads = spec.out_height * spec.out_width // self._per_thread(spec)
         unit = self._unit(spec)
-        return (last_row >= spec.height - 1 and last_column >= spec.width - 1 and spec.in_channels % unit == 0
+        return (_last_input_read(spec, 0) >= spec.height - 1 and _last_input_read(spec, 1) >= spec.width - 1
+                and spec.in_channels % unit == 0
                 and spec.in_channels == spec.out_channels and unit * plane_threads <= self.max_threads
                 and spec.height * spec.width <= self.max_plane and spec.stride == (1, 1))
 
@@ -1378,11 +1376,15 @@ def _row_copy_lanes(spec, bytes_per_load: int) -> int:
     """Lanes of the vectors that copy a band's input rows unpadded into shared memory: as many as
     `bytes_per_load` holds that divide the row, where the band reads whole rows; else 1 (a 1x1 or a
     stride 2 can skip the last column, and the vectors would not stay aligned)."""
-    last_column = ((spec.out_width - 1) * spec.stride[1] + (spec.kernel[1] - 1) * spec.dilation[1]
-                   - spec.padding[1])
-    if last_column < spec.width - 1:
+    if _last_input_read(spec, 1) < spec.width - 1:
         return 1
     return _power_of_two_dividing(spec.width, bytes_per_load * 8 // dtype_bits(spec.dtype))
+
+
+def _last_input_read(spec, axis: int) -> int:
+    """The last input row (axis 0) or column (axis 1) the conv reads (past the image where padded)."""
+    out = (spec.out_height, spec.out_width)[axis]
+    return (out - 1) * spec.stride[axis] + (spec.kernel[axis] - 1) * spec.dilation[axis] - spec.padding[axis]
 
 
 def _bank_spread_pitch(width: int, rows_apart: int, columns: int, stride: int, item_bytes: int,
