@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import math
 
+import tvm
 from tvm import s_tir
+from tvm.tirx import IndexMap
 from tvm.target import Target
 
 from . import ScheduleRule
@@ -194,7 +196,7 @@ class DepthwiseColumnsNCHW(ScheduleRule):
     def _column_threads(self, sch: s_tir.Schedule, spec, tunable: bool, whole_rows: bool = False) -> tuple:
         """A block per (image, channel, band of rows, run of columns: the whole row with whole_rows),
         a thread per column of the band taking `rows` outputs down it, the taps unrolled outermost.
-        Returns the conv block, the block loop, the taps' outer loop, the row and column factors, the
+        Returns the conv block, the block loop, the taps' outer loop (None for a 1x1), the row and column factors, the
         rows and the columns."""
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         oh, ow = spec.out_height, spec.out_width
@@ -212,11 +214,14 @@ class DepthwiseColumnsNCHW(ScheduleRule):
         sch.unroll(hr)
         sch.compute_at(conv, thread, preserve_unit_loops=True)
         sch.set_scope(conv, 0, "local")
-        *spatial, rh, rw = sch.get_loops(conv)[-6:]
-        sch.reorder(rw, rh, *spatial)   # the taps outermost: each (tap, row) read once for all rows it serves
-        for loop in (rw, rh, *spatial):
+        # (the op leaves out a unit kernel's rows or columns: a 1x3 has no rh, a 1x1 no taps at all)
+        loops, kept = sch.get_loops(conv), (spec.kernel[0] > 1) + (spec.kernel[1] > 1)
+        spatial, taps = loops[len(loops) - kept - 4:len(loops) - kept], loops[len(loops) - kept:]
+        taps = taps[::-1]   # the taps outermost, columns first: each (tap, row) read once for all rows it serves
+        sch.reorder(*taps, *spatial)
+        for loop in (*taps, *spatial):
             sch.unroll(loop)
-        return conv, block, rw, hf, wf, rows, columns
+        return conv, block, (taps[0] if taps else None), hf, wf, rows, columns
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         conv, block, rw, hf, wf, rows, columns = self._column_threads(sch, spec, tunable)
@@ -229,7 +234,8 @@ class DepthwiseColumnsNCHW(ScheduleRule):
             width = (columns - 1) * spec.stride[1] + (spec.kernel[1] - 1) * spec.dilation[1] + 1
             pitch = _bank_spread_pitch(width, rows * spec.stride[0], columns, spec.stride[1], dtype_bits(spec.dtype) // 8)
             sch.storage_align(pad, 0, axis=2, factor=32, offset=pitch % 32)
-        sch.decompose_reduction(conv, rw)
+        if rw is not None:   # (a 1x1's conv reduces nothing)
+            sch.decompose_reduction(conv, rw)
 
 
 class DepthwiseColumnsStagedNCHW(DepthwiseColumnsNCHW):
@@ -275,7 +281,8 @@ class DepthwiseColumnsStagedNCHW(DepthwiseColumnsNCHW):
         pitch = _bank_spread_pitch(spec.width, rows * spec.stride[0], columns, spec.stride[1],
                                    dtype_bits(spec.dtype) // 8, multiple=lanes)
         sch.storage_align(stage, 0, axis=2, factor=32, offset=pitch % 32)
-        sch.decompose_reduction(conv, rw)
+        if rw is not None:   # (a 1x1's conv reduces nothing)
+            sch.decompose_reduction(conv, rw)
 
 
 class DepthwisePlanesNCHW(ScheduleRule):
@@ -1293,26 +1300,32 @@ def _as_group_gemms(sch: s_tir.Schedule, spec) -> None:
     1024x7 in float16 several times the tensor cores' work (94 us on an H200 in NCHW, 24 in NHWC)."""
     plane, width = spec.out_height * spec.out_width, spec.out_width
     per, cig = spec.out_channels // spec.groups, spec.in_channels // spec.groups
-    kw = spec.kernel[1]
+    kh, kw = spec.kernel
     conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+    # (the op leaves out unit reduction axes: a 1x1's taps, a 1x3's rows)
+    reduction = [axis for axis, extent in (("c", cig), ("rh", kh), ("rw", kw)) if extent > 1]
 
     def gemm(n, o, h, w, *k) -> tuple:
         return (o // per, o % per, n * plane + h * width + w, *k)
 
-    if spec.layout == "NCHW":
-        if spec.kernel == (1, 1):
-            sch.transform_block_layout(conv, lambda n, o, h, w, c: gemm(n, o, h, w, c))
-        else:
-            sch.transform_block_layout(conv, lambda n, o, h, w, c, rh, rw: gemm(n, o, h, w, (rh * kw + rw) * cig + c))
-        sch.transform_block_layout(out, lambda n, o, h, w: gemm(n, o, h, w))
-        sch.transform_layout(conv, ("write", 0), lambda n, o, h, w: gemm(n, o, h, w))
-    else:
-        if spec.kernel == (1, 1):
-            sch.transform_block_layout(conv, lambda n, h, w, o, c: gemm(n, o, h, w, c))
-        else:
-            sch.transform_block_layout(conv, lambda n, h, w, o, c, rh, rw: gemm(n, o, h, w, (rh * kw + rw) * cig + c))
-        sch.transform_block_layout(out, lambda n, h, w, o: gemm(n, o, h, w))
-        sch.transform_layout(conv, ("write", 0), lambda n, h, w, o: gemm(n, o, h, w))
+    def k_index(axes: dict):
+        tap = (axes["rh"] * kw + axes["rw"] if "rw" in axes else axes["rh"]) if "rh" in axes else axes.get("rw")
+        if tap is None:
+            return axes["c"]
+        return tap * cig + axes["c"] if "c" in axes else tap
+
+    spatial = ["n", "o", "h", "w"] if spec.layout == "NCHW" else ["n", "h", "w", "o"]
+
+    def conv_map(*v) -> tuple:
+        axes = dict(zip(spatial + reduction, v))
+        return gemm(axes["n"], axes["o"], axes["h"], axes["w"], *([k_index(axes)] if reduction else []))
+    # (over variables named as the block's axes, which its trace records)
+    dtype = str(sch.get(conv).iter_vars[0].var.ty)
+    names = [tvm.tirx.Var(name, dtype) for name in spatial + reduction]
+    sch.transform_block_layout(conv, IndexMap(names, list(conv_map(*names)), None))
+    pixel_map = (lambda n, o, h, w: gemm(n, o, h, w)) if spec.layout == "NCHW" else (lambda n, h, w, o: gemm(n, o, h, w))
+    sch.transform_block_layout(out, pixel_map)
+    sch.transform_layout(conv, ("write", 0), pixel_map)
     # (the accumulator's relayout last: it simplifies the accesses the blocks' own leave as written)
 
 

@@ -273,6 +273,33 @@ def test_cuda_rules_schedule_odd_shapes(cin, cout, size, k, stride, groups, batc
                     assert rule.apply(prim_func(spec), target, tunable=tunable) is not None, (rule.name, spec.key)
 
 
+@pytest.mark.parametrize("profile", ["cuda-sm90", "x86-avx512", "arm-cortex-a76"])
+def test_rules_schedule_kernels_with_unit_axes(profile):
+    """The op leaves a kernel's unit axes out of its reduction (a 1x1 depthwise conv, a per-channel
+    scale, has none; a 1x3 no rows): every rule that applies schedules such kernels, untuned and as
+    a tuning space, in either layout (the CUDA column rules, serving NCHW depthwise, and the
+    tensor-core GEMM assumed both taps and failed on them until November 2026)."""
+    from gconvgen.ops import prim_func
+    from schedules import rules_for
+    loaded = targets.load(profile)
+    target = loaded.tvm_target()
+    dtypes = ("float32", "float16") if loaded.family == "cuda" else ("float32",)
+    scheduled = 0
+    for kernel in ((1, 1), (1, 3), (3, 1), (1, 7)):
+        for cin, groups, layout, dtype in [(c, g, lay, d) for c, g in ((16, 16), (64, 2)) for lay in ("NCHW", "NHWC")
+                                           for d in dtypes]:
+            spec = KernelSpec.from_json({"op": "conv2d", "batch": 2, "in_channels": cin, "out_channels": cin,
+                                         "height": 12, "width": 12, "kernel": list(kernel),
+                                         "padding": [kernel[0] // 2, kernel[1] // 2], "groups": groups,
+                                         "epilogue": ["bias"], "layout": layout, "dtype": dtype})
+            for rule in rules_for(loaded.family):
+                if rule.applies(spec, target):
+                    for tunable in (False, True):
+                        assert rule.apply(prim_func(spec), target, tunable=tunable) is not None, (rule.name, spec.key)
+                        scheduled += 1
+    assert scheduled > 50
+
+
 @needs_nvcc
 def test_gpu_limits_are_checked(tmp_path):
     """offline.fits finds a schedule past the 48 KB of static shared memory a block may have (the

@@ -18,11 +18,12 @@ pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None or not (cuda_emulat
                                 reason="needs the CUDA toolkit (nvcc and its headers)")
 
 
-def conv(cin: int, cout: int, size: int, *, k: int = 3, stride: int = 1, groups: int = 1, batch: int = 2,
+def conv(cin: int, cout: int, size: int, *, k: int | tuple = 3, stride: int = 1, groups: int = 1, batch: int = 2,
          layout: str = "NCHW", dtype: str = "float32", epilogue: tuple = ("bias", "relu6")) -> KernelSpec:
+    kh, kw = k if isinstance(k, tuple) else (k, k)
     return KernelSpec.from_json({"op": "conv2d", "batch": batch, "in_channels": cin, "out_channels": cout,
-                                 "height": size, "width": size, "kernel": [k, k], "stride": [stride, stride],
-                                 "padding": [k // 2, k // 2], "groups": groups, "epilogue": list(epilogue),
+                                 "height": size, "width": size, "kernel": [kh, kw], "stride": [stride, stride],
+                                 "padding": [kh // 2, kw // 2], "groups": groups, "epilogue": list(epilogue),
                                  "layout": layout, "dtype": dtype})
 
 
@@ -55,6 +56,11 @@ CASES = [
     (cuda.DepthwiseColumnsStagedNCHW(), dw(12, 30, stride=2, dtype="float16")),
     (cuda.DepthwiseColumnsStagedNCHW(), dw(8, 7, k=7, batch=3)),
     (cuda.DepthwiseColumnsStagedNCHW(), conv(8, 16, 10, groups=8)),
+    # kernels the op gives fewer reduction axes (it leaves out unit ones): a 1x1 (a per-channel scale,
+    # no taps at all), 1x3 and 3x1 (factorized), which the column rules, serving them, failed to schedule
+    (cuda.DepthwiseColumnsStagedNCHW(), dw(8, 12, k=1)),
+    (cuda.DepthwiseColumnsStagedNCHW(), dw(8, 12, k=(1, 3), dtype="float16")),
+    (cuda.DepthwiseColumnsNCHW(), dw(8, 12, k=(5, 1), stride=2)),
     # whole planes a block, copied as one span in 16-byte vectors: 2 planes of 14x14 a unit in
     # float16, 8 of 7x7; one of 13x13 in float32 (13 scalars: a unit of 4); ConvNeXt's 7x7 kernel
     (cuda.DepthwisePlanesNCHW(), dw(16, 14, dtype="float16")),
@@ -113,6 +119,9 @@ CASES = [
     # NCHW's reduction taps first: 12 channels a group (a chunk of k spans taps, off a power of two)
     (cuda.TensorCoreGemm(min_blocks=1), conv(36, 48, 7, groups=3, batch=2, dtype="float16", epilogue=("bias",))),
     (cuda.TensorCoreGemm(), conv(24, 40, 6, stride=2, batch=3, layout="NHWC", dtype="float16")),
+    # a factorized kernel's k axis, a row or a column of taps
+    (cuda.TensorCoreGemm(min_blocks=1), conv(64, 64, 7, k=(1, 3), groups=2, dtype="float16")),
+    (cuda.TensorCoreGemm(min_blocks=1), conv(64, 64, 7, k=(3, 1), groups=2, layout="NHWC", dtype="float16")),
     (cuda.TensorCoreGemm(), conv(96, 48, 8, k=1, groups=3, dtype="float16", epilogue=("bias", "relu", "shuffle:3"))),
     (cuda.TensorCoreGemm(), conv(48, 96, 8, k=1, groups=3, layout="NHWC", dtype="float16",
                                  epilogue=("bias", "relu", "shuffle:3"))),
