@@ -58,21 +58,33 @@ def build(specs: Iterable[KernelSpec], profile: TargetProfile, out_dir: str | os
                         "schedule": sched.kind, "rule": sched.source,
                         "args": [{"name": n, "shape": list(spec.shape(n)), "dtype": spec.dtype}
                                  for n in spec.arg_names]})
-    lib = compile_library(funcs, profile, out / LIBRARY)
+    compile_library(funcs, profile, out / LIBRARY)
     manifest.write(out, {
-        "format": manifest.FORMAT, "library": LIBRARY, "sha256": manifest.sha256(lib),
+        "format": manifest.FORMAT, "library": LIBRARY, "sha256": manifest.sha256(out / LIBRARY),
         "target": {"profile": profile.name, "family": profile.family, "tvm_target": profile.target,
                    "arch": profile.arch, "features": profile.required_features()},
         "versions": versions(), "kernels": entries})
     return out
 
 
-def compile_library(funcs: dict, profile: TargetProfile, path: Path) -> Path:
-    """Scheduled PrimFuncs (by symbol) compiled for the profile's target into one shared library."""
+class Refused(RuntimeError):
+    """nvcc refused kernels: `kernels` maps each one's function to nvcc's reason."""
+
+    def __init__(self, kernels: dict[str, str]) -> None:
+        super().__init__(f"nvcc refused {len(kernels)} kernel(s), so no library was built:\n"
+                         + "\n".join(f"  {name}: {reason}" for name, reason in kernels.items()))
+        self.kernels = kernels
+
+
+def compile_library(funcs: dict, profile: TargetProfile, path: Path, drop_refused: bool = False) -> dict[str, str]:
+    """Scheduled PrimFuncs (by symbol) compiled for the profile's target into one shared library.
+    Raises Refused naming the kernels nvcc refuses; with drop_refused, leaves them out instead (a
+    tuning candidate's tiling that nvcc cannot compile costs that candidate, not the library) and
+    returns them, each with nvcc's reason."""
     if profile.target.get("kind") == "cuda":
         from .cuda import prepare
         prepare()   # nvcc-built fatbins in the library, also on a machine without a GPU
-    library = _compile(funcs, profile.tvm_target())
+    library, dropped = _compile(funcs, profile.tvm_target(), drop_refused)
     if profile.cc:
         from tvm.support import cc
         if shutil.which(profile.cc) is None:
@@ -81,14 +93,15 @@ def compile_library(funcs: dict, profile: TargetProfile, path: Path) -> Path:
         library.export_library(str(path), fcompile=cc.cross_compiler(profile.cc), options=STRIP)
     else:
         library.export_library(str(path), options=STRIP)
-    return path
+    return dropped
 
 
-def _compile(funcs: dict, target: tvm.target.Target) -> tvm.runtime.Module:
-    """The functions compiled into one host module. For CUDA, nvcc (one process, one core, for a whole
-    module: 15 of the 24 minutes of a GPU run's 941 candidates) runs on every core: the functions are
-    compiled in parts, on threads (nvcc runs outside the GIL), and the parts' host modules are joined
-    by imports, so the library holds one device module a part and finds each kernel among them."""
+def _compile(funcs: dict, target: tvm.target.Target, drop_refused: bool) -> tuple[tvm.runtime.Module, dict[str, str]]:
+    """The functions compiled into one host module, and those left out as refused (see
+    compile_library). For CUDA, nvcc (one process, one core, for a whole module: 15 of the 24
+    minutes of a GPU run's 941 candidates) runs on every core: the functions are compiled in parts,
+    on threads (nvcc runs outside the GIL), and the parts' host modules are joined by imports, so
+    the library holds one device module a part and finds each kernel among them."""
     workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     # (four parts a worker even out the kernels' nvcc times, which differ widely, at about a second of
     # nvcc's fixed cost each)
@@ -97,24 +110,57 @@ def _compile(funcs: dict, target: tvm.target.Target) -> tvm.runtime.Module:
     # part, whose fatbin nvcc compresses as well as one of them all; interleaved, 941 candidates'
     # library took 21 MB, not 11)
     names, size = list(funcs), -(-len(funcs) // parts)
-    chunks = [tvm.IRModule({name: funcs[name] for name in names[i:i + size]}) for i in range(0, len(names), size)]
+    chunks = [names[i:i + size] for i in range(0, len(names), size)]
 
-    def compile_part(mod: tvm.IRModule) -> tvm.runtime.Module:
-        with target:  # the CUDA compile callback reads the arch from the current target (per thread)
-            return tvm.compile(mod, target=target).mod
+    def compile_part(chunk: list[str]) -> tuple[tvm.runtime.Module | None, dict[str, str]]:
+        dropped: dict[str, str] = {}
+        while True:
+            kept = [name for name in chunk if name not in dropped]
+            if not kept:
+                return None, dropped
+            try:
+                with target:  # the CUDA compile callback reads the arch from the current target (per thread)
+                    return tvm.compile(tvm.IRModule({n: funcs[n] for n in kept}), target=target).mod, dropped
+            except RuntimeError as e:
+                refused = _refused_functions(str(e), kept) if target.kind.name == "cuda" else {}
+                if not refused:
+                    raise
+                if not drop_refused:
+                    raise Refused(refused) from None   # (nvcc's whole output: hundreds of MB of warnings)
+                dropped.update(refused)
     if len(chunks) == 1:
-        return compile_part(chunks[0])
-    with ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(compile_part, chunk) for chunk in chunks]
-    errors = [f.exception() for f in futures if f.exception() is not None]
-    if errors:   # every part's refusals, not only the first's
-        if all(isinstance(e, RuntimeError) for e in errors):
-            raise RuntimeError("\n".join(str(e) for e in errors))
-        raise errors[0]
-    library = futures[0].result()
-    for future in futures[1:]:
-        library.import_module(future.result())
-    return library
+        results = [compile_part(chunks[0])]
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            futures = [pool.submit(compile_part, chunk) for chunk in chunks]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:   # every part's refusals, not only the first's
+            if all(isinstance(e, Refused) for e in errors):
+                raise Refused({k: v for e in errors for k, v in e.kernels.items()})
+            if all(isinstance(e, RuntimeError) for e in errors):
+                raise RuntimeError("\n".join(str(e) for e in errors))
+            raise errors[0]
+        results = [f.result() for f in futures]
+    dropped = {k: v for _, part in results for k, v in part.items()}
+    modules = [module for module, _ in results if module is not None]
+    if not modules:
+        raise Refused(dropped)
+    library = modules[0]
+    for module in modules[1:]:
+        library.import_module(module)
+    return library, dropped
+
+
+def _refused_functions(message: str, functions: list[str]) -> dict[str, str]:
+    """The functions whose kernels a failed nvcc compile refused (TVM names a function's kernels
+    `<symbol>_kernel`, `<symbol>_kernel_1`, ...), each with nvcc's reason."""
+    from .cuda import refused_kernels
+    found = {}
+    for kernel, reason in refused_kernels(message).items():
+        owner = kernel.rsplit("_kernel", 1)[0]
+        if owner in functions:
+            found.setdefault(owner, reason)
+    return found
 
 
 def cached(spec: KernelSpec, profile: TargetProfile, use_logs: bool = True) -> tuple[Path, bool]:

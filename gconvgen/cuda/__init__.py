@@ -7,11 +7,13 @@ and the library carries SASS for the target's arch, compressed. On a machine wit
 real libcuda is used and nothing is stubbed."""
 from __future__ import annotations
 
+import bisect
 import ctypes
 import ctypes.util
 import glob
 import os
 import platform
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -78,3 +80,25 @@ def prepare() -> None:
 def has_fatbin(library: Path) -> bool:
     """Whether a built library embeds device code (a fatbin), not CUDA source to compile at load."""
     return FATBIN_MAGIC in Path(library).read_bytes()
+
+
+def refused_kernels(message: str) -> dict[str, str]:
+    """The kernels (by their CUDA names) a failed nvcc compile refused, each with nvcc's reason, from
+    TVM's error: ptxas names a refused kernel; a C++ error names a line of the source, which TVM's
+    error begins with, and the kernel is the one whose definition holds that line. Empty when the
+    error names none (nvcc missing, a crash)."""
+    code, _, out = message.partition("\nCompilation error:\n")
+    found = {kernel: reason.strip() for kernel, reason in
+             re.findall(r"ptxas error\s*: Entry function '(\w+)' (.*)", out)}
+    lines = code.splitlines()
+    starts, names = [], []
+    for number, line in enumerate(lines, 1):
+        definition = re.search(r"__global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(.*\{\s*$", line)
+        if definition:
+            starts.append(number)
+            names.append(definition.group(1))
+    for number, reason in re.findall(r"\.cu\((\d+)\): error: (.*)", out):
+        at = bisect.bisect_right(starts, int(number)) - 1
+        if at >= 0 and int(number) <= len(lines):
+            found.setdefault(names[at], f"{reason.strip()} (line {number}: {lines[int(number) - 1].strip()[:120]})")
+    return found
