@@ -865,7 +865,12 @@ class SplitReductionNCHW(ScheduleRule):
         ry, _ = sch.split(red, factors=tile_factors(sch, red, k // self._slices(spec), tunable, max_inner=k // 2))
         rf = sch.rfactor(ry, factor_axis=0)   # rf[ry, ...]: each slice's sum; conv sums the slices
         n, o, h, w = sch.get_loops(out)
-        if spec.out_height * spec.out_width % 32 == 0:   # runs inside a plane (flat ones would not be affine)
+        # runs inside a plane (flat ones would not be affine); also, the last run predicated, where a
+        # row's width divides 32 but the plane's size neither divides 32 nor is a multiple: across
+        # planes there (a 6x8 plane, say) TVM simplifies the threads' rows to a form its cross-thread
+        # reduction refuses as not affine
+        plane, width = spec.out_height * spec.out_width, spec.out_width
+        if plane % 32 == 0 or (width > 1 and 32 % width == 0 and 32 % plane != 0):
             po, tx = sch.split(sch.fuse(h, w), factors=[None, 32])
             bx = sch.fuse(n, o, po)
         else:   # runs across an image's planes (across images too, TVM's compute_at below refuses)

@@ -129,6 +129,11 @@ CASES = [
     (cuda.SplitReductionNCHW(), conv(96, 384, 1, k=1, epilogue=("bias", "sigmoid"))),   # a squeeze-and-excitation gate
     (cuda.SplitReductionNCHW(), conv(64, 32, 7, batch=1, groups=2, dtype="float16")),
     (cuda.SplitReductionNCHW(), conv(96, 40, 7, k=1, batch=2, epilogue=("bias",))),   # blocks across planes
+    # a 6x8 plane (rows of 8 threads, the last of a plane's runs predicated; across planes TVM refused
+    # it), from a 2x2 kernel padded by 2 on one side only (its first row and column read padding alone)
+    (cuda.SplitReductionNCHW(), KernelSpec.from_json({"op": "conv2d", "batch": 1, "in_channels": 26, "out_channels": 44,
+                                                      "height": 5, "width": 7, "kernel": [2, 2], "padding": [2, 2, 0, 0],
+                                                      "epilogue": ["bias"]})),
     (cuda.GroupConvNCHW(), conv(32, 64, 10, groups=4)),
     (cuda.GroupConvNCHW(), conv(24, 48, 9, k=1, stride=2, dtype="float16", epilogue=("bias",))),
     (cuda.GroupConvStagedNCHW(), conv(64, 128, 7, groups=4)),                 # 8 channels a thread
