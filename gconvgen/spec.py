@@ -120,10 +120,13 @@ class KernelSpec:
 
     @property
     def shuffle_groups(self) -> int:
-        """Groups of the output channel shuffle fused into the store (1 = none)."""
+        """Groups of the output channel shuffle fused into the store (1 = none, as where each group
+        holds one channel: such a shuffle moves nothing, and TVM's layout transforms of the
+        tensor-core GEMM's store, fed its remap of one-channel groups, lost half the outputs)."""
         if self.op == "channel_shuffle":
             return self.groups
-        return next((int(e.split(":")[1]) for e in self.epilogue if e.startswith("shuffle:")), 1)
+        groups = next((int(e.split(":")[1]) for e in self.epilogue if e.startswith("shuffle:")), 1)
+        return 1 if groups == self.out_channels else groups
 
     @property
     def op_class(self) -> str:

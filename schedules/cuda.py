@@ -1092,8 +1092,9 @@ class TensorCoreGemm(ScheduleRule):
     ResNeXt's g32 1024x7 (32 channels a group: 94 us against 220 in NCHW, 27 against 136 in NHWC);
     with 16 channels a group it lost in NCHW (171 against 128), with 8 or 4 by 2.6-4x. Does not
     apply to float32 (it would round to TF32; our float32 kernels
-    are exact), depthwise convs, dilation, or one output channel a group (a GEMM of one row or
-    column, which TVM refuses to tile). Tunable: warps and fragments a warp along i and j."""
+    are exact), depthwise convs, dilation, one output channel a group (a GEMM of one row or
+    column, which TVM refuses to tile) or a reduction of one term (a 1x1 of one input channel a
+    group: no k to tile). Tunable: warps and fragments a warp along i and j."""
 
     name = "cuda.TensorCoreGemm"
 
@@ -1166,7 +1167,8 @@ class TensorCoreGemm(ScheduleRule):
     def applies(self, spec, target: Target) -> bool:
         return (target.kind.name == "cuda" and spec.op == "conv2d" and spec.dtype == "float16"
                 and spec.op_class != "depthwise" and spec.dilation == (1, 1)
-                and spec.weight_layout in ("OIHW", "HWIO") and spec.out_channels // spec.groups >= 2)
+                and spec.weight_layout in ("OIHW", "HWIO") and spec.out_channels // spec.groups >= 2
+                and spec.in_channels // spec.groups * spec.kernel[0] * spec.kernel[1] > 1)
 
     def serves(self, spec, target: Target) -> bool:
         """Where a group's GEMM fills whole fragments: 16 input channels a group or more, and 16
