@@ -193,6 +193,11 @@ class DepthwiseColumnsNCHW(ScheduleRule):
     def __init__(self, threads: int = 256) -> None:
         self.threads = threads
 
+    @staticmethod
+    def _rows(spec) -> int:
+        """Outputs a thread takes down its column by default."""
+        return divisor_at_most(spec.out_height, 8 if spec.kernel[0] >= 5 else 4)   # a wide kernel's column reuses more
+
     def _column_threads(self, sch: s_tir.Schedule, spec, tunable: bool, whole_rows: bool = False) -> tuple:
         """A block per (image, channel, band of rows, run of columns: the whole row with whole_rows),
         a thread per column of the band taking `rows` outputs down it, the taps unrolled outermost.
@@ -200,7 +205,7 @@ class DepthwiseColumnsNCHW(ScheduleRule):
         rows and the columns."""
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         oh, ow = spec.out_height, spec.out_width
-        rows = divisor_at_most(oh, 8 if spec.kernel[0] >= 5 else 4)   # a wide kernel's column reuses more
+        rows = self._rows(spec)
         columns = ow if whole_rows else divisor_at_most(ow, self.threads)
         groups = divisor_at_most(oh // rows, max(1, self.threads // columns))   # row groups a block
         n, c, h, w = sch.get_loops(out)
@@ -271,7 +276,15 @@ class DepthwiseColumnsStagedNCHW(DepthwiseColumnsNCHW):
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         _inline_pad(sch)
         conv, block, rw, hf, _, rows, columns = self._column_threads(sch, spec, tunable, whole_rows=True)
-        stage = sch.cache_read(conv, 0, "shared")   # the band's rows, clipped to the image
+        self._stage_rows(sch, spec, conv, block, hf, rows, columns)
+        if rw is not None:   # (a 1x1's conv reduces nothing)
+            sch.decompose_reduction(conv, rw)
+
+    def _stage_rows(self, sch: s_tir.Schedule, spec, reader, block, hf: list, rows: int, columns: int) -> None:
+        """The band's input rows, clipped to the image, into shared memory for `reader` (the block
+        reading the input), by all the block's threads in 16-byte vectors, the row pitch spread
+        across the banks."""
+        stage = sch.cache_read(reader, 0, "shared")
         sch.compute_at(stage, block, preserve_unit_loops=True)
         lanes = _row_copy_lanes(spec, self.bytes_per_load)
         outer, *tx, lane = sch.split(sch.fuse(*sch.get_loops(stage)[1:]), factors=[None, hf[1], columns, lanes])
@@ -281,6 +294,45 @@ class DepthwiseColumnsStagedNCHW(DepthwiseColumnsNCHW):
         pitch = _bank_spread_pitch(spec.width, rows * spec.stride[0], columns, spec.stride[1],
                                    dtype_bits(spec.dtype) // 8, multiple=lanes)
         sch.storage_align(stage, 0, axis=2, factor=32, offset=pitch % 32)
+
+
+class DepthwiseColumnsRegistersNCHW(DepthwiseColumnsStagedNCHW):
+    """DepthwiseColumnsStagedNCHW with each thread's window of the band in registers: the input
+    values its column of outputs reads ((rows - 1) x stride + kh rows, kw columns) are loaded from
+    shared memory once each, the padding applied once each, then the taps' multiply-adds read the
+    registers. The staged rule reads shared memory once per tap and output, the padding a select
+    each time, and nvcc merges few of the repeats (its index and padding expressions differ by tap):
+    its float16 kernels issue a conversion and a select per read (HADD2, PRMT in the SASS), and
+    `scripts/issue_bound.py` finds them issue-bound, MobileNetV2's 144x56 at 47 instructions an
+    output (47 us of issue at batch 64, its bytes 28 us; timed 58). Here, at 8 rows a thread, 33
+    instead of 45 (14 rows: 29 instead of 41), by nvdisasm's count of the same tiles; the suite's
+    NCHW 3x3s take 29-41 in float16 and 23-32 in float32 as this rule's own schedules (8 rows a
+    thread by default), against 50-113 and 38-98 as the rules serving them untuned; its 7x7s gain
+    nothing (their multiply-adds dominate). Untimed as yet: an alternative, served through tuned
+    records. Tunable as the staged rule; applies where it does."""
+
+    name = "cuda.DepthwiseColumnsRegistersNCHW"
+
+    def serves(self, spec, target: Target) -> bool:
+        return False   # (until a GPU times it)
+
+    @staticmethod
+    def _rows(spec) -> int:
+        return divisor_at_most(spec.out_height, 8)   # (each row more shares the window's loads)
+
+    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        conv, block, rw, hf, _, rows, columns = self._column_threads(sch, spec, tunable, whole_rows=True)
+        thread = sch.get_loops(conv)[1]
+        if has_block(sch, "pad"):   # the padded window, computed into registers
+            window = sch.get_sblock("pad")
+            sch.compute_at(window, thread, preserve_unit_loops=True)
+            sch.set_scope(window, 0, "local")
+        else:
+            window = sch.cache_read(conv, 0, "local")
+            sch.compute_at(window, thread, preserve_unit_loops=True)
+        for loop in sch.get_loops(window)[2:]:
+            sch.unroll(loop)
+        self._stage_rows(sch, spec, window, block, hf, rows, columns)
         if rw is not None:   # (a 1x1's conv reduces nothing)
             sch.decompose_reduction(conv, rw)
 
@@ -1505,7 +1557,7 @@ def _thread_per_element(sch: s_tir.Schedule, block, threads: int) -> None:
 # The first that serves a kernel schedules it untuned; the others that apply are its alternatives,
 # offered as tuning candidates (gconvgen.offline) and served where a tuned record says so.
 RULES: list[ScheduleRule] = [DepthwiseColumnsStagedNCHW(), DepthwiseStagedNCHW(), DepthwiseColumnsNCHW(), DepthwiseNCHW(),
-                             DepthwisePlanesNCHW(), TensorCoreGemm(),
+                             DepthwisePlanesNCHW(), DepthwiseColumnsRegistersNCHW(), TensorCoreGemm(),
                              PointwiseTiledNCHW(), PointwiseTensorCoreNHWC(), DepthwiseWideNHWC(), ChannelVectorNHWC(),
                              DepthwiseRowsNHWC(), SplitReductionNCHW(), GroupConvStagedNCHW(), GroupConvNCHW(),
                              BatchGemm(), PointwiseGemm(), Fallback()]

@@ -65,6 +65,13 @@ CASES = [
     (cuda.DepthwiseColumnsStagedNCHW(), dw(8, 12, k=1)),
     (cuda.DepthwiseColumnsStagedNCHW(), dw(8, 12, k=(1, 3), dtype="float16")),
     (cuda.DepthwiseColumnsNCHW(), dw(8, 12, k=(5, 1), stride=2)),
+    # the same threads with their windows in registers: padded (the pad block computed per thread),
+    # unpadded (a 1x1: a register cache of the stage), float16 at stride 2, a 7x7, a multiplier
+    (cuda.DepthwiseColumnsRegistersNCHW(), dw(16, 16, dtype="float16", epilogue=("bias", "silu"))),
+    (cuda.DepthwiseColumnsRegistersNCHW(), dw(8, 12, k=1)),
+    (cuda.DepthwiseColumnsRegistersNCHW(), dw(12, 30, stride=2, dtype="float16")),
+    (cuda.DepthwiseColumnsRegistersNCHW(), dw(8, 16, k=7, batch=3, epilogue=("bias",))),
+    (cuda.DepthwiseColumnsRegistersNCHW(), conv(8, 16, 10, groups=8, k=(3, 1))),
     # whole planes a block, copied as one span in 16-byte vectors: 2 planes of 14x14 a unit in
     # float16, 8 of 7x7; one of 13x13 in float32 (13 scalars: a unit of 4); ConvNeXt's 7x7 kernel
     (cuda.DepthwisePlanesNCHW(), dw(16, 14, dtype="float16")),
@@ -276,9 +283,10 @@ def test_tuning_candidates_match_torch():
                                         (conv(64, 64, 8, groups=4, batch=5, dtype="float16"), "cuda.TensorCoreGemm"),
                                         (dw(32, 14, k=7, batch=4, layout="NHWC", epilogue=("bias",)), "cuda.DepthwiseRowsNHWC"),
                                         (dw(8, 28, k=7, batch=2, epilogue=("bias",)), "cuda.DepthwiseColumnsNCHW"),
-                                        (dw(16, 14, batch=2, dtype="float16"), "cuda.DepthwisePlanesNCHW")],
+                                        (dw(16, 14, batch=2, dtype="float16"), "cuda.DepthwisePlanesNCHW"),
+                                        (dw(8, 24, batch=2, dtype="float16"), "cuda.DepthwiseColumnsRegistersNCHW")],
                          ids=["dense1x1", "grouped3x3", "grouped3x3-nhwc", "tensorcore-1x1-nhwc", "tensorcore-grouped3x3",
-                              "depthwise7x7-rows", "depthwise7x7-columns", "depthwise-planes"])
+                              "depthwise7x7-rows", "depthwise7x7-columns", "depthwise-planes", "depthwise-registers"])
 def test_alternatives_spaces_match_torch(spec, rule):
     """With alternative_count, random points of an alternative's space are drawn too (here the batch
     GEMM's, beside the rules that serve a dense 1x1, a grouped 3x3 and one in NHWC, layers with enough

@@ -236,8 +236,9 @@ def test_cuda_candidates_carry_fatbins(tmp_path):
     assert data["device"] == "cuda" and [c["rule"] for c in data["candidates"]] == [
         "cuda.DepthwiseColumnsStagedNCHW", "cuda.DepthwiseColumnsStagedNCHW", "cuda.DepthwiseStagedNCHW",
         "cuda.DepthwiseStagedNCHW", "cuda.DepthwiseColumnsNCHW", "cuda.DepthwiseColumnsNCHW", "cuda.DepthwiseNCHW",
-        "cuda.DepthwiseNCHW", "cuda.DepthwisePlanesNCHW", "cuda.DepthwisePlanesNCHW"]
-    assert len({json.dumps(r) for r in offline.records(tmp_path / "h100")["records"].values()}) == 10
+        "cuda.DepthwiseNCHW", "cuda.DepthwisePlanesNCHW", "cuda.DepthwisePlanesNCHW",
+        "cuda.DepthwiseColumnsRegistersNCHW", "cuda.DepthwiseColumnsRegistersNCHW"]
+    assert len({json.dumps(r) for r in offline.records(tmp_path / "h100")["records"].values()}) == 12
     assert has_fatbin(tmp_path / "h100" / offline.LIBRARY)
     assert (tmp_path / "h100" / "lib" / "libtvm_runtime_cuda.so").exists()
     assert (tmp_path / "h100" / "loader" / "gpu_check.py").exists()   # (measure.py's GPU timer)
