@@ -8,8 +8,8 @@ memory-bound one (a copy to speed up): MobileNetV2's float16 NCHW 144x56 depthwi
 instructions an output and can take no less than 43 us, against 28 for its bytes.
 
 The count is static: for a kernel whose SASS loops (a GEMM's reduction, a copy loop left rolled),
-marked ~, it is scaled by the multiply-adds an output needs over the FFMAs the code holds (the
-loop's body taken to dominate). nvdisasm is not part of the CUDA toolkit's compiler packages;
+marked ~, it is scaled by the multiply-adds an output needs over those the code's FFMAs and
+tensor-core HMMAs do (the loop's body taken to dominate). nvdisasm is not part of the CUDA toolkit's compiler packages;
 `pip install nvidia-cuda-nvdisasm` brings it (found on PATH, or in that package).
 
     .venv/bin/python scripts/issue_bound.py [--layout NCHW] [--dtypes float16] [--only dw144x56]
@@ -68,6 +68,15 @@ def sass(func: tvm.tirx.PrimFunc, target: tvm.target.Target, arch: str, tool: st
     return opcodes, loops
 
 
+def _macs_per_thread(opcode: str) -> float:
+    """Multiply-adds one thread's share of an instruction does: an FFMA one, a tensor core's HMMA
+    its tile's (m x n x k, in its name: HMMA.16816 is 16x8x16) over the warp's 32 threads."""
+    if opcode.startswith("FFMA"):
+        return 1
+    shape = re.match(r"HMMA\.(16)(8)(8|16)", opcode)
+    return math.prod(int(d) for d in shape.groups()) / 32 if shape else 0
+
+
 def launch(func: tvm.tirx.PrimFunc) -> tuple[int, int]:
     """(blocks, threads a block) from the kernel's thread bindings."""
     extents: dict[str, int] = {}
@@ -111,9 +120,9 @@ def main() -> None:
             blocks, threads = launch(served.func)
             outputs = spec.batch * spec.out_channels * spec.out_height * spec.out_width
             per_output = len(counted) * blocks * threads / outputs
-            ffma = sum(op.startswith("FFMA") for op in counted)
-            if loops and ffma:   # (the loop's body dominates: scaled by the multiply-adds an output needs)
-                per_output = len(counted) / ffma * spec.multiply_adds / outputs
+            macs = sum(_macs_per_thread(op) for op in counted)
+            if loops and macs:   # (the loop's body dominates: scaled by the multiply-adds an output needs)
+                per_output = len(counted) / macs * spec.multiply_adds / outputs
             issue = per_output * outputs / 32 / warps_per_second
             size = 2 if dtype == "float16" else 4
             moved = sum(math.prod(spec.shape(n)) for n in spec.arg_names) * size
