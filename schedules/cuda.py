@@ -201,8 +201,8 @@ class DepthwiseColumnsNCHW(ScheduleRule):
     def _column_threads(self, sch: s_tir.Schedule, spec, tunable: bool, whole_rows: bool = False) -> tuple:
         """A block per (image, channel, band of rows, run of columns: the whole row with whole_rows),
         a thread per column of the band taking `rows` outputs down it, the taps unrolled outermost.
-        Returns the conv block, the block loop, the taps' outer loop (None for a 1x1), the row and column factors, the
-        rows and the columns."""
+        Returns the conv block, the block loop, the taps' outer loop (None for a 1x1), the row and
+        column factors, the rows and the columns."""
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         oh, ow = spec.out_height, spec.out_width
         rows = self._rows(spec)
@@ -1368,7 +1368,11 @@ def _as_group_gemms(sch: s_tir.Schedule, spec) -> None:
         return (o // per, o % per, n * plane + h * width + w, *k)
 
     def k_index(axes: dict):
-        tap = (axes["rh"] * kw + axes["rw"] if "rw" in axes else axes["rh"]) if "rh" in axes else axes.get("rw")
+        """k, (tap, input channel), over the axes the op kept."""
+        if "rh" in axes and "rw" in axes:
+            tap = axes["rh"] * kw + axes["rw"]
+        else:
+            tap = axes.get("rh", axes.get("rw"))
         if tap is None:
             return axes["c"]
         return tap * cig + axes["c"] if "c" in axes else tap
