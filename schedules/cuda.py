@@ -217,11 +217,8 @@ class DepthwiseColumnsNCHW(ScheduleRule):
         sch.bind(block, "blockIdx.x")
         sch.bind(thread, "threadIdx.x")
         sch.unroll(hr)
-        sch.compute_at(conv, thread, preserve_unit_loops=True)
-        sch.set_scope(conv, 0, "local")
-        # (the op leaves out a unit kernel's rows or columns: a 1x3 has no rh, a 1x1 no taps at all)
-        loops, kept = sch.get_loops(conv), (spec.kernel[0] > 1) + (spec.kernel[1] > 1)
-        spatial, taps = loops[len(loops) - kept - 4:len(loops) - kept], loops[len(loops) - kept:]
+        # (the taps the op kept: a 1x3 has no rh, a 1x1 no taps at all)
+        spatial, taps = _accumulate_in_thread(sch, conv, thread)
         taps = taps[::-1]   # the taps outermost, columns first: each (tap, row) read once for all rows it serves
         sch.reorder(*taps, *spatial)
         for loop in (*taps, *spatial):
