@@ -4,13 +4,15 @@ read by nvdisasm and counted; its threads times its instructions, over an H100/H
 (132 multiprocessors x 4 schedulers x one warp instruction a cycle at 1.98 GHz), is the least time
 it can take however fast memory is. Printed beside the time its bytes take at copy bandwidth and
 the fastest time the target's logs hold, it tells an issue-bound kernel (a schedule to slim) from a
-memory-bound one (a copy to speed up): MobileNetV2's float16 NCHW 144x56 depthwise issues about 49
-instructions an output and can take no less than 43 us, against 28 for its bytes.
+memory-bound one (a copy to speed up): MobileNetV2's float16 NCHW 144x56 depthwise, as tuned on an
+H200, issues about 47 instructions an output and can take no less than 47 us at batch 64, against
+28 for its bytes (timed 58).
 
 The count is static: for a kernel whose SASS loops (a GEMM's reduction, a copy loop left rolled),
 marked ~, it is scaled by the multiply-adds an output needs over those the code's FFMAs and
-tensor-core HMMAs do (the loop's body taken to dominate). nvdisasm is not part of the CUDA toolkit's compiler packages;
-`pip install nvidia-cuda-nvdisasm` brings it (found on PATH, or in that package).
+tensor-core HMMAs do (the loop's body taken to dominate). nvdisasm is not part of the CUDA
+toolkit's compiler packages; `pip install nvidia-cuda-nvdisasm` brings it (found on PATH, or in
+that package).
 
     .venv/bin/python scripts/issue_bound.py [--layout NCHW] [--dtypes float16] [--only dw144x56]
 """
@@ -32,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tvm  # noqa: E402
 
 from gconvgen import suites, targets  # noqa: E402
-from gconvgen.cuda import prepare  # noqa: E402
+from gconvgen.cuda import launch_extents, prepare  # noqa: E402
 from gconvgen.ops import prim_func  # noqa: E402
 from gconvgen.schedule import logs, schedule  # noqa: E402
 from gconvgen.tunelog import workload_of  # noqa: E402
@@ -79,11 +81,8 @@ def _macs_per_thread(opcode: str) -> float:
 
 def launch(func: tvm.tirx.PrimFunc) -> tuple[int, int]:
     """(blocks, threads a block) from the kernel's thread bindings."""
-    extents: dict[str, int] = {}
-    for extent, tag in re.findall(r'T\.thread_binding\((?:0, )?(\d+), thread="(\w+\.[xyz])"\)', func.script()):
-        extents[tag] = int(extent)
     blocks = threads = 1
-    for tag, extent in extents.items():
+    for tag, extent in launch_extents(func).items():
         if tag.startswith("blockIdx"):
             blocks *= extent
         else:
@@ -119,11 +118,12 @@ def main() -> None:
             counted = [op for op in opcodes if op not in ("NOP", "EXIT") and not op.startswith("BRA")]
             blocks, threads = launch(served.func)
             outputs = spec.batch * spec.out_channels * spec.out_height * spec.out_width
-            per_output = len(counted) * blocks * threads / outputs
+            per_thread = len(counted)
             macs = sum(_macs_per_thread(op) for op in counted)
-            if loops and macs:   # (the loop's body dominates: scaled by the multiply-adds an output needs)
-                per_output = len(counted) / macs * spec.multiply_adds / outputs
-            issue = per_output * outputs / 32 / warps_per_second
+            if loops and macs:   # (the loop's body dominates: scaled by the multiply-adds a thread needs)
+                per_thread = len(counted) / macs * spec.multiply_adds / (blocks * threads)
+            per_output = per_thread * blocks * threads / outputs
+            issue = blocks * -(-threads // 32) * per_thread / warps_per_second   # (whole warps a block)
             size = 2 if dtype == "float16" else 4
             moved = sum(math.prod(spec.shape(n)) for n in spec.arg_names) * size
             workload = workload_of(tvm.IRModule({"main": prim_func(spec)}))[0]

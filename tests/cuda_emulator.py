@@ -223,13 +223,12 @@ class Unsupported(RuntimeError):
 
 
 def _launch_extents(func: tvm.tirx.PrimFunc) -> dict[str, int]:
-    """threadIdx.* / blockIdx.* extents of the function's one kernel, from its thread bindings as
-    TVMScript prints them (this TVM has no Python statement visitor)."""
-    extents: dict[str, int] = {}
-    for extent, tag in re.findall(r'T\.thread_binding\((?:0, )?(\d+), thread="(\w+\.[xyz])"\)', func.script()):
-        if extents.setdefault(tag, int(extent)) != int(extent):
-            raise Unsupported(f"{tag} has two extents ({extents[tag]} and {extent}): more than one kernel")
-    return extents
+    """The kernel's launch extents (gconvgen.cuda.launch_extents), a function of several refused."""
+    from gconvgen.cuda import launch_extents
+    try:
+        return launch_extents(func)
+    except ValueError as e:
+        raise Unsupported(str(e)) from None
 
 
 def compile_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target, workdir: Path) -> tuple[ctypes.CDLL, list[str]]:

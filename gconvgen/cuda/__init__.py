@@ -102,3 +102,14 @@ def refused_kernels(message: str) -> dict[str, str]:
         if at >= 0 and int(number) <= len(lines):
             found.setdefault(names[at], f"{reason.strip()} (line {number}: {lines[int(number) - 1].strip()[:120]})")
     return found
+
+
+def launch_extents(func) -> dict[str, int]:
+    """threadIdx.* / blockIdx.* extents of a scheduled function's one kernel, from its thread bindings
+    as TVMScript prints them (this TVM has no Python statement visitor). Raises ValueError where a
+    tag is bound with two extents: more than one kernel."""
+    extents: dict[str, int] = {}
+    for extent, tag in re.findall(r'T\.thread_binding\((?:0, )?(\d+), thread="(\w+\.[xyz])"\)', func.script()):
+        if extents.setdefault(tag, int(extent)) != int(extent):
+            raise ValueError(f"{tag} has two extents ({extents[tag]} and {extent}): more than one kernel")
+    return extents
