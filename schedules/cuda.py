@@ -1416,9 +1416,12 @@ def _dlight(sch: s_tir.Schedule, spec, target: Target, rule) -> None:
 
 
 class Fallback(ScheduleRule):
-    """Anything else on a GPU (shuffles, pooling in NCHW, gradients): every block a
-    kernel of one thread per output element, reductions serial in the thread. Correct everywhere;
-    fast nowhere in particular."""
+    """Anything else on a GPU (shuffles, pooling in NCHW, gradients): one kernel, a thread per output
+    element, the padding read in place and the window's reduction (a conv's taps, a pool's window)
+    serial in the thread's registers, the epilogue applied on the way to the store. Until December
+    2026 each stage was a kernel of its own, the window's result going through global memory: NCHW
+    pooling (a converted model's stem max pool, its global average pool) ran as two launches.
+    Correct everywhere; fast nowhere in particular."""
 
     name = "cuda.Fallback"
 
@@ -1427,8 +1430,14 @@ class Fallback(ScheduleRule):
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         _inline_pad(sch)
-        for block in sch.get_child_blocks(sch.get_sblock("root")):
-            _thread_per_element(sch, block, 256)
+        if spec.op != "channel_shuffle":   # (a conv's fused shuffle: stored in its channels' order)
+            _unshuffle(sch, spec)
+        first, *consumers = sch.get_child_blocks(sch.get_sblock("root"))
+        thread = _thread_per_element(sch, first, 256)
+        if consumers:
+            sch.set_scope(first, 0, "local")
+        for block in consumers:   # (each reads one element of the one before)
+            sch.reverse_compute_at(block, thread)
 
 
 def _outputs_from_shared_input(sch: s_tir.Schedule, conv, block, thread):
@@ -1540,7 +1549,9 @@ def _accumulate_in_thread(sch: s_tir.Schedule, conv, thread) -> tuple[list, list
             [loop for loop, iv in own if int(iv.iter_type) != _SPATIAL])
 
 
-def _thread_per_element(sch: s_tir.Schedule, block, threads: int) -> None:
+def _thread_per_element(sch: s_tir.Schedule, block, threads: int):
+    """A thread per element of the block's output (blocks of up to `threads`), its reduction
+    serial; returns the thread loop."""
     loops = sch.get_loops(block)
     kinds = [int(iv.iter_type) for iv in sch.get(block).iter_vars]
     spatial = [l for l, k in zip(loops, kinds) if k == _SPATIAL]
@@ -1548,11 +1559,14 @@ def _thread_per_element(sch: s_tir.Schedule, block, threads: int) -> None:
     if red:
         sch.reorder(*spatial, *red)
     fused = sch.fuse(*spatial)
-    bx, tx = sch.split(fused, factors=[None, threads])
+    # (no more threads than elements: TVM's reverse_compute_at leaves a consumer of one element
+    # unpredicated under a thread loop with a tail, so every thread of the block stored it)
+    bx, tx = sch.split(fused, factors=[None, min(threads, int(sch.get(fused).extent))])
     sch.bind(bx, "blockIdx.x")
     sch.bind(tx, "threadIdx.x")
     if red:
         sch.decompose_reduction(block, red[0])
+    return tx
 
 
 # The first that serves a kernel schedules it untuned; the others that apply are its alternatives,
