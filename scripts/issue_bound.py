@@ -58,15 +58,19 @@ def sass(func: tvm.tirx.PrimFunc, target: tvm.target.Target, arch: str, tool: st
                        check=True, capture_output=True)
         listing = subprocess.run([tool, "-c", f"{tmp}/k.cubin"], check=True, capture_output=True, text=True).stdout
     opcodes, labels, loops = [], set(), False
+    just_labelled = None   # (the label right above: every kernel ends in a branch to itself after EXIT)
     for line in listing.splitlines():
         label = re.match(r"^(\.L_x_\d+):", line)
         if label:
             labels.add(label.group(1))
+            just_labelled = label.group(1)
         instruction = re.match(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);", line)
         if instruction:
             opcodes.append(instruction.group(1))
-            target_label = re.search(r"`\((\.L_x_\d+)\)", instruction.group(2))
-            loops |= instruction.group(1).startswith("BRA") and bool(target_label) and target_label.group(1) in labels
+            target = re.search(r"`\((\.L_x_\d+)\)", instruction.group(2))
+            loops |= (instruction.group(1).startswith("BRA") and bool(target) and target.group(1) in labels
+                      and target.group(1) != just_labelled)
+            just_labelled = None
     return opcodes, loops
 
 

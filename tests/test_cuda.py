@@ -35,14 +35,15 @@ needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs the 
 @needs_nvcc
 @pytest.mark.parametrize("name", ["cuda-sm90", "cuda-sm80"])
 def test_cuda_bundle_embeds_fatbins(name, tmp_path):
-    out = bundle.make(SPECS, targets.load(name), tmp_path / name, use_logs=False)   # (the rules, untuned)
+    nhwc_shuffle = SPECS[3].with_layout("NHWC")   # (the fallback's)
+    out = bundle.make(SPECS + [nhwc_shuffle], targets.load(name), tmp_path / name, use_logs=False)   # (untuned)
     assert has_fatbin(out / "gconvgen.so"), "the library carries CUDA source, not device code"
     data = json.loads((out / "manifest.json").read_text())
     rules = {k["rule"] for k in data["kernels"]}
     # (the 112x112 depthwise in either dtype on the staged columns: what an H200 timed faster)
     assert {"cuda.DepthwiseColumnsStagedNCHW", "cuda.DepthwiseWideNHWC", "cuda.ChannelVectorNHWC",
             "cuda.PointwiseTiledNCHW", "cuda.TensorCoreGemm", "cuda.PointwiseTensorCoreNHWC", "cuda.GroupConvStagedNCHW",
-            "cuda.SplitReductionNCHW", "cuda.Fallback"} <= rules
+            "cuda.SplitReductionNCHW", "cuda.ChannelShuffleNCHW", "cuda.Fallback"} <= rules
     assert data["target"]["tvm_target"]["arch"] == name.replace("cuda-sm", "sm_")
     # nvcc ran in parts, on every core: one device module a part, and each kernel's code among them
     import tvm

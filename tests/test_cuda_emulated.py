@@ -165,6 +165,14 @@ CASES = [
     (cuda.ChannelVectorNHWC(), conv(16, 64, 7, k=1, layout="NHWC", epilogue=("bias", "gelu"))),   # ConvNeXt's MLP
     (cuda.ChannelVectorNHWC(), conv(32, 64, 8, k=1, batch=4, groups=4, layout="NHWC", dtype="float16",
                                     epilogue=("bias", "relu", "shuffle:4"))),   # pixels a thread
+    # shuffles as plane copies: 16-byte vectors (8 float16 lanes on 28x28, 4 float32 on 14x14), 8 bytes
+    # (4 float16 lanes on 14x14)
+    (cuda.ChannelShuffleNCHW(), KernelSpec.from_json({"op": "channel_shuffle", "batch": 2, "channels": 12,
+                                                      "height": 28, "width": 28, "groups": 3, "dtype": "float16"})),
+    (cuda.ChannelShuffleNCHW(), KernelSpec.from_json({"op": "channel_shuffle", "batch": 2, "channels": 16,
+                                                      "height": 14, "width": 14, "groups": 2})),
+    (cuda.ChannelShuffleNCHW(), KernelSpec.from_json({"op": "channel_shuffle", "batch": 3, "channels": 8,
+                                                      "height": 14, "width": 14, "groups": 4, "dtype": "float16"})),
     # the fallback: one kernel, the epilogue (a fused shuffle too) under the accumulating thread; a
     # single output (every thread of a block had stored it); a gradient
     (cuda.Fallback(), conv(32, 64, 10, k=1, groups=4, epilogue=("bias", "shuffle:4"))),
