@@ -1415,38 +1415,59 @@ def _dlight(sch: s_tir.Schedule, spec, target: Target, rule) -> None:
     done.trace.apply_to_schedule(sch, remove_postproc=False)
 
 
-class ChannelShuffleNCHW(ScheduleRule):
-    """Channel shuffle in NCHW as a copy of whole channel planes: a thread per (image, output channel,
-    run of a plane's values), the run one vector load and one vector store (16 bytes where the
-    plane's size allows: 8 float16 or 4 float32 values; a 7x7 plane's 49 values one at a time), the
-    plane one flat axis, so a thread finds its source with one division by the plane and one by the
-    channels. The fallback decodes each value's (n, c, h, w) on its own, about 40 SASS instructions
-    a value by nvdisasm's count: on an H200 (Nov 2026, batch 64) it took as long in float16 as in
-    float32 (ShuffleNet v1's 60x28 8.5 against 8.6 us, 36 % of what a copy of its bytes takes), so the
-    float16 shuffles were issue-bound. Does not apply to NHWC (each pixel's groups interleave) or to
-    anything but channel_shuffle."""
+class ChannelShuffle(ScheduleRule):
+    """Channel shuffle as a copy. NCHW moves whole channel planes: a thread per (image, output
+    channel, run of a plane's values), the run one vector load and one vector store (16 bytes where
+    the plane's size allows: 8 float16 or 4 float32 values; a 7x7 plane's 49 values one at a time),
+    the plane one flat axis, so a thread finds its source with a division by the plane and one by
+    the channels. NHWC interleaves each pixel's groups: a thread per (pixel, run of up to 4 channels
+    of each group), stores of 4 adjacent outputs (the codegen has no wider index vectors for the
+    loads they gather), each output one scalar load. The fallback decodes each value's place on its
+    own, about 40 SASS instructions a value by nvdisasm's count: on an H200 (Nov 2026, batch 64) it
+    took as long in float16 as in float32 (ShuffleNet v1's 60x28 8.5 against 8.6 us in NCHW, 8.3
+    against 8.3 in NHWC, 34-36 % of what a copy of the bytes takes), so the float16 shuffles were
+    issue-bound. Here 5-10 a float16 value in NCHW (but 7x7 planes: 38) and 3-8 in NHWC. Untimed as
+    yet. Applies to channel_shuffle only."""
 
-    name = "cuda.ChannelShuffleNCHW"
+    name = "cuda.ChannelShuffle"
 
     def __init__(self, threads: int = 256, bytes_per_load: int = 16) -> None:
         self.threads = threads
         self.bytes_per_load = bytes_per_load
 
     def applies(self, spec, target: Target) -> bool:
-        return target.kind.name == "cuda" and spec.op == "channel_shuffle" and spec.layout == "NCHW"
+        return target.kind.name == "cuda" and spec.op == "channel_shuffle"
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
-        plane = spec.height * spec.width
         out = sch.get_sblock("out")
-        sch.transform_block_layout(out, lambda n, c, h, w: (n, c, h * spec.width + w))
-        lanes = _power_of_two_dividing(plane, self.bytes_per_load * 8 // dtype_bits(spec.dtype))
-        n, c, p = sch.get_loops(out)
-        run, lane = sch.split(p, factors=[None, lanes])
-        fused = sch.fuse(n, c, run)
-        block, thread = sch.split(fused, factors=[None, min(self.threads, int(sch.get(fused).extent))])
+        most = self.bytes_per_load * 8 // dtype_bits(spec.dtype)
+        if spec.layout == "NCHW":
+            sch.transform_block_layout(out, lambda n, c, h, w: (n, c, h * spec.width + w))
+            lanes = _power_of_two_dividing(spec.height * spec.width, most)
+            n, c, p = sch.get_loops(out)
+            run, lane = sch.split(p, factors=[None, lanes])
+            self._threads(sch, sch.fuse(n, c, run))
+            sch.vectorize(lane)
+            return
+        groups, width, height = spec.groups, spec.width, spec.height
+        per = spec.in_channels // groups
+        # output channel j * G + g is group g's j-th: iterate (pixel, j, g), the stores' axis (j, g)
+        sch.transform_block_layout(out, lambda n, h, w, c: ((n * height + h) * width + w, c // groups, c % groups))
+        store = _power_of_two_dividing(spec.in_channels, min(4, most))   # (dividing a pixel's channels: aligned)
+        run = next((r for r in (4, 2, 1) if per % r == 0 and r * groups % store == 0), 1)
+        p, j, g = sch.get_loops(out)
+        jo, ji = sch.split(j, factors=[None, run])
+        self._threads(sch, sch.fuse(p, jo))
+        stores, lane = sch.split(sch.fuse(ji, g), factors=[None, _power_of_two_dividing(run * groups, store)])
+        sch.unroll(stores)
+        sch.vectorize(lane)
+
+    def _threads(self, sch: s_tir.Schedule, loop):
+        """Blocks of up to `threads` threads (no more than the loop's extent) over the loop."""
+        block, thread = sch.split(loop, factors=[None, min(self.threads, int(sch.get(loop).extent))])
         sch.bind(block, "blockIdx.x")
         sch.bind(thread, "threadIdx.x")
-        sch.vectorize(lane)
+        return thread
 
 
 class Fallback(ScheduleRule):
@@ -1609,4 +1630,4 @@ RULES: list[ScheduleRule] = [DepthwiseColumnsStagedNCHW(), DepthwiseStagedNCHW()
                              DepthwisePlanesNCHW(), DepthwiseColumnsRegistersNCHW(), TensorCoreGemm(),
                              PointwiseTiledNCHW(), PointwiseTensorCoreNHWC(), DepthwiseWideNHWC(), ChannelVectorNHWC(),
                              DepthwiseRowsNHWC(), SplitReductionNCHW(), GroupConvStagedNCHW(), GroupConvNCHW(),
-                             BatchGemm(), PointwiseGemm(), ChannelShuffleNCHW(), Fallback()]
+                             BatchGemm(), PointwiseGemm(), ChannelShuffle(), Fallback()]

@@ -35,6 +35,12 @@ def dw(channels: int, size: int, **kw) -> KernelSpec:
     return conv(channels, channels, size, groups=channels, **kw)
 
 
+def shuffle(channels: int, size: int, groups: int, *, batch: int = 2, layout: str = "NCHW",
+            dtype: str = "float32") -> KernelSpec:
+    return KernelSpec.from_json({"op": "channel_shuffle", "batch": batch, "channels": channels, "height": size,
+                                 "width": size, "groups": groups, "layout": layout, "dtype": dtype})
+
+
 CASES = [
     (cuda.DepthwiseNCHW(), dw(16, 16)),
     (cuda.DepthwiseNCHW(), dw(16, 16, stride=2, dtype="float16")),
@@ -165,14 +171,16 @@ CASES = [
     (cuda.ChannelVectorNHWC(), conv(16, 64, 7, k=1, layout="NHWC", epilogue=("bias", "gelu"))),   # ConvNeXt's MLP
     (cuda.ChannelVectorNHWC(), conv(32, 64, 8, k=1, batch=4, groups=4, layout="NHWC", dtype="float16",
                                     epilogue=("bias", "relu", "shuffle:4"))),   # pixels a thread
-    # shuffles as plane copies: 16-byte vectors (8 float16 lanes on 28x28, 4 float32 on 14x14), 8 bytes
-    # (4 float16 lanes on 14x14)
-    (cuda.ChannelShuffleNCHW(), KernelSpec.from_json({"op": "channel_shuffle", "batch": 2, "channels": 12,
-                                                      "height": 28, "width": 28, "groups": 3, "dtype": "float16"})),
-    (cuda.ChannelShuffleNCHW(), KernelSpec.from_json({"op": "channel_shuffle", "batch": 2, "channels": 16,
-                                                      "height": 14, "width": 14, "groups": 2})),
-    (cuda.ChannelShuffleNCHW(), KernelSpec.from_json({"op": "channel_shuffle", "batch": 3, "channels": 8,
-                                                      "height": 14, "width": 14, "groups": 4, "dtype": "float16"})),
+    # shuffles: in NCHW plane copies in 16-byte vectors (8 float16 lanes on 28x28, 4 float32 on 14x14),
+    # 8 bytes (4 float16 lanes on 14x14); in NHWC 4-lane stores of 2 or 4 channels of each group, or
+    # of 4 groups' one (ShuffleNet v2's 58 a group), scalar ones for 6 channels a pixel
+    (cuda.ChannelShuffle(), shuffle(12, 28, 3, dtype="float16")),
+    (cuda.ChannelShuffle(), shuffle(16, 14, 2)),
+    (cuda.ChannelShuffle(), shuffle(8, 14, 4, batch=3, dtype="float16")),
+    (cuda.ChannelShuffle(), shuffle(116, 5, 2, layout="NHWC", dtype="float16")),
+    (cuda.ChannelShuffle(), shuffle(60, 6, 3, layout="NHWC")),
+    (cuda.ChannelShuffle(), shuffle(16, 5, 4, layout="NHWC", dtype="float16")),
+    (cuda.ChannelShuffle(), shuffle(6, 7, 3, batch=3, layout="NHWC")),
     # the fallback: one kernel, the epilogue (a fused shuffle too) under the accumulating thread; a
     # single output (every thread of a block had stored it); a gradient
     (cuda.Fallback(), conv(32, 64, 10, k=1, groups=4, epilogue=("bias", "shuffle:4"))),
