@@ -1419,15 +1419,15 @@ class ChannelShuffle(ScheduleRule):
     """Channel shuffle as a copy. NCHW moves whole channel planes: a thread per (image, output
     channel, run of a plane's values), the run one vector load and one vector store (16 bytes where
     the plane's size allows: 8 float16 or 4 float32 values; a 7x7 plane's 49 values one at a time),
-    the plane one flat axis, so a thread finds its source with a division by the plane and one by
-    the channels. NHWC interleaves each pixel's groups: a thread per (pixel, run of up to 4 channels
+    a block of whole planes where a plane's runs fit it (threadIdx.y the plane, threadIdx.x the run:
+    no division). NHWC interleaves each pixel's groups: a thread per (pixel, run of up to 4 channels
     of each group), stores of 4 adjacent outputs (the codegen has no wider index vectors for the
     loads they gather), each output one scalar load. The fallback decodes each value's place on its
     own, about 40 SASS instructions a value by nvdisasm's count: on an H200 (Nov 2026, batch 64) it
     took as long in float16 as in float32 (ShuffleNet v1's 60x28 8.5 against 8.6 us in NCHW, 8.3
     against 8.3 in NHWC, 34-36 % of what a copy of the bytes takes), so the float16 shuffles were
-    issue-bound. Here 5-10 a float16 value in NCHW (but 7x7 planes: 38) and 3-8 in NHWC. Untimed as
-    yet. Applies to channel_shuffle only."""
+    issue-bound. Here, on the suite's shuffles, 3-6 a value in NCHW (but 7x7 planes: 24) and 3-6 in
+    NHWC. Untimed as yet. Applies to channel_shuffle only."""
 
     name = "cuda.ChannelShuffle"
 
@@ -1441,12 +1441,20 @@ class ChannelShuffle(ScheduleRule):
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         out = sch.get_sblock("out")
         most = self.bytes_per_load * 8 // dtype_bits(spec.dtype)
-        if spec.layout == "NCHW":
-            sch.transform_block_layout(out, lambda n, c, h, w: (n, c, h * spec.width + w))
-            lanes = _power_of_two_dividing(spec.height * spec.width, most)
-            n, c, p = sch.get_loops(out)
-            run, lane = sch.split(p, factors=[None, lanes])
-            self._threads(sch, sch.fuse(n, c, run))
+        if spec.layout == "NCHW":   # (a block of whole planes where they are short: no division)
+            plane = spec.height * spec.width
+            sch.transform_block_layout(out, lambda n, c, h, w: (n * spec.in_channels + c, h * spec.width + w))
+            lanes = _power_of_two_dividing(plane, most)
+            planes, p = sch.get_loops(out)
+            runs, lane = sch.split(p, factors=[None, lanes])
+            if plane // lanes <= self.threads:
+                block, row = sch.split(planes, factors=[None, divisor_at_most(spec.batch * spec.in_channels,
+                                                                             self.threads // (plane // lanes))])
+                sch.bind(block, "blockIdx.x")
+                sch.bind(row, "threadIdx.y")
+                sch.bind(runs, "threadIdx.x")
+            else:
+                self._threads(sch, sch.fuse(planes, runs))
             sch.vectorize(lane)
             return
         groups, width, height = spec.groups, spec.width, spec.height

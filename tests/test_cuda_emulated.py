@@ -172,11 +172,12 @@ CASES = [
     (cuda.ChannelVectorNHWC(), conv(32, 64, 8, k=1, batch=4, groups=4, layout="NHWC", dtype="float16",
                                     epilogue=("bias", "relu", "shuffle:4"))),   # pixels a thread
     # shuffles: in NCHW plane copies in 16-byte vectors (8 float16 lanes on 28x28, 4 float32 on 14x14),
-    # 8 bytes (4 float16 lanes on 14x14); in NHWC 4-lane stores of 2 or 4 channels of each group, or
+    # 8 bytes (4 float16 lanes on 14x14), blocks of whole planes but for large ones; in NHWC 4-lane stores of 2 or 4 channels of each group, or
     # of 4 groups' one (ShuffleNet v2's 58 a group), scalar ones for 6 channels a pixel
     (cuda.ChannelShuffle(), shuffle(12, 28, 3, dtype="float16")),
     (cuda.ChannelShuffle(), shuffle(16, 14, 2)),
     (cuda.ChannelShuffle(), shuffle(8, 14, 4, batch=3, dtype="float16")),
+    (cuda.ChannelShuffle(), shuffle(4, 40, 2)),   # planes of more runs than a block's threads
     (cuda.ChannelShuffle(), shuffle(116, 5, 2, layout="NHWC", dtype="float16")),
     (cuda.ChannelShuffle(), shuffle(60, 6, 3, layout="NHWC")),
     (cuda.ChannelShuffle(), shuffle(16, 5, 4, layout="NHWC", dtype="float16")),
