@@ -198,25 +198,36 @@ class DepthwiseColumnsNCHW(ScheduleRule):
         """Outputs a thread takes down its column by default."""
         return divisor_at_most(spec.out_height, 8 if spec.kernel[0] >= 5 else 4)   # a wide kernel's column reuses more
 
-    def _column_threads(self, sch: s_tir.Schedule, spec, tunable: bool, whole_rows: bool = False) -> tuple:
+    def _column_threads(self, sch: s_tir.Schedule, spec, tunable: bool, whole_rows: bool = False,
+                        pairs: bool = False) -> tuple:
         """A block per (image, channel, band of rows, run of columns: the whole row with whole_rows),
-        a thread per column of the band taking `rows` outputs down it, the taps unrolled outermost.
-        Returns the conv block, the block loop, the taps' outer loop (None for a 1x1), the row and
-        column factors, the rows and the columns."""
+        a thread per column of the band taking `rows` outputs down it (with pairs, whole rows only:
+        per two adjacent columns, stored as pairs), the taps unrolled outermost. Returns the conv
+        block, the block loop, the taps' outer loop (None for a 1x1), the row and column factors, the
+        rows and the threads along a row."""
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         oh, ow = spec.out_height, spec.out_width
         rows = self._rows(spec)
-        columns = ow if whole_rows else divisor_at_most(ow, self.threads)
+        columns = ow // 2 if pairs else ow if whole_rows else divisor_at_most(ow, self.threads)
         groups = divisor_at_most(oh // rows, max(1, self.threads // columns))   # row groups a block
+        while groups > 1 and self._band_bytes(spec, groups * rows) > 48 * 1024:   # (a static stage's most)
+            groups = divisor_at_most(oh // rows, groups - 1)
         n, c, h, w = sch.get_loops(out)
         hf = tile_factors(sch, h, (groups, rows), tunable, max_inner=16)
-        wf = [None, ow] if whole_rows else tile_factors(sch, w, columns, tunable, max_inner=1024)
-        (ho, hm, hr), (wo, wi) = sch.split(h, factors=hf), sch.split(w, factors=wf)
-        sch.reorder(n, c, ho, wo, hm, wi, hr)
+        if pairs:
+            wf = [None, ow]   # (the whole row)
+            (ho, hm, hr), (wo, wi, pair) = sch.split(h, factors=hf), sch.split(w, factors=[1, columns, 2])
+            sch.reorder(n, c, ho, wo, hm, wi, hr, pair)
+        else:
+            wf = [None, ow] if whole_rows else tile_factors(sch, w, columns, tunable, max_inner=1024)
+            (ho, hm, hr), (wo, wi) = sch.split(h, factors=hf), sch.split(w, factors=wf)
+            sch.reorder(n, c, ho, wo, hm, wi, hr)
         block, thread = sch.fuse(n, c, ho, wo), sch.fuse(hm, wi)
         sch.bind(block, "blockIdx.x")
         sch.bind(thread, "threadIdx.x")
         sch.unroll(hr)
+        if pairs:
+            _vector_stores(sch, pair, 2, spec.dtype)
         # (the taps the op kept: a 1x3 has no rh, a 1x1 no taps at all)
         spatial, taps = _accumulate_in_thread(sch, conv, thread)
         taps = taps[::-1]   # the taps outermost, columns first: each (tap, row) read once for all rows it serves
@@ -224,6 +235,12 @@ class DepthwiseColumnsNCHW(ScheduleRule):
         for loop in (*taps, *spatial):
             sch.unroll(loop)
         return conv, block, (taps[0] if taps else None), hf, wf, rows, columns
+
+    @staticmethod
+    def _band_bytes(spec, rows: int) -> int:
+        """Bytes of the input rows a band of `rows` output rows reads, whole input rows."""
+        rows_in = (rows - 1) * spec.stride[0] + (spec.kernel[0] - 1) * spec.dilation[0] + 1
+        return rows_in * (spec.width + sum(spec.padding[1::2])) * dtype_bits(spec.dtype) // 8
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         conv, block, rw, hf, wf, rows, columns = self._column_threads(sch, spec, tunable)
@@ -302,11 +319,16 @@ class DepthwiseColumnsRegistersNCHW(DepthwiseColumnsStagedNCHW):
     its float16 kernels issue a conversion and a select per read (HADD2, PRMT in the SASS), and
     `scripts/issue_bound.py` finds them issue-bound, MobileNetV2's 144x56 at 47 instructions an
     output (47 us of issue at batch 64, its bytes 28 us; timed 58). Here, at 8 rows a thread, 33
-    instead of 45 (14 rows: 29 instead of 41), by nvdisasm's count of the same tiles; the suite's
-    NCHW 3x3s take 29-41 in float16 and 23-32 in float32 as this rule's own schedules (8 rows a
-    thread by default), against 50-113 and 38-98 as the rules serving them untuned; its 7x7s gain
-    nothing (their multiply-adds dominate). Untimed as yet: an alternative, served through tuned
-    records. Tunable as the staged rule; applies where it does."""
+    instead of 45 (14 rows: 29 instead of 41), by nvdisasm's count of the same tiles. On rows of 28
+    outputs or more a thread takes two adjacent columns (a window of kw + 1 columns for both, each
+    weight loaded once for both, the outputs stored as pairs): 24 on the 144x56. The suite's NCHW
+    3x3s take 24-28 instructions an output in float16 on such rows and 36-41 on shorter ones, 20-32
+    in float32, as this rule's own schedules (8 rows a thread by default), against 50-113 and 38-98
+    as the rules serving them untuned; ConvNeXt's 7x7s on 56x56 and 28x28 81-85 in float16 against
+    109-114. A pair's reads lie two words apart in float32, so the emulator counts 2.1 shared-memory
+    wavefronts a request at stride 1 (1.0 with a column a thread): about 0.25 an output, far below
+    the issue. Untimed as yet: an alternative, served through tuned records. Tunable as the staged
+    rule (the rows; not the pairs); applies where it does."""
 
     name = "cuda.DepthwiseColumnsRegistersNCHW"
 
@@ -317,8 +339,15 @@ class DepthwiseColumnsRegistersNCHW(DepthwiseColumnsStagedNCHW):
     def _rows(spec) -> int:
         return divisor_at_most(spec.out_height, 8)   # (each row more shares the window's loads)
 
+    @staticmethod
+    def _pairs(spec) -> bool:
+        """Two adjacent columns a thread on rows of 28 outputs or more (on shorter ones a block of
+        half as many threads wastes more of its warps)."""
+        return spec.out_width % 2 == 0 and spec.out_width >= 28
+
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
-        conv, block, rw, hf, _, rows, columns = self._column_threads(sch, spec, tunable, whole_rows=True)
+        conv, block, rw, hf, _, rows, columns = self._column_threads(sch, spec, tunable, whole_rows=True,
+                                                                     pairs=self._pairs(spec))
         thread = sch.get_loops(conv)[1]
         if has_block(sch, "pad"):   # the padded window, computed into registers
             window = sch.get_sblock("pad")

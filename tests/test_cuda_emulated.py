@@ -78,6 +78,10 @@ CASES = [
     (cuda.DepthwiseColumnsRegistersNCHW(), dw(12, 30, stride=2, dtype="float16")),
     (cuda.DepthwiseColumnsRegistersNCHW(), dw(8, 16, k=7, batch=3, epilogue=("bias",))),
     (cuda.DepthwiseColumnsRegistersNCHW(), conv(8, 16, 10, groups=8, k=(3, 1))),
+    # two adjacent columns a thread on rows of 28 or more, stored as pairs
+    (cuda.DepthwiseColumnsRegistersNCHW(), dw(4, 28, dtype="float16", epilogue=("bias", "silu"))),
+    (cuda.DepthwiseColumnsRegistersNCHW(), dw(4, 60, stride=2)),
+    (cuda.DepthwiseColumnsRegistersNCHW(), dw(4, 30, k=7, dtype="float16", epilogue=("bias",))),
     # whole planes a block, copied as one span in 16-byte vectors: 2 planes of 14x14 a unit in
     # float16, 8 of 7x7; one of 13x13 in float32 (13 scalars: a unit of 4); ConvNeXt's 7x7 kernel
     (cuda.DepthwisePlanesNCHW(), dw(16, 14, dtype="float16")),
@@ -329,7 +333,7 @@ def test_tuning_candidates_match_torch():
                                         (dw(32, 14, k=7, batch=4, layout="NHWC", epilogue=("bias",)), "cuda.DepthwiseRowsNHWC"),
                                         (dw(8, 28, k=7, batch=2, epilogue=("bias",)), "cuda.DepthwiseColumnsNCHW"),
                                         (dw(16, 14, batch=2, dtype="float16"), "cuda.DepthwisePlanesNCHW"),
-                                        (dw(8, 24, batch=2, dtype="float16"), "cuda.DepthwiseColumnsRegistersNCHW")],
+                                        (dw(8, 28, batch=2, dtype="float16"), "cuda.DepthwiseColumnsRegistersNCHW")],
                          ids=["dense1x1", "grouped3x3", "grouped3x3-nhwc", "tensorcore-1x1-nhwc", "tensorcore-grouped3x3",
                               "depthwise7x7-rows", "depthwise7x7-columns", "depthwise-planes", "depthwise-registers"])
 def test_alternatives_spaces_match_torch(spec, rule):
