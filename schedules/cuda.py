@@ -1499,16 +1499,15 @@ class ChannelShuffle(ScheduleRule):
         sch.unroll(stores)
         sch.vectorize(lane)
 
-    def _threads(self, sch: s_tir.Schedule, loop):
+    def _threads(self, sch: s_tir.Schedule, loop) -> None:
         """Blocks of up to `threads` threads (no more than the loop's extent) over the loop."""
         block, thread = sch.split(loop, factors=[None, min(self.threads, int(sch.get(loop).extent))])
         sch.bind(block, "blockIdx.x")
         sch.bind(thread, "threadIdx.x")
-        return thread
 
 
 class Fallback(ScheduleRule):
-    """Anything else on a GPU (shuffles, pooling in NCHW, gradients): one kernel, a thread per output
+    """Anything else on a GPU (pooling in NCHW, gradients): one kernel, a thread per output
     element, the padding read in place and the window's reduction (a conv's taps, a pool's window)
     serial in the thread's registers, the epilogue applied on the way to the store. Until December
     2026 each stage was a kernel of its own, the window's result going through global memory: NCHW
