@@ -37,7 +37,7 @@ def _unshuffle(sch: s_tir.Schedule, spec) -> None:
     strided. (The shuffle as written, a remap of the read, is no box a thread could accumulate.)
     The accumulator is relaid twice because transform_layout simplifies the remapped reads, which
     transform_block_layout leaves as written."""
-    if spec.shuffle_groups == 1:
+    if spec.op != "conv2d" or spec.shuffle_groups == 1:   # (a channel_shuffle op is no conv's epilogue)
         return
     groups, per = spec.shuffle_groups, spec.out_channels // spec.shuffle_groups
     out, conv = sch.get_sblock("out"), sch.get_sblock("conv")
@@ -239,8 +239,7 @@ class DepthwiseColumnsNCHW(ScheduleRule):
     @staticmethod
     def _band_bytes(spec, rows: int) -> int:
         """Bytes of the input rows a band of `rows` output rows reads, whole input rows."""
-        rows_in = (rows - 1) * spec.stride[0] + (spec.kernel[0] - 1) * spec.dilation[0] + 1
-        return rows_in * (spec.width + sum(spec.padding[1::2])) * dtype_bits(spec.dtype) // 8
+        return _input_span(spec, rows, 0) * (spec.width + sum(spec.padding[1::2])) * dtype_bits(spec.dtype) // 8
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         conv, block, rw, hf, wf, rows, columns = self._column_threads(sch, spec, tunable)
@@ -250,8 +249,7 @@ class DepthwiseColumnsNCHW(ScheduleRule):
             sch.set_scope(pad, 0, "shared")
             _, *tx = sch.split(sch.fuse(*sch.get_loops(pad)[1:]), factors=[None, hf[1], wf[1]])
             sch.bind(sch.fuse(*tx), "threadIdx.x")
-            width = (columns - 1) * spec.stride[1] + (spec.kernel[1] - 1) * spec.dilation[1] + 1
-            pitch = _bank_spread_pitch(width, rows * spec.stride[0], columns, spec.stride[1], dtype_bits(spec.dtype) // 8)
+            pitch = _bank_spread_pitch(_input_span(spec, columns, 1), rows * spec.stride[0], columns, spec.stride[1], dtype_bits(spec.dtype) // 8)
             sch.storage_align(pad, 0, axis=2, factor=32, offset=pitch % 32)
         if rw is not None:   # (a 1x1's conv reduces nothing)
             sch.decompose_reduction(conv, rw)
@@ -1483,7 +1481,7 @@ class ChannelShuffle(ScheduleRule):
                 sch.bind(row, "threadIdx.y")
                 sch.bind(runs, "threadIdx.x")
             else:
-                self._threads(sch, sch.fuse(planes, runs))
+                _bind_threads(sch, sch.fuse(planes, runs), self.threads)
             sch.vectorize(lane)
             return
         groups, width, height = spec.groups, spec.width, spec.height
@@ -1494,16 +1492,10 @@ class ChannelShuffle(ScheduleRule):
         run = next((r for r in (4, 2, 1) if per % r == 0 and r * groups % store == 0), 1)
         p, j, g = sch.get_loops(out)
         jo, ji = sch.split(j, factors=[None, run])
-        self._threads(sch, sch.fuse(p, jo))
+        _bind_threads(sch, sch.fuse(p, jo), self.threads)
         stores, lane = sch.split(sch.fuse(ji, g), factors=[None, _power_of_two_dividing(run * groups, store)])
         sch.unroll(stores)
         sch.vectorize(lane)
-
-    def _threads(self, sch: s_tir.Schedule, loop) -> None:
-        """Blocks of up to `threads` threads (no more than the loop's extent) over the loop."""
-        block, thread = sch.split(loop, factors=[None, min(self.threads, int(sch.get(loop).extent))])
-        sch.bind(block, "blockIdx.x")
-        sch.bind(thread, "threadIdx.x")
 
 
 class Fallback(ScheduleRule):
@@ -1521,8 +1513,7 @@ class Fallback(ScheduleRule):
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         _inline_pad(sch)
-        if spec.op != "channel_shuffle":   # (a conv's fused shuffle: stored in its channels' order)
-            _unshuffle(sch, spec)
+        _unshuffle(sch, spec)
         first, *consumers = sch.get_child_blocks(sch.get_sblock("root"))
         thread = _thread_per_element(sch, first, 256)
         if consumers:
@@ -1554,10 +1545,14 @@ def _row_copy_lanes(spec, bytes_per_load: int) -> int:
     return _power_of_two_dividing(spec.width, bytes_per_load * 8 // dtype_bits(spec.dtype))
 
 
+def _input_span(spec, outputs: int, axis: int) -> int:
+    """Input rows (axis 0) or columns (axis 1), padding included, that `outputs` adjacent outputs read."""
+    return (outputs - 1) * spec.stride[axis] + (spec.kernel[axis] - 1) * spec.dilation[axis] + 1
+
+
 def _last_input_read(spec, axis: int) -> int:
     """The last input row (axis 0) or column (axis 1) the conv reads (past the image where padded)."""
-    out = (spec.out_height, spec.out_width)[axis]
-    return (out - 1) * spec.stride[axis] + (spec.kernel[axis] - 1) * spec.dilation[axis] - spec.padding[axis]
+    return _input_span(spec, (spec.out_height, spec.out_width)[axis], axis) - 1 - spec.padding[axis]
 
 
 def _bank_spread_pitch(width: int, rows_apart: int, columns: int, stride: int, item_bytes: int,
@@ -1649,15 +1644,20 @@ def _thread_per_element(sch: s_tir.Schedule, block, threads: int):
     red = [l for l, k in zip(loops, kinds) if k != _SPATIAL]
     if red:
         sch.reorder(*spatial, *red)
-    fused = sch.fuse(*spatial)
-    # (no more threads than elements: TVM's reverse_compute_at leaves a consumer of one element
-    # unpredicated under a thread loop with a tail, so every thread of the block stored it)
-    bx, tx = sch.split(fused, factors=[None, min(threads, int(sch.get(fused).extent))])
-    sch.bind(bx, "blockIdx.x")
-    sch.bind(tx, "threadIdx.x")
+    tx = _bind_threads(sch, sch.fuse(*spatial), threads)
     if red:
         sch.decompose_reduction(block, red[0])
     return tx
+
+
+def _bind_threads(sch: s_tir.Schedule, loop, threads: int):
+    """The loop over blocks of up to `threads` threads, no more than the loop's extent (TVM's
+    reverse_compute_at leaves a consumer of one element unpredicated under a thread loop with a
+    tail, so every thread of the block stored it); returns the thread loop."""
+    block, thread = sch.split(loop, factors=[None, min(threads, int(sch.get(loop).extent))])
+    sch.bind(block, "blockIdx.x")
+    sch.bind(thread, "threadIdx.x")
+    return thread
 
 
 # The first that serves a kernel schedules it untuned; the others that apply are its alternatives,

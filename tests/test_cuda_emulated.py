@@ -176,8 +176,9 @@ CASES = [
     (cuda.ChannelVectorNHWC(), conv(32, 64, 8, k=1, batch=4, groups=4, layout="NHWC", dtype="float16",
                                     epilogue=("bias", "relu", "shuffle:4"))),   # pixels a thread
     # shuffles: in NCHW plane copies in 16-byte vectors (8 float16 lanes on 28x28, 4 float32 on 14x14),
-    # 8 bytes (4 float16 lanes on 14x14), blocks of whole planes but for large ones; in NHWC 4-lane stores of 2 or 4 channels of each group, or
-    # of 4 groups' one (ShuffleNet v2's 58 a group), scalar ones for 6 channels a pixel
+    # 8 bytes (4 float16 lanes on 14x14), blocks of whole planes but for large ones; in NHWC 4-lane
+    # stores of 2 or 4 channels of each group, or of 4 groups' one (ShuffleNet v2's 58 a group),
+    # scalar ones for 6 channels a pixel
     (cuda.ChannelShuffle(), shuffle(12, 28, 3, dtype="float16")),
     (cuda.ChannelShuffle(), shuffle(16, 14, 2)),
     (cuda.ChannelShuffle(), shuffle(8, 14, 4, batch=3, dtype="float16")),
@@ -212,11 +213,7 @@ def test_every_rule_that_applies_matches_torch(spec):
     DepthwiseWideNHWC's vector loads misaligned, 3 float16 channels failed ChannelVectorNHWC's
     compile, a batch of 3 the split reduction's schedule): every CUDA rule that applies computes
     them, the fallback too."""
-    target = targets.load("cuda-sm90").tvm_target()
-    rules = [r for r in cuda.RULES if r.applies(spec, target)]
-    assert len(rules) > 1
-    for rule in rules:
-        _check(rule.apply(prim_func(spec), target, tunable=False).mod["main"], spec, target, rule.name)
+    assert len(_check_every_rule(spec)) > 1
 
 
 SERVED = [dw(20, 30, batch=3), conv(12, 24, 17, k=5, groups=12, dtype="float16", epilogue=("bias",)),
@@ -252,11 +249,16 @@ def test_random_convs_match_torch_under_every_cuda_rule(spec, dtype):
     one channel a group; 850 through the schedules alone (tests/test_cuda.py) found the column
     depthwise rules and the tensor-core GEMM refusing kernels of one row or column and the split
     reduction refusing 6x8 planes (Dec 2026)."""
-    spec = dataclasses.replace(spec, dtype=dtype)
+    _check_every_rule(dataclasses.replace(spec, dtype=dtype))
+
+
+def _check_every_rule(spec: KernelSpec) -> list[str]:
+    """_check under every CUDA rule that applies to spec; returns their names."""
     target = targets.load("cuda-sm90").tvm_target()
-    for rule in cuda.RULES:
-        if rule.applies(spec, target):
-            _check(rule.apply(prim_func(spec), target, tunable=False).mod["main"], spec, target, rule.name)
+    rules = [r for r in cuda.RULES if r.applies(spec, target)]
+    for rule in rules:
+        _check(rule.apply(prim_func(spec), target, tunable=False).mod["main"], spec, target, rule.name)
+    return [r.name for r in rules]
 
 
 def _check(scheduled, spec: KernelSpec, target, what: str) -> cuda_emulator.Stats:
@@ -292,10 +294,7 @@ def test_pools_and_shuffles_match_torch(spec):
     pool, ShuffleNet's shuffles) under every rule that applies: the fallback serves them in NCHW,
     one kernel since it keeps the window's result in registers (until Dec 2026 a pool was two, and
     this emulator, which runs one, could not check it)."""
-    target = targets.load("cuda-sm90").tvm_target()
-    for rule in cuda.RULES:
-        if rule.applies(spec, target):
-            _check(rule.apply(prim_func(spec), target, tunable=False).mod["main"], spec, target, rule.name)
+    assert _check_every_rule(spec)
 
 
 def test_emulator_refuses_what_it_does_not_model():
