@@ -1,13 +1,14 @@
 """Compile specs for a target into one shared library plus its manifest.json."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import tvm
 
@@ -21,6 +22,20 @@ LIBRARY = "gconvgen.so"
 # the host code's DWARF, which nothing reads (TVM reports a kernel's errors by name): a fifth of a CUDA
 # library of candidates, which a GPU host must be sent
 STRIP = ["-Wl,--strip-debug"]
+
+
+@contextlib.contextmanager
+def compiling(target: tvm.target.Target) -> Iterator[None]:
+    """Where a kernel for `target` is compiled: under the target (TVM's CUDA compile callback reads
+    the arch from the current target, per thread) and, for CUDA, with the global-to-shared copies of
+    a software pipeline's async stages made cp.async (sm_80 and newer: every CUDA profile). Without
+    `tirx.use_async_copy` TVM keeps such copies plain loads and stores, which wait for their data
+    where they are issued, so a deeper pipeline hides nothing. Only a schedule that asks for async
+    stages (cuda.TensorCoreGemmPipelined) compiles differently under it: every other rule's CUDA
+    code is the same, byte for byte."""
+    config = {"tirx.use_async_copy": True} if target.kind.name == "cuda" else {}
+    with target, tvm.transform.PassContext(config=config):
+        yield
 
 
 def versions() -> dict[str, str]:
@@ -119,7 +134,7 @@ def _compile(funcs: dict, target: tvm.target.Target, drop_refused: bool) -> tupl
             if not kept:
                 return None, dropped
             try:
-                with target:  # the CUDA compile callback reads the arch from the current target (per thread)
+                with compiling(target):
                     return tvm.compile(tvm.IRModule({n: funcs[n] for n in kept}), target=target).mod, dropped
             except RuntimeError as e:
                 refused = _refused_functions(str(e), kept) if target.kind.name == "cuda" else {}

@@ -202,7 +202,10 @@ def _validate(spec: KernelSpec, func: tvm.tirx.PrimFunc, profile: TargetProfile)
     with PyTorch's on random data. A schedule replayed on another shape may compile to a wrong
     kernel (a split that no longer divides), and a wrong kernel must never be served."""
     try:
-        executable = tvm.compile(tvm.IRModule({"main": func}), target=profile.tvm_target())
+        from .build import compiling   # (build imports this module)
+        target = profile.tvm_target()
+        with compiling(target):
+            executable = tvm.compile(tvm.IRModule({"main": func}), target=target)
     except Exception:  # noqa: BLE001
         return False
     if not runs_here(profile):

@@ -13,7 +13,8 @@
 #                  cuda.DepthwiseRowsNHWC);
 #                  beside the NCHW grouped and 1x1 ones, cuda.GroupConvStagedNCHW and the batch GEMM
 #                  (cuda.BatchGemm); beside the grouped and dense ones in float16, the tensor cores
-#                  (cuda.TensorCoreGemm); beside the dense 1x1s, DLight's GEMM (cuda.PointwiseGemm).
+#                  (cuda.TensorCoreGemm, and with cp.async copies cuda.TensorCoreGemmPipelined); beside
+#                  the dense 1x1s, DLight's GEMM (cuda.PointwiseGemm).
 #                  ALT=N draws N from each alternative's space (not only its own schedule), TRIALS=N
 #                  N from the space of the rule that ran the kernel fastest (4), RULES=a,b only the
 #                  kernels those rules apply to (e.g. the alternatives a GPU has not timed), SEED=N

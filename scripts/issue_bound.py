@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tvm  # noqa: E402
 
 from gconvgen import suites, targets  # noqa: E402
+from gconvgen.build import compiling  # noqa: E402
 from gconvgen.cuda import launch_extents, prepare  # noqa: E402
 from gconvgen.ops import prim_func  # noqa: E402
 from gconvgen.schedule import logs, schedule  # noqa: E402
@@ -50,7 +51,7 @@ def nvdisasm() -> str:
 def sass(func: tvm.tirx.PrimFunc, target: tvm.target.Target, arch: str, tool: str) -> tuple[list[str], bool]:
     """The kernel's SASS opcodes (with their modifiers) in order, and whether it loops (a branch back
     to a label above it)."""
-    with target:
+    with compiling(target):
         source = tvm.compile(tvm.IRModule({"main": func}), target=target).mod.imports[0].inspect_source()
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "k.cu").write_text(source)

@@ -14,7 +14,10 @@ and store (each store writes the same values as its warp's others). A fragment i
 through the API in the code TVM writes, so what a warp computes is the same; a missing barrier
 between warps still reads stale shared memory, as on a GPU; a fragment's pointer and stride are
 checked for the alignment WMMA requires. Dynamic shared memory is one static array of the most an
-sm_90 block may have.
+sm_90 block may have. An asynchronous copy (cp.async, a pipeline's async stages) is done where it is
+issued, its addresses checked for its size's alignment, and its commit and wait are nothing: on a GPU
+it lands later, by the wait TVM's pipeline puts before the barrier that precedes a read, so a copy
+into a buffer still being read shows here as a wrong value; a read before the wait would not.
 
 It also counts shared-memory wavefronts, the one cost it can tell without a GPU: every access to a
 static shared array and every vector access into shared memory is logged with its source line, and
@@ -130,6 +133,14 @@ static void emu_count_wavefronts(unsigned threads) {
     }
   }
 }
+// cp.async (see the module's docstring): done at once; a predicated one zero-fills where false
+static inline void emu_cp_async(int line, void* dst, const void* src, int bytes, int predicate) {
+  emu_touch(line, dst, bytes);
+  if (reinterpret_cast<uintptr_t>(dst) % bytes || (predicate && reinterpret_cast<uintptr_t>(src) % bytes))
+    emu_misaligned++;
+  if (predicate) std::memcpy(dst, src, bytes);
+  else std::memset(dst, 0, bytes);
+}
 static uint3 blockIdx;
 static std::barrier<>* emu_block_barrier;
 static inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
@@ -234,9 +245,10 @@ def _launch_extents(func: tvm.tirx.PrimFunc) -> dict[str, int]:
 def compile_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target, workdir: Path) -> tuple[ctypes.CDLL, list[str]]:
     """Build func for the CUDA target, then its source for this CPU; returns the library and the
     kernel's buffer names in its argument order."""
+    from gconvgen.build import compiling
     from gconvgen.cuda import prepare
     prepare()   # TVM's CUDA build settings (nvcc)
-    with target:
+    with compiling(target):
         built = tvm.compile(tvm.IRModule({"main": func}), target=target)
     source = built.mod.imports[0].inspect_source()
     kernels = re.findall(r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(([^)]*)\)\s*\{', source)
@@ -251,8 +263,8 @@ def compile_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target, workdir: 
     dims = lambda kind: ", ".join(str(extents.get(f"{kind}.{axis}", 1)) for axis in "xyz")  # noqa: E731
     types = [p.strip().rsplit(" ", 1)[0].replace("__restrict__", "").strip() for p in params.split(",")]
     call_args = ", ".join(f"({t})args[{i}]" for i, t in enumerate(types))
-    # the helpers TVM declares __device__ (half max/min) run on the host here
-    host_source = re.sub(r"^__device__ ", "inline ", source, flags=re.M)
+    # the helpers TVM declares __device__ (half max/min, cp.async) run on the host here
+    host_source = _async_copies(re.sub(r"^(__forceinline__ )?__device__ ", "inline ", source, flags=re.M))
     # vector loads and stores through a cast pointer: checked for alignment
     host_source = re.sub(r"\*\((u?int[248]|float[24]|half[248])\*\)\(", r"*emu_aligned<\1>(__LINE__, ", host_source)
     # a block's shared arrays: statics, which the block running now owns; the dynamic one's range and
@@ -284,6 +296,22 @@ def compile_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target, workdir: 
     library.emu_launch.restype = ctypes.c_long
     library.emu_shared_wavefronts.restype = library.emu_shared_ideal.restype = ctypes.c_long
     return library, buffers
+
+
+def _async_copies(source: str) -> str:
+    """TVM's cp.async helpers (plain and predicated: cp.async where the predicate holds, zeros stored
+    where not) -> emu_cp_async; their commits and waits -> nothing (see the module's docstring)."""
+    source = source.replace("unsigned int dst_addr = __cvta_generic_to_shared(dst_p);", "")
+    source = re.sub(r'asm volatile\("cp\.async\.c[ag]\.shared\.global \[%0\], \[%1\], %2;"\s*'
+                    r'::\s*"r"\(dst_addr\), "l"\(src_p\), "n"\((\d+)\)\);',
+                    r"emu_cp_async(__LINE__, dst_p, src_p, \1, 1);", source)
+    source = re.sub(r'__asm__ __volatile__\(\s*(?:"[^"]*"\s*)+::\s*"r"\(dst_addr\), "l"\(src_p\), "n"\((\d+)\), '
+                    r'"r"\(predicate\), "r"\(0\)\s*\);',
+                    r"emu_cp_async(__LINE__, dst_p, src_p, \1, predicate);", source)
+    source = re.sub(r'asm volatile\("cp\.async\.(commit_group|wait_group \d+);"[^;]*\);', ";", source)
+    if "cp.async" in source:
+        raise Unsupported("a form of cp.async the emulator does not model")
+    return source
 
 
 def _closing(source: str, start: int) -> int:

@@ -373,9 +373,11 @@ def _suite_layer(name: str, layout: str, dtype: str) -> KernelSpec:
 def _cuda_source(mod) -> str:
     """The CUDA source TVM writes for a scheduled module (sm_90)."""
     import tvm
+    from gconvgen.build import compiling
     from gconvgen.cuda import prepare
     prepare()
-    with targets.load("cuda-sm90").tvm_target() as target:
+    target = targets.load("cuda-sm90").tvm_target()
+    with compiling(target):
         return tvm.compile(mod, target=target).mod.imports[0].inspect_source()
 
 
@@ -445,6 +447,27 @@ def test_tensor_core_gemm_compiles_and_replays(layout, name):
     sch.trace.apply_to_schedule(replayed, remove_postproc=False)
     tvm.ir.assert_structural_equal(replayed.mod, sch.mod)
     assert "wmma::mma_sync" in _cuda_source(sch.mod)
+
+
+@needs_nvcc
+def test_pipelined_gemm_copies_asynchronously():
+    """cuda.TensorCoreGemmPipelined's copies into shared memory compile to cp.async (with the
+    setting gconvgen.build.compiling gives CUDA builds), three chunks in flight (a wait for all
+    but the newest group of copies), in 48 KB of shared memory at most; the same setting leaves
+    TensorCoreGemm's code as it was."""
+    import tvm
+    from gconvgen.ops import prim_func
+    from schedules import cuda
+    target = targets.load("cuda-sm90").tvm_target()
+    spec = _suite_layer("mbv2.pw960to320x7", "NHWC", "float16")
+    pipelined = cuda.TensorCoreGemmPipelined()
+    source = _cuda_source(pipelined.apply(prim_func(spec), target, tunable=False).mod)
+    assert "cp.async.cg.shared.global" in source and "cp.async.wait_group 1;" in source
+    (wy, fy), (wz, fz), chunk = pipelined._tiles(spec)
+    assert pipelined._shared_bytes(wy * fy, wz * fz, chunk) <= 48 * 1024
+    plain = cuda.TensorCoreGemm().apply(prim_func(spec), target, tunable=False).mod
+    with target:
+        assert tvm.compile(plain, target=target).mod.imports[0].inspect_source() == _cuda_source(plain)
 
 
 def test_shipped_tensor_core_records_are_served():

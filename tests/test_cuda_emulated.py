@@ -149,6 +149,14 @@ CASES = [
     (cuda.TensorCoreGemm(), conv(96, 48, 8, k=1, groups=3, dtype="float16", epilogue=("bias", "relu", "shuffle:3"))),
     (cuda.TensorCoreGemm(), conv(48, 96, 8, k=1, groups=3, layout="NHWC", dtype="float16",
                                  epilogue=("bias", "relu", "shuffle:3"))),
+    # the same with cp.async copies, 3 chunks in flight: 16-byte copies (a dense 1x1 in NHWC), 8-byte
+    # ones (NCHW's 6x6 planes: 36 pixels, runs of 4), predicated ones (a grouped 3x3's gathered taps,
+    # the padding zero-filled), a pipeline two deep (two chunks) with a shuffle
+    (cuda.TensorCoreGemmPipelined(min_blocks=1), conv(256, 64, 7, k=1, layout="NHWC", dtype="float16", epilogue=("bias",))),
+    (cuda.TensorCoreGemmPipelined(min_blocks=1), conv(128, 64, 6, k=1, dtype="float16", epilogue=("bias", "relu"))),
+    (cuda.TensorCoreGemmPipelined(min_blocks=1), conv(64, 64, 7, groups=2, layout="NHWC", dtype="float16")),
+    (cuda.TensorCoreGemmPipelined(), conv(192, 96, 8, k=1, groups=4, layout="NHWC", dtype="float16",
+                                          epilogue=("bias", "relu", "shuffle:4"))),
     (cuda.SplitReductionNCHW(), conv(256, 64, 7, k=1, batch=1, epilogue=("bias",))),
     (cuda.SplitReductionNCHW(), conv(96, 384, 1, k=1, epilogue=("bias", "sigmoid"))),   # a squeeze-and-excitation gate
     (cuda.SplitReductionNCHW(), conv(64, 32, 7, batch=1, groups=2, dtype="float16")),
@@ -332,9 +340,12 @@ def test_tuning_candidates_match_torch():
                                         (dw(32, 14, k=7, batch=4, layout="NHWC", epilogue=("bias",)), "cuda.DepthwiseRowsNHWC"),
                                         (dw(8, 28, k=7, batch=2, epilogue=("bias",)), "cuda.DepthwiseColumnsNCHW"),
                                         (dw(16, 14, batch=2, dtype="float16"), "cuda.DepthwisePlanesNCHW"),
-                                        (dw(8, 28, batch=2, dtype="float16"), "cuda.DepthwiseColumnsRegistersNCHW")],
+                                        (dw(8, 28, batch=2, dtype="float16"), "cuda.DepthwiseColumnsRegistersNCHW"),
+                                        (conv(256, 64, 7, k=1, batch=4, layout="NHWC", dtype="float16"),
+                                         "cuda.TensorCoreGemmPipelined")],
                          ids=["dense1x1", "grouped3x3", "grouped3x3-nhwc", "tensorcore-1x1-nhwc", "tensorcore-grouped3x3",
-                              "depthwise7x7-rows", "depthwise7x7-columns", "depthwise-planes", "depthwise-registers"])
+                              "depthwise7x7-rows", "depthwise7x7-columns", "depthwise-planes", "depthwise-registers",
+                              "tensorcore-pipelined"])
 def test_alternatives_spaces_match_torch(spec, rule):
     """With alternative_count, random points of an alternative's space are drawn too (here the batch
     GEMM's, beside the rules that serve a dense 1x1, a grouped 3x3 and one in NHWC, layers with enough
