@@ -1295,7 +1295,7 @@ class TensorCoreGemm(ScheduleRule):
         k0, k1 = sch.split(k, factors=[None, chunk])   # (not sampled: a pipeline needs two rounds)
         # (TVM's pipelining fails on a single round)
         if _ceil_div(nk, chunk) > 1 and chunk > 1:
-            self._pipeline(sch, k0, _ceil_div(nk, chunk))
+            self._pipeline(sch, k0)
         if chunk > 1:
             sch.annotate(k1, "software_pipeline_order", [0, 1, 2])
             sch.annotate(k1, "software_pipeline_stage", [0, 0, 1])
@@ -1346,7 +1346,7 @@ class TensorCoreGemm(ScheduleRule):
         sch.bind(tx, "threadIdx.x")
         sch.vectorize(vector)
 
-    def _pipeline(self, sch: s_tir.Schedule, k0, rounds: int) -> None:
+    def _pipeline(self, sch: s_tir.Schedule, k0) -> None:
         """DLight's pipeline over the chunks: the next chunk's global loads and the next fragments'
         shared loads are issued before this one's multiply-adds."""
         sch.annotate(k0, "software_pipeline_order", [0, 3, 1, 4, 5, 2, 6])
@@ -1373,7 +1373,9 @@ class TensorCoreGemmPipelined(TensorCoreGemm):
     Untimed as yet: an alternative, served through tuned records. Tunable as TensorCoreGemm. Does
     not apply where TensorCoreGemm does not, where an operand's copies are single values (cp.async
     moves 4, 8 or 16 bytes: an NCHW 3x3's taps gathered, planes of odd size), or where the
-    reduction is one chunk (nothing to pipeline)."""
+    reduction is fewer chunks than `stages` (TVM's pipeline two deep waits on the first chunk's
+    copies before it commits them, which PTX's wait does not cover: the emulator's run of the
+    copies landing at their waits found it)."""
 
     name = "cuda.TensorCoreGemmPipelined"
 
@@ -1390,17 +1392,16 @@ class TensorCoreGemmPipelined(TensorCoreGemm):
             return False
         a_lanes, b_lanes, _ = self._lanes(spec)
         chunk = self._tiles(spec)[2]
-        return a_lanes >= 2 and b_lanes >= 2 and chunk > 1 and _ceil_div(self._gemm(spec)[2], chunk) > 1
+        return a_lanes >= 2 and b_lanes >= 2 and chunk > 1 and _ceil_div(self._gemm(spec)[2], chunk) >= self.stages
 
     def serves(self, spec, target: Target) -> bool:
         return False   # (until a GPU times it)
 
-    def _pipeline(self, sch: s_tir.Schedule, k0, rounds: int) -> None:
+    def _pipeline(self, sch: s_tir.Schedule, k0) -> None:
         """The copies (the first two statements, stage 0, async) run stages - 1 chunks ahead of the
         fragments' loads and multiply-adds (as MetaSchedule's tensor-core tiling orders them)."""
-        stages = min(self.stages, rounds)
         sch.annotate(k0, "software_pipeline_order", [0, 1, 3, 2, 4])
-        sch.annotate(k0, "software_pipeline_stage", [0, 0, stages - 2, stages - 1, stages - 1])
+        sch.annotate(k0, "software_pipeline_stage", [0, 0, self.stages - 2, self.stages - 1, self.stages - 1])
         sch.annotate(k0, "software_pipeline_async_stages", [0])
 
     def _staged_copy(self, sch: s_tir.Schedule, staged) -> None:

@@ -14,10 +14,12 @@ and store (each store writes the same values as its warp's others). A fragment i
 through the API in the code TVM writes, so what a warp computes is the same; a missing barrier
 between warps still reads stale shared memory, as on a GPU; a fragment's pointer and stride are
 checked for the alignment WMMA requires. Dynamic shared memory is one static array of the most an
-sm_90 block may have. An asynchronous copy (cp.async, a pipeline's async stages) is done where it is
-issued, its addresses checked for its size's alignment, and its commit and wait are nothing: on a GPU
-it lands later, by the wait TVM's pipeline puts before the barrier that precedes a read, so a copy
-into a buffer still being read shows here as a wrong value; a read before the wait would not.
+sm_90 block may have. An asynchronous copy (cp.async, a pipeline's async stages) lands on a GPU at
+some time between its issue and the wait that retires its group, so a kernel with such copies runs
+twice: each copy done where it is issued, then each group of them done at that wait (its addresses
+checked for its size's alignment either way). A copy into a buffer still being read shows in the
+first run as a wrong value, a read before its copy's wait in the second, and outputs that differ
+between the runs fail the run.
 
 It also counts shared-memory wavefronts, the one cost it can tell without a GPU: every access to a
 static shared array and every vector access into shared memory is logged with its source line, and
@@ -133,14 +135,38 @@ static void emu_count_wavefronts(unsigned threads) {
     }
   }
 }
-// cp.async (see the module's docstring): done at once; a predicated one zero-fills where false
+// cp.async (see the module's docstring): done where it is issued, or with emu_async_late each group
+// of copies done at the wait that retires it; a predicated one zero-fills where false
+struct emu_copy { void* dst; const void* src; int bytes; int predicate; };
+static bool emu_async_late = false;
+static thread_local std::vector<emu_copy> emu_uncommitted;
+static thread_local std::vector<std::vector<emu_copy>> emu_in_flight;   // committed groups, oldest first
+static inline void emu_land(const emu_copy& c) {
+  if (c.predicate) std::memcpy(c.dst, c.src, c.bytes);
+  else std::memset(c.dst, 0, c.bytes);
+}
 static inline void emu_cp_async(int line, void* dst, const void* src, int bytes, int predicate) {
   emu_touch(line, dst, bytes);
   if (reinterpret_cast<uintptr_t>(dst) % bytes || (predicate && reinterpret_cast<uintptr_t>(src) % bytes))
     emu_misaligned++;
-  if (predicate) std::memcpy(dst, src, bytes);
-  else std::memset(dst, 0, bytes);
+  if (emu_async_late) emu_uncommitted.push_back({dst, src, bytes, predicate});
+  else emu_land({dst, src, bytes, predicate});
 }
+static inline void emu_cp_async_commit() {
+  emu_in_flight.push_back(std::move(emu_uncommitted));
+  emu_uncommitted.clear();
+}
+static inline void emu_cp_async_wait(unsigned pending) {   // all but the newest `pending` groups land
+  while (emu_in_flight.size() > pending) {
+    for (const emu_copy& c : emu_in_flight.front()) emu_land(c);
+    emu_in_flight.erase(emu_in_flight.begin());
+  }
+}
+static inline void emu_cp_async_drain() {   // (at a kernel's end: what it left in flight)
+  emu_cp_async_commit();
+  emu_cp_async_wait(0);
+}
+extern "C" void emu_set_async_late(int late) { emu_async_late = late; }
 static uint3 blockIdx;
 static std::barrier<>* emu_block_barrier;
 static inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
@@ -216,6 +242,7 @@ extern "C" long emu_launch(void** args) {
         if (t == 0) blockIdx = make_uint3(b %% grid[0], b / grid[0] %% grid[1], b / (grid[0] * grid[1]));
         barrier.arrive_and_wait();
         %(kernel)s(%(args)s);
+        emu_cp_async_drain();
         barrier.arrive_and_wait();
         if (t == 0) emu_count_wavefronts(threads);
       }
@@ -226,6 +253,7 @@ extern "C" long emu_launch(void** args) {
 }
 extern "C" long emu_shared_wavefronts() { return emu_wavefronts; }
 extern "C" long emu_shared_ideal() { return emu_ideal; }
+extern "C" int emu_async_copies() { return %(async_copies)d; }
 """
 
 
@@ -283,7 +311,8 @@ def compile_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target, workdir: 
         host_source = _logged_subscripts(_logged_casts(host_source, array), array)
     host_source = host_source.replace("#include <mma.h>", "")
     code = _SHIM + host_source + _LAUNCHER % {"grid": dims("blockIdx"), "block": dims("threadIdx"),
-                                             "kernel": name, "args": call_args}
+                                             "kernel": name, "args": call_args,
+                                             "async_copies": host_source.count("emu_cp_async(__LINE__")}
     digest = hashlib.sha1(code.encode()).hexdigest()[:16]
     cpp, lib = workdir / f"{digest}.cpp", workdir / f"{digest}.so"
     cpp.write_text(code)
@@ -300,7 +329,7 @@ def compile_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target, workdir: 
 
 def _async_copies(source: str) -> str:
     """TVM's cp.async helpers (plain and predicated: cp.async where the predicate holds, zeros stored
-    where not) -> emu_cp_async; their commits and waits -> nothing (see the module's docstring)."""
+    where not) -> emu_cp_async, their commits and waits -> emu_cp_async_commit and _wait."""
     source = source.replace("unsigned int dst_addr = __cvta_generic_to_shared(dst_p);", "")
     source = re.sub(r'asm volatile\("cp\.async\.c[ag]\.shared\.global \[%0\], \[%1\], %2;"\s*'
                     r'::\s*"r"\(dst_addr\), "l"\(src_p\), "n"\((\d+)\)\);',
@@ -308,7 +337,8 @@ def _async_copies(source: str) -> str:
     source = re.sub(r'__asm__ __volatile__\(\s*(?:"[^"]*"\s*)+::\s*"r"\(dst_addr\), "l"\(src_p\), "n"\((\d+)\), '
                     r'"r"\(predicate\), "r"\(0\)\s*\);',
                     r"emu_cp_async(__LINE__, dst_p, src_p, \1, predicate);", source)
-    source = re.sub(r'asm volatile\("cp\.async\.(commit_group|wait_group \d+);"[^;]*\);', ";", source)
+    source = re.sub(r'asm volatile\("cp\.async\.commit_group;"[^;]*\);', "emu_cp_async_commit();", source)
+    source = re.sub(r'asm volatile\("cp\.async\.wait_group (\d+);"[^;]*\);', r"emu_cp_async_wait(\1);", source)
     if "cp.async" in source:
         raise Unsupported("a form of cp.async the emulator does not model")
     return source
@@ -377,16 +407,27 @@ def run(func: tvm.tirx.PrimFunc, target: tvm.target.Target, arrays: dict[str, np
         missing = [b for b in buffers if b not in arrays]
         if missing:
             raise KeyError(f"no array for the kernel's buffers {missing}")
-        # on the device every tensor starts 256-byte aligned (cudaMalloc); here too, so the
-        # alignment checks mean what they would there
-        staged = {b: _aligned_copy(arrays[b]) for b in buffers}
-        pointers = (ctypes.c_void_p * len(buffers))(*[staged[b].ctypes.data for b in buffers])
-        misaligned = library.emu_launch(pointers)
+        runs = []
+        # (async copies landing where issued, then at their waits: see the module's docstring)
+        for late in (False, True) if library.emu_async_copies() else (False,):
+            library.emu_set_async_late(late)
+            # on the device every tensor starts 256-byte aligned (cudaMalloc); here too, so the
+            # alignment checks mean what they would there
+            staged = {b: _aligned_copy(arrays[b]) for b in buffers}
+            pointers = (ctypes.c_void_p * len(buffers))(*[staged[b].ctypes.data for b in buffers])
+            misaligned = library.emu_launch(pointers)
+            if misaligned:
+                raise AssertionError(f"{misaligned} vector accesses were misaligned: a GPU faults on them")
+            runs.append((staged, Stats(misaligned, library.emu_shared_wavefronts(), library.emu_shared_ideal())))
+        (staged, stats), *later = runs
+        for other, _ in later:
+            differ = [b for b in buffers if not np.array_equal(staged[b], other[b], equal_nan=True)]
+            if differ:
+                raise AssertionError(f"{differ} differ between cp.async copies landing where issued and at their "
+                                     f"waits: a buffer is read before its copy's wait, or copied into while read")
         for b in buffers:
             arrays[b][...] = staged[b]
-        if misaligned:
-            raise AssertionError(f"{misaligned} vector accesses were misaligned: a GPU faults on them")
-        return Stats(misaligned, library.emu_shared_wavefronts(), library.emu_shared_ideal())
+        return stats
 
 
 def _aligned_copy(array: np.ndarray, alignment: int = 256) -> np.ndarray:
