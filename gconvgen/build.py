@@ -1,14 +1,13 @@
 """Compile specs for a target into one shared library plus its manifest.json."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import tvm
 
@@ -24,18 +23,17 @@ LIBRARY = "gconvgen.so"
 STRIP = ["-Wl,--strip-debug"]
 
 
-@contextlib.contextmanager
-def compiling(target: tvm.target.Target) -> Iterator[None]:
-    """Where a kernel for `target` is compiled: under the target (TVM's CUDA compile callback reads
-    the arch from the current target, per thread) and, for CUDA, with the global-to-shared copies of
-    a software pipeline's async stages made cp.async (sm_80 and newer: every CUDA profile). Without
-    `tirx.use_async_copy` TVM keeps such copies plain loads and stores, which wait for their data
-    where they are issued, so a deeper pipeline hides nothing. Only a schedule that asks for async
-    stages (cuda.TensorCoreGemmPipelined) compiles differently under it: every other rule's CUDA
-    code is the same, byte for byte."""
+def compile_module(mod: tvm.IRModule, target: tvm.target.Target):
+    """tvm.compile of scheduled functions, as every kernel of ours is compiled: under the target
+    (TVM's CUDA compile callback reads the arch from the current target, per thread) and, for CUDA,
+    with the global-to-shared copies of a software pipeline's async stages made cp.async (sm_80 and
+    newer: every CUDA profile). Without `tirx.use_async_copy` TVM keeps such copies plain loads and
+    stores, which wait for their data where they are issued, so a deeper pipeline hides nothing.
+    Only a schedule that asks for async stages (cuda.TensorCoreGemmPipelined) compiles differently
+    under it: every other rule's CUDA code is the same, byte for byte."""
     config = {"tirx.use_async_copy": True} if target.kind.name == "cuda" else {}
     with target, tvm.transform.PassContext(config=config):
-        yield
+        return tvm.compile(mod, target=target)
 
 
 def versions() -> dict[str, str]:
@@ -134,8 +132,7 @@ def _compile(funcs: dict, target: tvm.target.Target, drop_refused: bool) -> tupl
             if not kept:
                 return None, dropped
             try:
-                with compiling(target):
-                    return tvm.compile(tvm.IRModule({n: funcs[n] for n in kept}), target=target).mod, dropped
+                return compile_module(tvm.IRModule({n: funcs[n] for n in kept}), target).mod, dropped
             except RuntimeError as e:
                 refused = _refused_functions(str(e), kept) if target.kind.name == "cuda" else {}
                 if not refused:

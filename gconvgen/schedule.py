@@ -202,10 +202,8 @@ def _validate(spec: KernelSpec, func: tvm.tirx.PrimFunc, profile: TargetProfile)
     with PyTorch's on random data. A schedule replayed on another shape may compile to a wrong
     kernel (a split that no longer divides), and a wrong kernel must never be served."""
     try:
-        from .build import compiling   # (build imports this module)
-        target = profile.tvm_target()
-        with compiling(target):
-            executable = tvm.compile(tvm.IRModule({"main": func}), target=target)
+        from .build import compile_module   # (build imports this module)
+        executable = compile_module(tvm.IRModule({"main": func}), profile.tvm_target())
     except Exception:  # noqa: BLE001
         return False
     if not runs_here(profile):
@@ -239,11 +237,12 @@ def fastest(spec: KernelSpec, profile: TargetProfile, candidates: list[Scheduled
     import ctypes
     import time
     from . import reference
+    from .build import compile_module
     kernel_args, out = _kernel_args(spec, reference.random_args(spec, seed=1))
     flush = ctypes.create_string_buffer(COLD_FLUSH_BYTES)
     fns = []
     for c in candidates:
-        fn = tvm.compile(tvm.IRModule({"main": c.func}), target=profile.tvm_target())[spec.func_name]
+        fn = compile_module(tvm.IRModule({"main": c.func}), profile.tvm_target())[spec.func_name]
         fn(*kernel_args, out)
         fns.append(fn)
     times: list[list[float]] = [[] for _ in candidates]

@@ -82,9 +82,8 @@ def lean_build(mod, target, _params):
     """MetaSchedule's build without its per-worker tensor-intrinsic import (23 s each here)."""
     import tvm as _tvm
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
-    from .build import compiling
-    with compiling(_tvm.target.Target(target)):
-        return _tvm.compile(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target).mod
+    from .build import compile_module
+    return compile_module(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), _tvm.target.Target(target)).mod
 
 
 @dataclass

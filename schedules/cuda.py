@@ -1293,8 +1293,7 @@ class TensorCoreGemm(ScheduleRule):
         j_tiles = tile_factors(sch, j, (wz, fz), tunable, max_inner=4)
         (i0, i1, i2), (j0, j1, j2) = sch.split(i, factors=i_tiles), sch.split(j, factors=j_tiles)
         k0, k1 = sch.split(k, factors=[None, chunk])   # (not sampled: a pipeline needs two rounds)
-        # (TVM's pipelining fails on a single round)
-        if _ceil_div(nk, chunk) > 1 and chunk > 1:
+        if _ceil_div(nk, chunk) > 1 and chunk > 1:   # (TVM's pipelining fails on a single round)
             self._pipeline(sch, k0)
         if chunk > 1:
             sch.annotate(k1, "software_pipeline_order", [0, 1, 2])
@@ -1361,7 +1360,7 @@ class TensorCoreGemm(ScheduleRule):
 
 class TensorCoreGemmPipelined(TensorCoreGemm):
     """TensorCoreGemm with the chunks copied into shared memory asynchronously (cp.async, sm_80 and
-    newer: gconvgen.build.compiling) and `stages` of them in flight at once, as cuBLAS-class GEMMs
+    newer: gconvgen.build.compile_module) and `stages` of them in flight at once, as cuBLAS-class GEMMs
     hide global memory's latency. TensorCoreGemm's pipeline is two deep (the next chunk's loads
     held in registers while this one multiplies), so a block whose reduction takes many short
     chunks waits about a load's latency a chunk: MobileNetV2's 960->320 at 7x7, batch 64, float16,

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tvm  # noqa: E402
 
 from gconvgen import suites, targets  # noqa: E402
-from gconvgen.build import compiling  # noqa: E402
+from gconvgen.build import compile_module  # noqa: E402
 from gconvgen.cuda import launch_extents, prepare  # noqa: E402
 from gconvgen.ops import prim_func  # noqa: E402
 from gconvgen.schedule import logs, schedule  # noqa: E402
@@ -51,8 +51,7 @@ def nvdisasm() -> str:
 def sass(func: tvm.tirx.PrimFunc, target: tvm.target.Target, arch: str, tool: str) -> tuple[list[str], bool]:
     """The kernel's SASS opcodes (with their modifiers) in order, and whether it loops (a branch back
     to a label above it)."""
-    with compiling(target):
-        source = tvm.compile(tvm.IRModule({"main": func}), target=target).mod.imports[0].inspect_source()
+    source = compile_module(tvm.IRModule({"main": func}), target).mod.imports[0].inspect_source()
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "k.cu").write_text(source)
         subprocess.run(["nvcc", "-cubin", f"-arch={arch}", "-O3", "-o", f"{tmp}/k.cubin", f"{tmp}/k.cu"],

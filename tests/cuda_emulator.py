@@ -273,11 +273,10 @@ def _launch_extents(func: tvm.tirx.PrimFunc) -> dict[str, int]:
 def compile_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target, workdir: Path) -> tuple[ctypes.CDLL, list[str]]:
     """Build func for the CUDA target, then its source for this CPU; returns the library and the
     kernel's buffer names in its argument order."""
-    from gconvgen.build import compiling
+    from gconvgen.build import compile_module
     from gconvgen.cuda import prepare
     prepare()   # TVM's CUDA build settings (nvcc)
-    with compiling(target):
-        built = tvm.compile(tvm.IRModule({"main": func}), target=target)
+    built = compile_module(tvm.IRModule({"main": func}), target)
     source = built.mod.imports[0].inspect_source()
     kernels = re.findall(r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(([^)]*)\)\s*\{', source)
     if len(kernels) != 1:

@@ -372,13 +372,10 @@ def _suite_layer(name: str, layout: str, dtype: str) -> KernelSpec:
 
 def _cuda_source(mod) -> str:
     """The CUDA source TVM writes for a scheduled module (sm_90)."""
-    import tvm
-    from gconvgen.build import compiling
+    from gconvgen.build import compile_module
     from gconvgen.cuda import prepare
     prepare()
-    target = targets.load("cuda-sm90").tvm_target()
-    with compiling(target):
-        return tvm.compile(mod, target=target).mod.imports[0].inspect_source()
+    return compile_module(mod, targets.load("cuda-sm90").tvm_target()).mod.imports[0].inspect_source()
 
 
 @needs_nvcc
@@ -452,7 +449,7 @@ def test_tensor_core_gemm_compiles_and_replays(layout, name):
 @needs_nvcc
 def test_pipelined_gemm_copies_asynchronously():
     """cuda.TensorCoreGemmPipelined's copies into shared memory compile to cp.async (with the
-    setting gconvgen.build.compiling gives CUDA builds), three chunks in flight (a wait for all
+    setting gconvgen.build.compile_module gives CUDA builds), three chunks in flight (a wait for all
     but the newest group of copies), in 48 KB of shared memory at most; the same setting leaves
     TensorCoreGemm's code as it was."""
     import tvm
