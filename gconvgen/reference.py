@@ -30,6 +30,14 @@ def activate(y: torch.Tensor, activation: str | None) -> torch.Tensor:
     return fn(y) if fn is not None else y
 
 
+def round_to_tf32(t: torch.Tensor) -> torch.Tensor:
+    """float32 values rounded to TF32 as a TF32 spec's kernel rounds its inputs (gconvgen.ops.conv
+    .round_to_tf32: to nearest, ties to even, NaN kept)."""
+    bits = t.float().contiguous().view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    rounded = ((bits + 0xFFF + ((bits >> 13) & 1)) & 0xFFFFE000).to(torch.uint32).view(torch.float32)
+    return torch.where(t.isnan(), t, rounded.view(t.shape))
+
+
 def forward(spec: KernelSpec, x: torch.Tensor, weight: torch.Tensor | None = None,
             bias: torch.Tensor | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
     """What the kernel must compute, the way a PyTorch model computes it (separate ops). Arguments in
@@ -60,6 +68,8 @@ def forward(spec: KernelSpec, x: torch.Tensor, weight: torch.Tensor | None = Non
             raise ValueError("the reference input gradient takes symmetric padding only")
         return torch.nn.grad.conv2d_input(spec.shape("output"), weight, x, spec.stride, (top, left), spec.dilation,
                                           spec.groups)
+    if spec.tf32:   # the products exact in float32 (11-bit by 11-bit), only the sums rounded
+        x, weight = round_to_tf32(x), round_to_tf32(weight)
     if (top, left) == (bottom, right):
         y = F.conv2d(x, weight, bias if spec.has_bias else None, spec.stride, (top, left), spec.dilation, spec.groups)
     else:

@@ -155,8 +155,9 @@ def _spec_of_workload(workload: list[str]) -> KernelSpec | None:
 
 def distance(a: KernelSpec, b: KernelSpec) -> float | None:
     """How far apart two kernels are for schedule transfer; None when they are of different
-    families (op class, layout, dtype), whose schedules never carry over."""
-    if (a.op, a.op_class, a.layout, a.weight_layout, a.dtype) != (b.op, b.op_class, b.layout, b.weight_layout, b.dtype):
+    families (op class, layout, dtype, TF32 or not), whose schedules never carry over."""
+    if ((a.op, a.op_class, a.layout, a.weight_layout, a.dtype, a.tf32)
+            != (b.op, b.op_class, b.layout, b.weight_layout, b.dtype, b.tf32)):
         return None
     d = sum(abs(math.log(x / y)) for x, y in [
         (a.batch, b.batch), (a.in_channels, b.in_channels), (a.out_channels, b.out_channels),

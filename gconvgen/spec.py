@@ -61,6 +61,10 @@ class KernelSpec:
     layout: str = "NCHW"
     dtype: str = "float32"
     weight_layout: str = ""   # "" = the layout's own: OIHW for NCHW, HWIO for NHWC
+    # a float32 conv's inputs rounded to TF32 (10 mantissa bits) before they multiply, products summed
+    # in float32: what torch's cuDNN convs compute by default on Ampere and newer, and what tensor
+    # cores multiply (cuda.TensorCoreGemmTF32)
+    tf32: bool = False
 
     def __post_init__(self) -> None:
         if not self.weight_layout:
@@ -88,7 +92,8 @@ class KernelSpec:
         return (f"{self.op}_n{self.batch}_i{self.in_channels}_o{self.out_channels}_h{self.height}_w{self.width}"
                 f"_k{kh}x{kw}_s{self.stride[0]}x{self.stride[1]}_p{'x'.join(map(str, self.padding))}"
                 f"_d{self.dilation[0]}x{self.dilation[1]}_g{self.groups}_e{epi}_{self.layout}_{self.dtype}"
-                + (f"_w{self.weight_layout}" if self.weight_layout != self.default_weight_layout else ""))
+                + (f"_w{self.weight_layout}" if self.weight_layout != self.default_weight_layout else "")
+                + ("_tf32" if self.tf32 else ""))
 
     @property
     def func_name(self) -> str:
@@ -212,7 +217,7 @@ class KernelSpec:
             row = {**row, "out_channels": row.get("out_channels", row.get("in_channels")),
                    "groups": row.get("groups", row.get("in_channels"))}
         allowed = {"op", "batch", "in_channels", "out_channels", "height", "width", "kernel", "stride",
-                   "padding", "dilation", "groups", "epilogue", "layout", "dtype", "weight_layout"}
+                   "padding", "dilation", "groups", "epilogue", "layout", "dtype", "weight_layout", "tf32"}
         _reject_unknown(row, allowed)
         _require(row, ("in_channels", "out_channels", "height", "width"))
         epilogue = row.get("epilogue", [])
@@ -224,7 +229,7 @@ class KernelSpec:
                    padding=_padding(row.get("padding", 0)), dilation=_pair("dilation", row.get("dilation", 1)),
                    groups=row.get("groups", 1), epilogue=tuple(epilogue),
                    layout=row.get("layout", "NCHW"), dtype=row.get("dtype", "float32"),
-                   weight_layout=row.get("weight_layout", ""))
+                   weight_layout=row.get("weight_layout", ""), tf32=row.get("tf32", False))
 
     def to_json(self) -> dict[str, Any]:
         if self.op == "channel_shuffle":
@@ -237,7 +242,8 @@ class KernelSpec:
                 "padding": [t, l] if (t, l) == (b, r) else [t, l, b, r],
                 "dilation": list(self.dilation), "groups": self.groups, "epilogue": list(self.epilogue),
                 "layout": self.layout, "dtype": self.dtype,
-                **({"weight_layout": self.weight_layout} if self.weight_layout != self.default_weight_layout else {})}
+                **({"weight_layout": self.weight_layout} if self.weight_layout != self.default_weight_layout else {}),
+                **({"tf32": True} if self.tf32 else {})}
 
     # ---- validation --------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -254,6 +260,9 @@ class KernelSpec:
             raise ValueError(f"weight_layout must be one of {WEIGHT_LAYOUTS} or HWIO<t> (t dividing out_channels), and "
                              f"other than the layout's own ({self.default_weight_layout}) only for a conv2d (NHWC: "
                              f"HWIO<t> only); got {self.weight_layout!r} for a {self.layout} {self.op}")
+        if not isinstance(self.tf32, bool) or (self.tf32 and (self.op != "conv2d" or self.dtype != "float32")):
+            raise ValueError(f"tf32 must be a bool, and true only for a float32 conv2d; got {self.tf32!r} for a "
+                             f"{self.dtype} {self.op}")
         for name in ("batch", "in_channels", "out_channels", "height", "width", "groups"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -10,6 +10,8 @@ decision is the rule's own choice: the schedule is then a MetaSchedule design sp
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import tvm
 from tvm import s_tir
 from tvm.target import Target
@@ -19,6 +21,21 @@ class ScheduleRule:
     """Base class of the rules; `name` is what reports call a kernel's schedule."""
 
     name = "rule"
+    # Whether the rule schedules TF32 specs (KernelSpec.tf32), whose inputs are rounded in stages of
+    # their own: a rule that does not never applies to one (see __init_subclass__)
+    takes_tf32 = False
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Each rule's own `applies` is wrapped to refuse TF32 specs unless the rule takes them: the
+        others expect no rounding stages, and with its products rounded a float32 kernel gains only
+        on tensor cores (where the rounding is a stage's copy: cuda.TensorCoreGemmTF32)."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("applies")
+        if own is not None:
+            def applies(self, spec, target: Target) -> bool:
+                return (self.takes_tf32 or not spec.tf32) and own(self, spec, target)
+            applies.__doc__ = own.__doc__
+            cls.applies = applies
 
     def applies(self, spec, target: Target) -> bool:
         raise NotImplementedError
@@ -56,6 +73,16 @@ def preferred_spec(spec, family: str, target: Target):
         if variant is not None:
             return variant
     return spec
+
+
+def tf32_spec(spec, family: str, target: Target):
+    """spec's TF32 variant (KernelSpec.tf32) where a rule of the family serves it, which only
+    tensor-core rules do (cuda.TensorCoreGemmTF32): for float32 convs on a GPU whose caller lets
+    them multiply in TF32 (gconvgen.torch_ops while torch does, the CLI unless --no-tf32); else None."""
+    if spec.op != "conv2d" or spec.dtype != "float32" or spec.tf32:
+        return None
+    variant = replace(spec, tf32=True)
+    return variant if any(rule.serves(variant, target) for rule in rules_for(family)) else None
 
 
 def rules_for(family: str) -> list[ScheduleRule]:

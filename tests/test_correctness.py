@@ -508,3 +508,27 @@ def test_blocked_weight_nhwc_matches_torch(natural, host):
     rule = "x86.PointwisePackedNHWC" if natural in PACKED_NHWC else "x86.ChannelVectorNHWC"
     assert rule_schedule(spec, host).source == rule
     assert relative_error(spec, host) < (2e-3 if spec.dtype == "float16" else 1e-4)
+
+
+def test_tf32_rounding_is_the_references_bit_for_bit():
+    """The ops' rounding of a TF32 spec's inputs (a TIR expression, compiled here for this CPU) and
+    the reference's, on random bit patterns and the edges: ties either way (to even), a carry into
+    the exponent, the largest finite float (which rounds to infinity), infinities, NaN, subnormals."""
+    import tvm
+    from tvm import te
+    from gconvgen.ops.conv import round_to_tf32
+    from gconvgen.reference import round_to_tf32 as reference_round
+    bits = torch.randint(-2 ** 31, 2 ** 31, (1 << 16,), generator=torch.Generator().manual_seed(0), dtype=torch.int64)
+    edges = torch.tensor([1 + 2 ** -11, 1 + 3 * 2 ** -11, -(1 + 2 ** -11), 2 - 2 ** -12, 3.4028235e38, float("inf"),
+                          -float("inf"), float("nan"), 1e-40, -3e-39, 0.0, -0.0])
+    x = torch.cat([bits.to(torch.int32).view(torch.float32), edges])
+    placeholder = te.placeholder((x.numel(),), "float32", name="x")
+    rounded = te.compute(placeholder.shape, lambda i: round_to_tf32(placeholder[i]), name="y")
+    fn = tvm.compile(te.create_prim_func([placeholder, rounded]), target="llvm")
+    got = torch.empty_like(x)
+    fn(tvm.runtime.from_dlpack(x), tvm.runtime.from_dlpack(got))
+    expected = reference_round(x)
+    assert torch.equal(got.view(torch.int32)[~x.isnan()], expected.view(torch.int32)[~x.isnan()])
+    assert got[x.isnan()].isnan().all()
+    assert expected[-12:-7].tolist() == [1.0, 1 + 2 ** -9, -1.0, 2.0, float("inf")]
+    assert (expected.view(torch.int32) & 0x1FFF).eq(0).logical_or(x.isnan()).all()

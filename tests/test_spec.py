@@ -59,10 +59,27 @@ BASE = {"op": "conv2d", "in_channels": 8, "out_channels": 8, "height": 8, "width
     ({"dtype": "int4"}, "dtype"),
     ({"op": "conv3d"}, "op"),
     ({"colour": "red"}, "colour"),
+    ({"tf32": True, "dtype": "float16"}, "tf32"),
+    ({"tf32": 1}, "tf32"),
 ])
 def test_invalid_specs_name_the_problem(change, field):
     with pytest.raises(ValueError, match=field):
         KernelSpec.from_json({**BASE, **change})
+
+
+def test_tf32_spec():
+    """A float32 conv with TF32 products is a kernel of its own: its key and JSON say so; the same
+    conv without the field is the exact one; a shuffle or a pool has no TF32."""
+    exact = KernelSpec.from_json(BASE)
+    tf32 = KernelSpec.from_json({**BASE, "tf32": True})
+    assert tf32.key == exact.key + "_tf32" and tf32 != exact and not exact.tf32
+    assert KernelSpec.from_json(tf32.to_json()) == tf32 and "tf32" not in exact.to_json()
+    with pytest.raises(ValueError, match="tf32"):
+        KernelSpec.from_json({"op": "channel_shuffle", "channels": 12, "height": 4, "width": 4, "groups": 3,
+                              "tf32": True})
+    with pytest.raises(ValueError, match="tf32"):
+        KernelSpec.from_json({"op": "max_pool2d", "in_channels": 8, "height": 8, "width": 8, "kernel": 2,
+                              "tf32": True})
 
 
 def test_invalid_shuffle_spec():

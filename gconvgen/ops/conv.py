@@ -1,6 +1,7 @@
 """Group conv2d: depthwise (groups == in_channels) and pointwise (1x1) are its special cases.
 
 Stages, by name, which the schedule rules rely on:
+  "input_tf32", "weight_tf32"  a TF32 spec's inputs rounded to TF32 (only then),
   "pad"  the zero-padded input (only when there is padding),
   "conv" the accumulation in float32, in natural output-channel order,
   "out"  the epilogue (bias, activation) and the output-channel shuffle as a remap of the store.
@@ -34,6 +35,24 @@ def _pad(spec: KernelSpec, X: te.Tensor, fill=None) -> te.Tensor:
     return te.compute(shape, body, name="pad")
 
 
+def round_to_tf32(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """A float32 value rounded to TF32's 10 mantissa bits, to nearest, ties to even (as PTX's
+    cvt.rn.tf32.f32; NaN kept, overflow to infinity): the low 13 bits of the pattern cleared after
+    adding half of their unit, less one where the kept last bit is even."""
+    bits = tirx.reinterpret("uint32", x)
+    half = tirx.const(0xFFF, "uint32") + ((bits >> tirx.const(13, "uint32")) & tirx.const(1, "uint32"))
+    rounded = tirx.reinterpret("float32", (bits + half) & tirx.const(0xFFFFE000, "uint32"))
+    return tirx.Select(tirx.isnan(x), x, rounded)
+
+
+def _rounded(spec: KernelSpec, t: te.Tensor) -> te.Tensor:
+    """t itself, or for a TF32 spec t rounded to TF32 in a stage of its own (which a tensor-core rule
+    inlines into its copy of the operand, rounding each value once on its way to shared memory)."""
+    if not spec.tf32:
+        return t
+    return te.compute(t.shape, lambda *i: round_to_tf32(t(*i)), name=f"{t.op.name}_tf32")
+
+
 def group_conv2d(spec: KernelSpec) -> list[te.Tensor]:
     """[input, weight, (bias), output] of the kernel described by `spec`."""
     acc = epilogue.ACC_DTYPE
@@ -41,7 +60,8 @@ def group_conv2d(spec: KernelSpec) -> list[te.Tensor]:
     Wt = te.placeholder(spec.shape("weight"), spec.dtype, name="weight")
     B = te.placeholder(spec.shape("bias"), spec.dtype, name="bias") if spec.has_bias else None
     R = te.placeholder(spec.shape("residual"), spec.dtype, name="residual") if spec.has_residual else None
-    Xp = _pad(spec, X)
+    Xp = _pad(spec, _rounded(spec, X))
+    Wr = _rounded(spec, Wt)
     (sh, sw), (dh, dw), (kh, kw) = spec.stride, spec.dilation, spec.kernel
     cig = spec.in_channels // spec.groups
     cog = spec.out_channels // spec.groups
@@ -62,8 +82,8 @@ def group_conv2d(spec: KernelSpec) -> list[te.Tensor]:
 
     def weight(o):
         if spec.weight_block:
-            return Wt[o // spec.weight_block, rhv, rwv, rcv, o % spec.weight_block]
-        return Wt[o, rcv, rhv, rwv] if spec.weight_layout == "OIHW" else Wt[rhv, rwv, rcv, o]
+            return Wr[o // spec.weight_block, rhv, rwv, rcv, o % spec.weight_block]
+        return Wr[o, rcv, rhv, rwv] if spec.weight_layout == "OIHW" else Wr[rhv, rwv, rcv, o]
 
     if spec.layout == "NCHW":
         def term(n, o, h, w):
