@@ -21,7 +21,7 @@ from . import ScheduleRule
 from .common import divisor_at_most, dtype_bits, flatten_pixels, has_block, split, tile_factors
 
 _SPATIAL = 0  # IterVar.DataPar
-_FRAG = 16    # a WMMA fragment's side (16x16x16 float16)
+_FRAG = 16    # a WMMA fragment's side (16x16, times 16 float16 or 8 TF32 along the reduction)
 
 
 def _inline_pad(sch: s_tir.Schedule) -> None:
@@ -1167,8 +1167,7 @@ class TensorCoreGemm(ScheduleRule):
     DLight's 54) and on 14 of MobileNetV2's 19 at batch 1 (within 0.3 us on the rest), and on
     ResNeXt's g32 1024x7 (32 channels a group: 94 us against 220 in NCHW, 27 against 136 in NHWC);
     with 16 channels a group it lost in NCHW (171 against 128), with 8 or 4 by 2.6-4x. Does not
-    apply to float32 (it would round to TF32; our float32 kernels
-    are exact), depthwise convs, dilation, one output channel a group (a GEMM of one row or
+    apply to float32 (whose kernels are exact; a TF32 spec's run on TensorCoreGemmTF32), depthwise convs, dilation, one output channel a group (a GEMM of one row or
     column, which TVM refuses to tile) or a reduction of one term (a 1x1 of one input channel a
     group: no k to tile). Tunable: warps and fragments a warp along i and j."""
 
@@ -1178,13 +1177,15 @@ class TensorCoreGemm(ScheduleRule):
         self.min_blocks = min_blocks
         self.shared_bytes = shared_bytes
 
-    @staticmethod
-    def _gemm(spec) -> tuple[int, int, int]:
-        """A group's GEMM in 16-wide fragments: i, j, k (see the class)."""
+    frag_k = _FRAG    # a fragment's reduction (16 float16 values)
+    item_bytes = 2    # an operand's values
+
+    def _gemm(self, spec) -> tuple[int, int, int]:
+        """A group's GEMM in fragments: i, j, k (see the class)."""
         per, pixels = spec.out_channels // spec.groups, spec.batch * spec.out_height * spec.out_width
         k = spec.in_channels // spec.groups * spec.kernel[0] * spec.kernel[1]
         i, j = (per, pixels) if spec.layout == "NCHW" else (pixels, per)
-        return _ceil_div(i, _FRAG), _ceil_div(j, _FRAG), _ceil_div(k, _FRAG)
+        return _ceil_div(i, _FRAG), _ceil_div(j, _FRAG), _ceil_div(k, self.frag_k)
 
     def _tiles(self, spec) -> tuple[tuple[int, int], tuple[int, int], int]:
         """((warps, fragments a warp) along i, the same along j, the chunk in fragments): the
@@ -1215,9 +1216,10 @@ class TensorCoreGemm(ScheduleRule):
     buffers = 2   # (each stage's chunks in shared memory at once: double-buffered)
 
     def _shared_bytes(self, ti: int, tj: int, chunk: int) -> int:
-        """Shared memory of a block of ti x tj fragments with chunks of `chunk`: both operands' float16
-        stages, `buffers` chunks each, rows padded by 8, and the float32 tile, rows padded by 4."""
-        stages = self.buffers * 2 * (ti * _FRAG * (chunk * _FRAG + 8) + chunk * _FRAG * (tj * _FRAG + 8))
+        """Shared memory of a block of ti x tj fragments with chunks of `chunk`: both operands' stages,
+        `buffers` chunks each, rows padded by 16 bytes, and the float32 tile, rows padded by 4."""
+        pad, k = 16 // self.item_bytes, chunk * self.frag_k
+        stages = self.buffers * self.item_bytes * (ti * _FRAG * (k + pad) + k * (tj * _FRAG + pad))
         return stages + 4 * ti * _FRAG * (tj * _FRAG + 4)
 
     def _blocks(self, spec, ti: int, tj: int) -> int:
@@ -1225,12 +1227,11 @@ class TensorCoreGemm(ScheduleRule):
         ni, nj, _ = self._gemm(spec)
         return spec.groups * _ceil_div(ni, ti) * _ceil_div(nj, tj)
 
-    @staticmethod
-    def _lanes(spec) -> tuple[int, int, int]:
-        """Lanes of A's and B's loads and of the stores. A contiguous run is 8 lanes for a 1x1 (its
-        reduction is the input channels alone) and at most 4 otherwise (TVM cannot prove a run of
-        taps contiguous and gathers it; its CUDA code has no 8-lane index vectors, nor 8-lane float32
-        ones for the epilogue)."""
+    def _lanes(self, spec) -> tuple[int, int, int]:
+        """Lanes of A's and B's loads and of the stores. A contiguous run is 16 bytes for a 1x1 (its
+        reduction is the input channels alone) and at most 4 lanes otherwise (TVM cannot prove a run
+        of taps contiguous and gathers it; its CUDA code has no 8-lane index vectors, nor 8-lane
+        float32 ones for the epilogue)."""
         per, cig = spec.out_channels // spec.groups, spec.in_channels // spec.groups
         if spec.layout == "NHWC":   # (a group's channels start at a multiple of its count)
             runs = (math.gcd(cig, spec.in_channels), math.gcd(per, spec.out_channels), per)
@@ -1238,27 +1239,33 @@ class TensorCoreGemm(ScheduleRule):
             plane = spec.out_height * spec.out_width
             plain = spec.kernel == (1, 1) and spec.stride == (1, 1) and not any(spec.padding)
             runs = (cig if spec.kernel == (1, 1) else 1, plane if plain else 1, plane)
-        most = 8 if spec.kernel == (1, 1) else 4
+        most = 16 // self.item_bytes if spec.kernel == (1, 1) else 4
         return tuple(_power_of_two_dividing(run, limit) for run, limit in zip(runs, (most, most, 4)))
 
     def applies(self, spec, target: Target) -> bool:
-        return (target.kind.name == "cuda" and spec.op == "conv2d" and spec.dtype == "float16"
-                and spec.op_class != "depthwise" and spec.dilation == (1, 1)
+        return target.kind.name == "cuda" and spec.dtype == "float16" and self._gemm_shaped(spec)
+
+    @staticmethod
+    def _gemm_shaped(spec) -> bool:
+        return (spec.op == "conv2d" and spec.op_class != "depthwise" and spec.dilation == (1, 1)
                 and spec.weight_layout in ("OIHW", "HWIO") and spec.out_channels // spec.groups >= 2
                 and spec.in_channels // spec.groups * spec.kernel[0] * spec.kernel[1] > 1)
 
     def serves(self, spec, target: Target) -> bool:
+        return self.applies(spec, target) and self._whole_fragments(spec)
+
+    @staticmethod
+    def _whole_fragments(spec) -> bool:
         """Where a group's GEMM fills whole fragments: 16 input channels a group or more, and 16
         output channels (a 1x1) or 32 (a wider kernel, whose taps the staging gathers 4 lanes at a
         time) a group or more."""
         per, cig = spec.out_channels // spec.groups, spec.in_channels // spec.groups
-        return self.applies(spec, target) and cig >= 16 and per >= (16 if spec.kernel == (1, 1) else 32)
+        return cig >= 16 and per >= (16 if spec.kernel == (1, 1) else 32)
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         from gconvgen import tensor_intrin
         tensor_intrin.load()
         from tvm.s_tir.dlight.gpu.matmul import auto_inline_consumer_chain, auto_inline_producers
-        from tvm.s_tir.tensor_intrin.cuda import get_wmma_intrin_group
         (wy, fy), (wz, fz), chunk = self._tiles(spec)
         ni, nj, nk = self._gemm(spec)
         a_lanes, b_lanes, out_lanes = self._lanes(spec)
@@ -1282,11 +1289,11 @@ class TensorCoreGemm(ScheduleRule):
         sch.reindex(conv, ("write", 0))
         # whole tiles of the default's size; a sampled tile divides them (a perfect tile)
         sch.pad_einsum(conv, [1, _ceil_div(ni, wy * fy) * wy * fy * _FRAG, _ceil_div(nj, wz * fz) * wz * fz * _FRAG,
-                              _ceil_div(nk, chunk) * chunk * _FRAG])
+                              _ceil_div(nk, chunk) * chunk * self.frag_k])
         g, i, j, k = sch.get_loops(conv)
         i, ii = sch.split(i, factors=[None, _FRAG])
         j, ji = sch.split(j, factors=[None, _FRAG])
-        k, ki = sch.split(k, factors=[None, _FRAG])
+        k, ki = sch.split(k, factors=[None, self.frag_k])
         sch.reorder(i, j, k, ii, ji, ki)
         fragment = sch.blockize(ii)
         i_tiles = tile_factors(sch, i, (wy, fy), tunable, max_inner=4)
@@ -1312,7 +1319,7 @@ class TensorCoreGemm(ScheduleRule):
             sch.bind(sch.fuse(loops[1], loops[2]), "threadIdx.y")
             sch.bind(loops[3], "threadIdx.x")
             sch.vectorize(loops[4])
-            sch.storage_align(staged, 0, axis=-2, factor=16, offset=8)
+            sch.storage_align(staged, 0, axis=-2, factor=32 // self.item_bytes, offset=16 // self.item_bytes)
             self._staged_copy(sch, staged)
             auto_inline_producers(sch, staged)   # (the reindexing and the padding: predicated loads)
 
@@ -1320,6 +1327,7 @@ class TensorCoreGemm(ScheduleRule):
         stage(b, b_lanes)
         frag_a = sch.cache_read(fragment, a, "wmma.matrix_a")
         frag_b = sch.cache_read(fragment, b, "wmma.matrix_b")
+        self._operand_fragments(sch, frag_a, frag_b)
         sch.compute_at(frag_a, k1)
         sch.compute_at(frag_b, k1)
         # (static shared memory: TVM's storage rewrite lets a float32 tile reuse a float16 stage's
@@ -1330,20 +1338,34 @@ class TensorCoreGemm(ScheduleRule):
         sch.reverse_compute_at(accumulators, warp)
         sch.reverse_compute_at(tile, warp)
         init = sch.get_child_blocks(sch.decompose_reduction(fragment, k0))[0]
-        intrins = get_wmma_intrin_group(load_scope="shared.dyn", store_scope="shared", in_dtype="float16",
-                                        out_dtype="float32", trans_b=False)
-        for block, intrin in ((frag_a, "load_a"), (frag_b, "load_b"), (accumulators, "store")):
+        intrins = self._intrinsics()
+        fk = self.frag_k
+        for block, intrin, (rows, columns) in ((frag_a, "load_a", (_FRAG, fk)), (frag_b, "load_b", (fk, _FRAG)),
+                                               (accumulators, "store", (_FRAG, _FRAG))):
             x, y = sch.get_loops(block)[-2:]
-            x0, x1 = sch.split(x, factors=[None, _FRAG])
-            y0, y1 = sch.split(y, factors=[None, _FRAG])
+            x0, x1 = sch.split(x, factors=[None, rows])
+            y0, y1 = sch.split(y, factors=[None, columns])
             sch.reorder(x0, y0, x1, y1)
             sch.tensorize(x1, intrins[intrin])
         sch.tensorize(sch.get_loops(init)[-2], intrins["init"])
-        sch.tensorize(sch.get_loops(conv)[-3], intrins["compute"] if nhwc else tensor_intrin.WMMA_SYNC_WEIGHT_FIRST)
+        sch.tensorize(sch.get_loops(conv)[-3], intrins["compute" if nhwc else "weight_first"])
         auto_inline_consumer_chain(sch, tile)   # the epilogue, on the way out
         _, tx, vector = sch.split(sch.fuse(*sch.get_loops(tile)[-2:]), factors=[None, 32, out_lanes])
         sch.bind(tx, "threadIdx.x")
         sch.vectorize(vector)
+
+    def _operand_fragments(self, sch: s_tir.Schedule, frag_a, frag_b) -> None:
+        pass   # (float16, as the operands)
+
+    @staticmethod
+    def _intrinsics() -> dict[str, str]:
+        """The WMMA intrinsics: loads of A and B, the multiply-add (and its weight-first twin, for an
+        NCHW conv's GEMM), init and store."""
+        from gconvgen import tensor_intrin
+        from tvm.s_tir.tensor_intrin.cuda import get_wmma_intrin_group
+        intrins = get_wmma_intrin_group(load_scope="shared.dyn", store_scope="shared", in_dtype="float16",
+                                        out_dtype="float32", trans_b=False)
+        return {**intrins, "weight_first": tensor_intrin.WMMA_SYNC_WEIGHT_FIRST}
 
     def _pipeline(self, sch: s_tir.Schedule, k0) -> None:
         """DLight's pipeline over the chunks: the next chunk's global loads and the next fragments'
@@ -1405,6 +1427,40 @@ class TensorCoreGemmPipelined(TensorCoreGemm):
 
     def _staged_copy(self, sch: s_tir.Schedule, staged) -> None:
         pass   # (global to shared memory directly: cp.async holds no registers)
+
+
+class TensorCoreGemmTF32(TensorCoreGemm):
+    """TensorCoreGemm for a TF32 spec (KernelSpec.tf32: a float32 conv whose inputs are rounded to
+    TF32, which torch's cuDNN convs compute by default on Ampere and newer, and which the ops run on
+    a GPU while torch allows it): WMMA's TF32 fragments, 16x16x8, float32 operands staged in shared
+    memory and rounded on the way (the spec's rounding stages are inlined into the staging copies,
+    which hold each value in a register between its load and its store: once a value, a few integer
+    instructions), float32 accumulators, the same tiles, pipeline, epilogue and tunable space. An
+    H200 multiplies TF32 at 7x its float32 FMA rate (dense: 495 against 67 TFLOPS), so on the GEMM
+    layers where torch's TF32 convs beat our float32 ones (NHWC 960->320 at 7x7, batch 64: 113 us
+    against 20, Nov 2026) this does what they do. The chunks take 2 fragments (16 channels) or 4,
+    twice a float16 chunk's bytes a value. Untimed as yet. Applies where TensorCoreGemm serves float16
+    (whole fragments; narrower groups run faster exact on the SIMT rules); the CUDA source names the
+    operands' fragments TF32 (gconvgen.cuda.tf32_fragments), which TVM takes as float16 ones."""
+
+    name = "cuda.TensorCoreGemmTF32"
+    takes_tf32 = True
+    frag_k = 8
+    item_bytes = 4
+
+    def applies(self, spec, target: Target) -> bool:
+        return (target.kind.name == "cuda" and spec.tf32 and self._gemm_shaped(spec)
+                and self._whole_fragments(spec))
+
+    def _operand_fragments(self, sch: s_tir.Schedule, frag_a, frag_b) -> None:
+        """Float16 to TVM, which declares no float32 operand fragments; TF32 in the source (see the class)."""
+        sch.unsafe_set_dtype(frag_a, 0, "float16")
+        sch.unsafe_set_dtype(frag_b, 0, "float16")
+
+    @staticmethod
+    def _intrinsics() -> dict[str, str]:
+        from gconvgen import tensor_intrin
+        return tensor_intrin.WMMA_TF32
 
 
 class PointwiseGemm(ScheduleRule):
@@ -1722,7 +1778,7 @@ def _bind_threads(sch: s_tir.Schedule, loop, threads: int):
 # offered as tuning candidates (gconvgen.offline) and served where a tuned record says so.
 RULES: list[ScheduleRule] = [DepthwiseColumnsStagedNCHW(), DepthwiseStagedNCHW(), DepthwiseColumnsNCHW(), DepthwiseNCHW(),
                              DepthwisePlanesNCHW(), DepthwiseColumnsRegistersNCHW(), TensorCoreGemm(),
-                             TensorCoreGemmPipelined(),
+                             TensorCoreGemmPipelined(), TensorCoreGemmTF32(),
                              PointwiseTiledNCHW(), PointwiseTensorCoreNHWC(), DepthwiseWideNHWC(), ChannelVectorNHWC(),
                              DepthwiseRowsNHWC(), SplitReductionNCHW(), GroupConvStagedNCHW(), GroupConvNCHW(),
                              BatchGemm(), PointwiseGemm(), ChannelShuffle(), Fallback()]

@@ -13,7 +13,8 @@ thread of the warp holds the whole 16x16 tile of each fragment and does the whol
 and store (each store writes the same values as its warp's others). A fragment is only ever touched
 through the API in the code TVM writes, so what a warp computes is the same; a missing barrier
 between warps still reads stale shared memory, as on a GPU; a fragment's pointer and stride are
-checked for the alignment WMMA requires. Dynamic shared memory is one static array of the most an
+checked for the alignment WMMA requires, and a TF32 fragment's values for being TF32 ones (a
+tensor core drops a float32's low 13 bits; the multiply-add here is exact either way). Dynamic shared memory is one static array of the most an
 sm_90 block may have. An asynchronous copy (cp.async, a pipeline's async stages) lands on a GPU at
 some time between its issue and the wait that retires its group, so a kernel with such copies runs
 twice: each copy done where it is issued, then each group of them done at that wait (its addresses
@@ -45,7 +46,7 @@ import numpy as np
 import tvm
 
 CUDA_INCLUDE = Path("/usr/local/cuda/include")
-_UNSUPPORTED = ("__shfl", "__activemask", "__ballot", "mma.sync", "atomic", "precision::", "bmma_sync")
+_UNSUPPORTED = ("__shfl", "__activemask", "__ballot", "mma.sync", "atomic", "experimental::precision", "bmma_sync")
 DYNAMIC_SHARED_BYTES = 227 * 1024   # an sm_90 block's most
 
 _SHIM = r"""
@@ -177,6 +178,10 @@ static inline float __fdividef(float a, float b) { return a / b; }
 namespace nvcuda { namespace wmma {
 struct matrix_a {}; struct matrix_b {}; struct accumulator {}; struct row_major {}; struct col_major {};
 enum layout_t { mem_row_major, mem_col_major };
+namespace precision { struct tf32 {}; }
+// a TF32 operand must hold a TF32 value (tensor cores read its top 19 bits): one with any of its low
+// 13 bits set is counted, and the run fails on the count
+static std::atomic<long> emu_unrounded{0};
 template <class Use, int M, int N, int K, class T, class Layout = void> struct fragment {
   static constexpr int rows = std::is_same_v<Use, matrix_b> ? K : M;
   static constexpr int cols = std::is_same_v<Use, matrix_a> ? K : N;
@@ -195,6 +200,12 @@ template <class F, class T> static inline void emu_load(F& f, const T* p, unsign
 template <class U, int M, int N, int K, class T, class L, class P>
 static inline void load_matrix_sync(fragment<U, M, N, K, T, L>& f, const P* p, unsigned ldm) {
   emu_load(f, p, ldm, fragment<U, M, N, K, T, L>::col_major_in_memory);
+  if constexpr (std::is_same_v<T, precision::tf32>)
+    for (float v : f.x) {
+      uint32_t bits;
+      std::memcpy(&bits, &v, 4);
+      if (bits & 0x1FFF) emu_unrounded++;
+    }
 }
 template <int M, int N, int K, class T, class P>
 static inline void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const P* p, unsigned ldm, layout_t layout) {
@@ -229,6 +240,7 @@ extern "C" long emu_launch(void** args) {
   const unsigned grid[3] = {%(grid)s}, block[3] = {%(block)s};
   const unsigned threads = block[0] * block[1] * block[2], blocks = grid[0] * grid[1] * grid[2];
   emu_misaligned = 0;
+  nvcuda::wmma::emu_unrounded = 0;
   emu_wavefronts = emu_ideal = 0;
   emu_log.assign(threads, {});
   std::barrier<> barrier(threads);
@@ -252,6 +264,7 @@ extern "C" long emu_launch(void** args) {
   return emu_misaligned.load();
 }
 extern "C" long emu_shared_wavefronts() { return emu_wavefronts; }
+extern "C" long emu_unrounded_operands() { return nvcuda::wmma::emu_unrounded.load(); }
 extern "C" long emu_shared_ideal() { return emu_ideal; }
 extern "C" int emu_async_copies() { return %(async_copies)d; }
 """
@@ -274,10 +287,10 @@ def compile_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target, workdir: 
     """Build func for the CUDA target, then its source for this CPU; returns the library and the
     kernel's buffer names in its argument order."""
     from gconvgen.build import compile_module
-    from gconvgen.cuda import prepare
+    from gconvgen.cuda import prepare, tf32_fragments
     prepare()   # TVM's CUDA build settings (nvcc)
     built = compile_module(tvm.IRModule({"main": func}), target)
-    source = built.mod.imports[0].inspect_source()
+    source = tf32_fragments(built.mod.imports[0].inspect_source())   # (as nvcc is given it)
     kernels = re.findall(r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(([^)]*)\)\s*\{', source)
     if len(kernels) != 1:
         raise Unsupported(f"{len(kernels)} kernels in one function: the emulator runs one")
@@ -323,6 +336,7 @@ def compile_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target, workdir: 
     library.emu_launch.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
     library.emu_launch.restype = ctypes.c_long
     library.emu_shared_wavefronts.restype = library.emu_shared_ideal.restype = ctypes.c_long
+    library.emu_unrounded_operands.restype = ctypes.c_long
     return library, buffers
 
 
@@ -417,6 +431,10 @@ def run(func: tvm.tirx.PrimFunc, target: tvm.target.Target, arrays: dict[str, np
             misaligned = library.emu_launch(pointers)
             if misaligned:
                 raise AssertionError(f"{misaligned} vector accesses were misaligned: a GPU faults on them")
+            unrounded = library.emu_unrounded_operands()
+            if unrounded:
+                raise AssertionError(f"{unrounded} TF32 operands held float32 values not rounded to TF32: tensor "
+                                     f"cores drop their low bits")
             runs.append((staged, Stats(misaligned, library.emu_shared_wavefronts(), library.emu_shared_ideal())))
         (staged, stats), *later = runs
         for other, _ in later:

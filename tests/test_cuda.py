@@ -136,6 +136,21 @@ def test_gpu_architecture_compatibility():
     assert runs_on("sm_100", (10, 3)) and not runs_on("sm_100", (12, 0))
 
 
+def test_gpu_check_rounds_tf32_as_the_kernels_do(monkeypatch):
+    """The GPU check's reference for a TF32 kernel rounds its inputs as the kernel (and
+    gconvgen.reference) does, bit for bit, and sums such kernels up apart from the exact float32 ones."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "gconvgen" / "loader"))
+    import gpu_check
+    import torch
+    from gconvgen.reference import round_to_tf32
+    x = torch.randint(-2 ** 31, 2 ** 31, (1 << 16,), generator=torch.Generator().manual_seed(1),
+                      dtype=torch.int64).to(torch.int32).view(torch.float32)
+    assert torch.equal(gpu_check.round_to_tf32(x).view(torch.int32)[~x.isnan()], round_to_tf32(x).view(torch.int32)[~x.isnan()])
+    spec = {**KernelSpec.from_json({"in_channels": 32, "out_channels": 32, "height": 4, "width": 4}).to_json()}
+    assert gpu_check._row("k", spec, True, 0.0)["dtype"] == "float32"
+    assert gpu_check._row("k", {**spec, "tf32": True}, True, 0.0)["dtype"] == "tf32"
+
+
 def test_gpu_check_timer_is_per_call(monkeypatch):
     """The timer reports µs per call of fn, however many calls a sample makes (a sample of a CUDA graph
     replays all reps calls at once; once it was divided by one replay, 20x too slow)."""
@@ -205,33 +220,45 @@ def test_gpu_check_model_runs_on_a_cpu_bundle(host, tmp_path):
 def test_cuda_rules_schedule_every_suite_layer():
     """Every layer of the public suite, in either layout, at batch 1, 2 and 64, gets its CUDA rule's
     schedule (no compile: the rules' own arithmetic once failed on NHWC 1x1s at batch 1, and the split
-    reduction's on MobileNetV2's 7x7 and 14x14 1x1s at batch 2 to 4)."""
+    reduction's on MobileNetV2's 7x7 and 14x14 1x1s at batch 2 to 4), and where it has one, its TF32
+    kernel gets the TF32 tensor-core GEMM's."""
     from gconvgen.schedule import rule_schedule
+    from schedules import tf32_spec
     profile = targets.load("cuda-sm90")
     for layout in ("NCHW", "NHWC"):
         for w in suites.load("public", layout):
             for batch in (1, 2, 64):
-                assert rule_schedule(dataclasses.replace(w.spec, batch=batch), profile).source.startswith("cuda.")
+                spec = dataclasses.replace(w.spec, batch=batch)
+                assert rule_schedule(spec, profile).source.startswith("cuda.")
+                variant = tf32_spec(spec, profile.family, profile.tvm_target())
+                if variant is not None:
+                    assert rule_schedule(variant, profile).source == "cuda.TensorCoreGemmTF32"
 
 
 def test_cuda_alternatives_schedule_every_suite_layer():
     """Every hand-written CUDA rule that applies to a layer of the public suite (either layout, batch
     1 and 64, float32 and float16) schedules it, untuned and as a tuning space, within the target's
     thread and shared-memory limits (a rule's own schedule past them failed nvcc on a whole library of
-    candidates: the batch GEMM's, 98 KB for ResNeXt's g32 at 56x56): the alternatives only serve
+    candidates: the batch GEMM's, 98 KB for ResNeXt's g32 at 56x56), and the TF32 kernels of the
+    float32 layers that have one: the alternatives only serve
     through tuned records, so no other test reaches most of them. (The two rules that are DLight's
     GEMM schedule are left out: slow to apply this often, and not ours.)"""
     import tvm
     from gconvgen.offline import fits
     from gconvgen.ops import prim_func
-    from schedules import cuda
+    from schedules import cuda, tf32_spec
     target = targets.load("cuda-sm90").tvm_target()
     dlight_or_fallback = (cuda.PointwiseGemm, cuda.PointwiseTensorCoreNHWC, cuda.Fallback)
     applied = set()
     for layout in ("NCHW", "NHWC"):
         for w in suites.load("public", layout):
-            for batch, dtype in ((1, "float32"), (64, "float32"), (1, "float16"), (64, "float16")):
-                spec = dataclasses.replace(w.spec, batch=batch, dtype=dtype)
+            for batch, dtype in ((1, "float32"), (64, "float32"), (1, "float16"), (64, "float16"), (1, "tf32"),
+                                 (64, "tf32")):
+                spec = dataclasses.replace(w.spec, batch=batch, dtype="float32" if dtype == "tf32" else dtype)
+                if dtype == "tf32":
+                    spec = tf32_spec(spec, "cuda", target)
+                    if spec is None:
+                        continue
                 for rule in cuda.RULES:
                     if rule.applies(spec, target) and not isinstance(rule, dlight_or_fallback):
                         assert rule.apply(prim_func(spec), target, tunable=True) is not None, (rule.name, spec.key)
@@ -240,7 +267,7 @@ def test_cuda_alternatives_schedule_every_suite_layer():
                         applied.add(rule.name)
     assert {"cuda.DepthwiseStagedNCHW", "cuda.DepthwiseColumnsNCHW", "cuda.DepthwiseColumnsStagedNCHW",
             "cuda.DepthwisePlanesNCHW", "cuda.DepthwiseWideNHWC", "cuda.DepthwiseRowsNHWC",
-            "cuda.BatchGemm", "cuda.TensorCoreGemm"} <= applied
+            "cuda.BatchGemm", "cuda.TensorCoreGemm", "cuda.TensorCoreGemmTF32"} <= applied
 
 
 @pytest.mark.parametrize("cin, cout, size, k, stride, groups, batch, layout", [
@@ -465,6 +492,44 @@ def test_pipelined_gemm_copies_asynchronously():
     plain = cuda.TensorCoreGemm().apply(prim_func(spec), target, tunable=False).mod
     with target:
         assert tvm.compile(plain, target=target).mod.imports[0].inspect_source() == _cuda_source(plain)
+
+
+@needs_nvcc
+def test_tf32_kernels_run_on_tensor_cores_where_they_serve():
+    """A float32 conv that the tensor-core GEMM would serve in float16 has a TF32 variant (what the
+    torch ops run on a GPU while torch allows TF32), served by cuda.TensorCoreGemmTF32, whose CUDA
+    source declares TF32 fragments of WMMA's 16x16x8 shape (TVM's float16 ones renamed) and compiles
+    with nvcc for every CUDA profile, the MobileNetV2 960->320 at 7x7 in 48 KB of shared memory at
+    most. Depthwise layers, float16, narrow groups and CPU targets have none, and a TF32 spec no rule
+    serves is refused by name."""
+    from gconvgen.build import compile_module
+    from gconvgen.cuda import tf32_fragments
+    from gconvgen.ops import prim_func
+    from gconvgen.schedule import rule_for
+    from schedules import cuda, tf32_spec
+    profile = targets.load("cuda-sm90")
+    target = profile.tvm_target()
+    spec = _suite_layer("mbv2.pw960to320x7", "NHWC", "float32")
+    variant = tf32_spec(spec, "cuda", target)
+    assert variant == dataclasses.replace(spec, tf32=True) and variant.key == spec.key + "_tf32"
+    assert rule_for(variant, profile).name == "cuda.TensorCoreGemmTF32"
+    assert rule_for(spec, profile).name != "cuda.TensorCoreGemmTF32"
+    rule = cuda.TensorCoreGemmTF32()
+    (wy, fy), (wz, fz), chunk = rule._tiles(variant)
+    assert rule._shared_bytes(wy * fy, wz * fz, chunk) <= 48 * 1024
+    for other in (_suite_layer("mbv2.dw144x56", "NHWC", "float32"), dataclasses.replace(spec, dtype="float16"),
+                  dataclasses.replace(spec, in_channels=96, out_channels=96, groups=12)):
+        assert tf32_spec(other, "cuda", target) is None, other.key
+    assert tf32_spec(spec, "x86", targets.load("host").tvm_target()) is None
+    with pytest.raises(ValueError, match="no schedule rule applies"):
+        rule_for(dataclasses.replace(variant, in_channels=96, out_channels=96, groups=12), profile)
+    for name in ("cuda-sm80", "cuda-sm87", "cuda-sm90"):
+        built = compile_module(rule.apply(prim_func(variant), targets.load(name).tvm_target(), tunable=False).mod,
+                               targets.load(name).tvm_target())   # (nvcc: our compile callback renames them)
+        source = tf32_fragments(built.mod.imports[0].inspect_source())
+        assert ("fragment<nvcuda::wmma::matrix_a, 16, 16, 8, nvcuda::wmma::precision::tf32" in source
+                and "fragment<nvcuda::wmma::matrix_b, 16, 16, 8, nvcuda::wmma::precision::tf32" in source)
+        assert "wmma::mma_sync" in source and ", half," not in source
 
 
 def test_shipped_tensor_core_records_are_served():

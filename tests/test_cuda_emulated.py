@@ -23,12 +23,13 @@ pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None or not (cuda_emulat
 
 
 def conv(cin: int, cout: int, size: int, *, k: int | tuple = 3, stride: int = 1, groups: int = 1, batch: int = 2,
-         layout: str = "NCHW", dtype: str = "float32", epilogue: tuple = ("bias", "relu6")) -> KernelSpec:
+         layout: str = "NCHW", dtype: str = "float32", epilogue: tuple = ("bias", "relu6"), tf32: bool = False
+         ) -> KernelSpec:
     kh, kw = k if isinstance(k, tuple) else (k, k)
     return KernelSpec.from_json({"op": "conv2d", "batch": batch, "in_channels": cin, "out_channels": cout,
                                  "height": size, "width": size, "kernel": [kh, kw], "stride": [stride, stride],
                                  "padding": [kh // 2, kw // 2], "groups": groups, "epilogue": list(epilogue),
-                                 "layout": layout, "dtype": dtype})
+                                 "layout": layout, "dtype": dtype, "tf32": tf32})
 
 
 def dw(channels: int, size: int, **kw) -> KernelSpec:
@@ -157,6 +158,15 @@ CASES = [
     (cuda.TensorCoreGemmPipelined(min_blocks=1), conv(64, 64, 7, groups=2, layout="NHWC", dtype="float16")),
     (cuda.TensorCoreGemmPipelined(), conv(288, 96, 8, k=1, groups=4, layout="NHWC", dtype="float16",
                                           epilogue=("bias", "relu", "shuffle:4"))),
+    # TF32 (float32 inputs rounded on their way to shared memory, 16x16x8 fragments, float32 sums): a
+    # dense 1x1 in NHWC (4-lane loads) and in NCHW (the weight-first multiply-add), a grouped 3x3 (the
+    # taps gathered, the padding predicated), a shuffle fused
+    (cuda.TensorCoreGemmTF32(min_blocks=1), conv(64, 48, 8, k=1, layout="NHWC", epilogue=("bias", "relu"), tf32=True)),
+    (cuda.TensorCoreGemmTF32(min_blocks=1), conv(64, 48, 8, k=1, epilogue=("bias",), tf32=True)),
+    (cuda.TensorCoreGemmTF32(min_blocks=1), conv(64, 64, 7, groups=2, layout="NHWC", tf32=True)),
+    (cuda.TensorCoreGemmTF32(min_blocks=1), conv(64, 64, 7, groups=2, batch=3, tf32=True)),
+    (cuda.TensorCoreGemmTF32(), conv(96, 48, 8, k=1, groups=3, layout="NHWC", epilogue=("bias", "relu", "shuffle:3"),
+                                     tf32=True)),
     (cuda.SplitReductionNCHW(), conv(256, 64, 7, k=1, batch=1, epilogue=("bias",))),
     (cuda.SplitReductionNCHW(), conv(96, 384, 1, k=1, epilogue=("bias", "sigmoid"))),   # a squeeze-and-excitation gate
     (cuda.SplitReductionNCHW(), conv(64, 32, 7, batch=1, groups=2, dtype="float16")),
@@ -329,6 +339,19 @@ def test_emulator_catches_a_read_before_its_async_copy_lands(monkeypatch):
     monkeypatch.setattr(cuda_emulator, "_async_copies", lambda s: rewrite(s).replace("emu_cp_async_wait(", "(void)("))
     with pytest.raises(AssertionError, match="differ between cp.async copies landing where issued and at their waits"):
         _check(sch.mod["main"], spec, target, "without")
+
+
+def test_emulator_catches_tf32_operands_left_unrounded(monkeypatch):
+    """A TF32 kernel whose inputs reached the tensor cores unrounded (the ops' rounding made an
+    identity) fails, though its values would pass: a tensor core drops their low bits, the
+    emulator's multiply-add does not."""
+    from gconvgen.ops import conv as conv_op
+    monkeypatch.setattr(conv_op, "round_to_tf32", lambda x: x)
+    spec = conv(64, 48, 8, k=1, layout="NHWC", epilogue=("bias",), tf32=True)
+    target = targets.load("cuda-sm90").tvm_target()
+    sch = cuda.TensorCoreGemmTF32(min_blocks=1).apply(prim_func(spec), target, tunable=False)
+    with pytest.raises(AssertionError, match="not rounded to TF32"):
+        _check(sch.mod["main"], spec, target, "unrounded")
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])

@@ -66,7 +66,7 @@ def prepare() -> None:
         # nvcc compresses a fatbin only past some size: forced, a library's SASS takes a quarter of the
         # space (the suite's 74 kernels 1.16 MB -> 0.25), what a GPU host or a board is sent; the driver
         # decompresses it as it loads
-        return nvcc.compile_cuda(code, target_format="fatbin", compiler="nvcc", options=["-Xfatbin=-compress-all"])
+        return nvcc.compile_cuda(tf32_fragments(code), target_format="fatbin", compiler="nvcc", options=["-Xfatbin=-compress-all"])
     plugin = Path(tvm.__file__).parent / "lib" / "libtvm_runtime_cuda.so"
     ctypes.CDLL(str(_cudart()), ctypes.RTLD_GLOBAL)
     try:
@@ -75,6 +75,16 @@ def prepare() -> None:
         ctypes.CDLL(str(_stub()), ctypes.RTLD_GLOBAL)
     ctypes.CDLL(str(plugin), ctypes.RTLD_GLOBAL)
     _ready = True
+
+
+def tf32_fragments(code: str) -> str:
+    """CUDA source with the WMMA operand fragments of the 16x16x8 shape declared as TF32 ones, which
+    is the only type CUDA has of that shape: TVM declares operand fragments of half, int8 and
+    narrower only, so cuda.TensorCoreGemmTF32's are float16 to TVM (gconvgen.tensor_intrin.WMMA_TF32),
+    loaded from float32 and multiplied into float32. A TF32 fragment is stored as float and
+    load_matrix_sync reads it from float*, which is what TVM's code passes: nothing else changes.
+    Other source is returned as it is."""
+    return re.sub(r"(fragment<nvcuda::wmma::matrix_[ab], 16, 16, 8, )half,", r"\1nvcuda::wmma::precision::tf32,", code)
 
 
 def has_fatbin(library: Path) -> bool:
