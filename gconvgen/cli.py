@@ -36,11 +36,6 @@ def cmd_build(args: argparse.Namespace) -> int:
     from . import bundle, targets
     profile = targets.load(args.target)
     specs = [w.spec for w in _workloads(args, profile)]
-    if args.batches or args.dtypes:
-        batches = [int(b) for b in args.batches.split(",")] if args.batches else [None]
-        dtypes = args.dtypes.split(",") if args.dtypes else [None]
-        specs = [dataclasses.replace(s, **({"batch": b} if b else {}), **({"dtype": d} if d else {}))
-                 for s in specs for b in batches for d in dtypes]
     start = time.perf_counter()
     out = bundle.make(specs, profile, args.output, vectors=args.vectors, wheel_python=args.wheel_python)
     print(f"built {len({s.key for s in specs})} kernels for {profile.name} in {time.perf_counter() - start:.1f} s"
@@ -58,9 +53,12 @@ def _positive(text: str) -> int:
 
 def _workloads(args: argparse.Namespace, profile: TargetProfile):
     """The suite's rows, or with --model the layers of that reference model as the converted model runs
-    them; each as the torch ops call it on the target: the variant its rules prefer (a packed weight
-    layout for pointwise layers on small planes), so that what is tuned, built and timed is what runs."""
-    from schedules import preferred_spec
+    them (with build's --batches and --dtypes, every row at each); each as the torch ops call it on
+    the target: the variant its rules prefer (a packed weight layout for pointwise layers on small
+    planes), so that what is tuned, built and timed is what runs. On a GPU a float32 conv that a
+    tensor-core rule serves in TF32 is also taken as the TF32 kernel the ops run while torch allows
+    TF32 (its default), in a row of its own (NAME.tf32), unless --no-tf32."""
+    from schedules import preferred_spec, tf32_spec
     from . import suites
     target = profile.tvm_target()
     if getattr(args, "model", None):
@@ -70,7 +68,17 @@ def _workloads(args: argparse.Namespace, profile: TargetProfile):
                                                   batch=getattr(args, "batch", None) or 1))]
     else:
         rows = suites.load(args.suite, args.layout, getattr(args, "batch", None))
-    return [dataclasses.replace(w, spec=preferred_spec(w.spec, profile.family, target)) for w in rows]
+    batches, dtypes = getattr(args, "batches", None), getattr(args, "dtypes", None)
+    if batches or dtypes:
+        rows = [dataclasses.replace(w, spec=dataclasses.replace(w.spec, **({"batch": b} if b else {}),
+                                                                **({"dtype": d} if d else {})))
+                for w in rows for b in ([int(b) for b in batches.split(",")] if batches else [None])
+                for d in (dtypes.split(",") if dtypes else [None])]
+    rows = [dataclasses.replace(w, spec=preferred_spec(w.spec, profile.family, target)) for w in rows]
+    if getattr(args, "tf32", False):
+        rows += [dataclasses.replace(w, name=f"{w.name}.tf32", spec=variant) for w in rows
+                 for variant in [tf32_spec(w.spec, profile.family, target)] if variant is not None]
+    return rows
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -214,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                    "comma-separated)")
     p.add_argument("--overhead", action="store_true", help="time the call overhead on a tiny layer instead: "
                    "kernel alone vs gconvgen.nn.Conv2d vs the registered op vs torch")
+    p.add_argument("--no-tf32", dest="tf32", action="store_false", help="on a GPU, float32 convs exact only: "
+                   "not also as the TF32 kernels (tensor cores) that the torch ops run while torch allows TF32")
     p.add_argument("--rules-only", action="store_true", help="ignore the tuning logs: the untuned default")
     p.add_argument("--vs-rules", action="store_true", help="also time the rules-only kernel in the same rounds")
     p.set_defaults(func=cmd_bench)
@@ -230,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=16, help="measured candidates per kernel in this run (default 16)")
     p.add_argument("--budget-minutes", type=float, default=None, help="stop after this long (records are kept)")
     p.add_argument("--workers", type=int, default=None, help="build processes (default: the target's cores)")
+    p.add_argument("--no-tf32", dest="tf32", action="store_false", help="on a GPU, float32 convs exact only: "
+                   "not also as the TF32 kernels (tensor cores) that the torch ops run while torch allows TF32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rpc", default=None, metavar="HOST:PORT", help="measure on boards through this TVM RPC "
                    "tracker (candidates are built here, with the target's cross compiler)")
@@ -252,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--batches", default=None, help="build every row at these batch sizes (e.g. 1,64)")
     p.add_argument("--dtypes", default=None, help="build every row in these dtypes (e.g. float32,float16)")
+    p.add_argument("--no-tf32", dest="tf32", action="store_false", help="on a GPU, float32 convs exact only: "
+                   "not also as the TF32 kernels (tensor cores) that the torch ops run while torch allows TF32")
     p.add_argument("--wheel-python", default=None, metavar="3.12", help="also store the apache-tvm-ffi wheel for "
                    "this Python and the target's arch in wheels/ (for hosts without PyPI)")
     p.add_argument("--vectors", action="store_true", help="also store random inputs and PyTorch's outputs, "

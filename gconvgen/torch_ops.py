@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import replace
 from typing import Callable, NamedTuple
 
 import torch
@@ -105,27 +106,57 @@ def _kernel(spec: KernelSpec, device: torch.device):
 
 def _conv_kernel(spec: KernelSpec, device: torch.device) -> tuple[KernelSpec, object]:
     """(spec, kernel) for a conv call: a loaded library's kernel of the same call (in any weight
-    layout), else the variant of spec the target's rules prefer (a packed weight layout), compiled."""
-    variant = _variants.get((device.type, spec.key))
+    layout), else the variant of spec the target's rules prefer (a packed weight layout), compiled.
+    A float32 conv on a GPU, while torch lets its cuDNN convs run in TF32 (its default), takes a
+    TF32 kernel where a library holds one or a rule serves one on tensor cores (KernelSpec.tf32)."""
+    tf32 = device.type == "cuda" and spec.dtype == "float32" and torch_allows_tf32()
+    variant = _variants.get((device.type, spec.key, tf32))
     if variant is None:
-        variant = next((s for lib in _libraries_for(device) for s in lib.specs() if _same_call(s, spec)), None)
-        if variant is None:
-            profile = _compiler_profile(device)
-            if profile is not None:
-                from schedules import preferred_spec
-                variant = preferred_spec(spec, profile.family, profile.tvm_target())
-            else:
-                variant = spec
-        _variants[device.type, spec.key] = variant
+        exact = _library_variant(spec, device)
+        if tf32:   # a library's TF32 kernel, else its exact one, else a TF32 one compiled where a rule serves it
+            variant = _library_variant(replace(spec, tf32=True), device) or exact or _compiled_tf32(spec, device)
+        variant = variant or exact or _compiled_variant(spec, device)
+        _variants[device.type, spec.key, tf32] = variant
     return variant, _kernel(variant, device)
 
 
-_variants: dict[tuple[str, str], KernelSpec] = {}
+def _library_variant(spec: KernelSpec, device: torch.device) -> KernelSpec | None:
+    return next((s for lib in _libraries_for(device) for s in lib.specs() if _same_call(s, spec)), None)
+
+
+def _compiled_variant(spec: KernelSpec, device: torch.device) -> KernelSpec:
+    profile = _compiler_profile(device)
+    if profile is None:
+        return spec
+    from schedules import preferred_spec
+    return preferred_spec(spec, profile.family, profile.tvm_target())
+
+
+def _compiled_tf32(spec: KernelSpec, device: torch.device) -> KernelSpec | None:
+    profile = _compiler_profile(device)
+    if profile is None:
+        return None
+    from schedules import tf32_spec
+    return tf32_spec(spec, profile.family, profile.tvm_target())
+
+
+def torch_allows_tf32() -> bool:
+    """Whether torch's cuDNN convs may multiply float32 in TF32: the conv's precision setting, else
+    cuDNN's, else torch's ('none' defers to the next; the legacy `cudnn.allow_tf32 = False` sets
+    them so). True by default."""
+    backends = torch.backends
+    for level in (getattr(getattr(backends.cudnn, "conv", None), "fp32_precision", None),
+                  getattr(backends.cudnn, "fp32_precision", None), getattr(backends, "fp32_precision", None)):
+        if level not in (None, "none"):
+            return level == "tf32"
+    return False
+
+
+_variants: dict[tuple[str, str, bool], KernelSpec] = {}
 
 
 def _same_call(a: KernelSpec, b: KernelSpec) -> bool:
     """a and b compute the same thing from arguments laid out differently (the weight's layout)."""
-    from dataclasses import replace
     return replace(a, weight_layout=b.weight_layout) == b
 
 
@@ -424,7 +455,8 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
     call = (x.shape, x.dtype, x.device, _channels_last(x), weight.shape, weight.dtype, weight.device,
             None if bias is None else (bias.shape, bias.dtype, bias.device),
             None if residual is None else (residual.shape, residual.dtype, residual.device),
-            tuple(stride), tuple(padding), tuple(dilation), groups, activation, shuffle)
+            tuple(stride), tuple(padding), tuple(dilation), groups, activation, shuffle,
+            x.is_cuda and x.dtype == torch.float32 and torch_allows_tf32())   # (TF32 kernels: _conv_kernel)
     plan = _conv_plans.get(call)
     if plan is None:
         plan = _conv_plans[call] = _ConvPlan.of(x, weight, bias, stride, padding, dilation, groups, activation,

@@ -13,7 +13,8 @@
 #                  cuda.DepthwiseRowsNHWC);
 #                  beside the NCHW grouped and 1x1 ones, cuda.GroupConvStagedNCHW and the batch GEMM
 #                  (cuda.BatchGemm); beside the grouped and dense ones in float16, the tensor cores
-#                  (cuda.TensorCoreGemm, and with cp.async copies cuda.TensorCoreGemmPipelined); beside
+#                  (cuda.TensorCoreGemm, and with cp.async copies cuda.TensorCoreGemmPipelined), and
+#                  their TF32 kernels (cuda.TensorCoreGemmTF32, as the bundles hold them); beside
 #                  the dense 1x1s, DLight's GEMM (cuda.PointwiseGemm).
 #                  ALT=N draws N from each alternative's space (not only its own schedule), TRIALS=N
 #                  N from the space of the rule that ran the kernel fastest (4), RULES=a,b only the
@@ -43,7 +44,7 @@ TARGET=$TARGET RULES=${RULES:-} .venv/bin/python - <<'EOF'
 import dataclasses, json, os
 from gconvgen import suites, targets
 from gconvgen.models import layer_specs
-from schedules import rules_for
+from schedules import rules_for, tf32_spec
 profile = targets.load(os.environ["TARGET"])
 target = profile.tvm_target()
 # the rules whose spaces an H200 has timed as they are (tune_logs/cuda-sm90); DLight's tensor-core GEMM
@@ -55,9 +56,11 @@ named += [(f"mobilenet_v2.{i}", s) for i, s in enumerate(layer_specs("mobilenet_
 named += [(f"{w.name}.nchw64", dataclasses.replace(w.spec, batch=64)) for w in suites.load("public", "NCHW")]
 # RULES=a,b: only the kernels those rules apply to (e.g. new alternatives, for a short GPU run)
 wanted = set(filter(None, os.environ["RULES"].split(",")))
-rows = [{**spec.to_json(), "name": f"{name}.{dtype}", "dtype": dtype}
-        for name, s in named for dtype in ("float32", "float16")
-        for spec in [dataclasses.replace(s, dtype=dtype)]
+# each in float32, float16 and, where tensor cores serve it, TF32 (as the bundles hold them)
+variants = lambda s: [dataclasses.replace(s, dtype=d) for d in ("float32", "float16")] + [
+    t for t in [tf32_spec(dataclasses.replace(s, dtype="float32"), profile.family, target)] if t is not None]
+rows = [{**spec.to_json(), "name": f"{name}.{'tf32' if spec.tf32 else spec.dtype}"}
+        for name, s in named for spec in variants(s)
         if any((r.name in wanted if wanted else r.name not in timed) and r.applies(spec, target) for r in family)]
 rows = list({json.dumps({k: v for k, v in r.items() if k != "name"}, sort_keys=True): r for r in rows}.values())
 json.dump({"version": 1, "workloads": rows}, open("out/gpu/cands.json", "w"), indent=1)

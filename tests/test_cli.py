@@ -55,3 +55,19 @@ def test_build_and_info(tmp_path):
     assert result.returncode == 0, result.stderr
     info = gconvgen("info", str(tmp_path / "lib"))
     assert info.returncode == 0 and "channel_shuffle" in info.stdout
+
+
+def test_gpu_builds_take_float32_gemms_also_in_tf32():
+    """On a GPU target the rows of tune, build and bench are the kernels the torch ops run: a float32
+    conv that tensor cores serve in TF32 also as its TF32 kernel (a row NAME.tf32), which the ops run
+    while torch allows TF32; none with --no-tf32, none in float16, none on a CPU target."""
+    import argparse
+    from gconvgen import cli, targets
+    args = dict(suite="public", layout="NHWC", batches="64", dtypes="float32,float16", model=None)
+    rows = cli._workloads(argparse.Namespace(**args, tf32=True), targets.load("cuda-sm90"))
+    tf32 = [r for r in rows if r.spec.tf32]
+    assert tf32 and all(r.name.endswith(".tf32") and r.spec.dtype == "float32" for r in tf32)
+    assert {r.spec.key for r in tf32} <= {r.spec.key + "_tf32" for r in rows if r.spec.dtype == "float32"}
+    assert "mbv2.pw960to320x7.tf32" in {r.name for r in tf32}
+    assert not any(r.spec.tf32 for r in cli._workloads(argparse.Namespace(**args, tf32=False), targets.load("cuda-sm90")))
+    assert not any(r.spec.tf32 for r in cli._workloads(argparse.Namespace(**args, tf32=True), targets.load("host")))

@@ -792,3 +792,27 @@ def test_second_order_gradient_through_a_gradient_op_raises():
     gx, gw = torch.autograd.grad(y.square().sum(), (x, w), create_graph=True)
     with pytest.raises(RuntimeError, match="conv2d_input_grad, which has no autograd formula"):
         gx.square().sum().backward()
+
+
+def test_tf32_follows_torchs_setting():
+    """The ops run float32 convs on a GPU in TF32 exactly while torch's cuDNN convs may: its default;
+    not after the legacy `cudnn.allow_tf32 = False` (within torch's flags() context here), nor with
+    the conv's precision set to "ieee"; "none" at every level means no."""
+    from gconvgen.torch_ops import torch_allows_tf32
+    conv = torch.backends.cudnn.conv
+    saved = conv.fp32_precision
+    try:
+        assert torch_allows_tf32()
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            assert not torch_allows_tf32()
+        assert torch_allows_tf32()
+        conv.fp32_precision = "ieee"
+        assert not torch_allows_tf32()
+        conv.fp32_precision = "none"   # (deferring to cuDNN's, then torch's: both "none" by default)
+        assert torch.backends.cudnn.fp32_precision == "none" and not torch_allows_tf32()
+        torch.backends.cudnn.fp32_precision = "tf32"
+        assert torch_allows_tf32()
+    finally:
+        torch.backends.cudnn.fp32_precision = "none"
+        conv.fp32_precision = saved
+    assert torch_allows_tf32()

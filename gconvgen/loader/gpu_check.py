@@ -19,13 +19,18 @@ float32 FMA rate of torch's float32 matmul without TF32 (ours accumulate in floa
 than moving them at copy bandwidth: the summary names the layers the FMA rate keeps below 70 % of it.
 The reference is computed in full float32; torch is timed as it runs by default (cuDNN's TF32 for
 float32 convs), and float32 convs other than depthwise (the ones TF32 speeds up) once more without
-TF32, the float32 math ours does: both geomeans are printed.
+TF32, the float32 math our exact kernels do: both geomeans are printed. A TF32 kernel (its spec's
+"tf32": the float32 conv on tensor cores, what the torch ops run while torch allows TF32) is checked
+against the float32 conv of its inputs rounded to TF32, as it computes, and summed up apart ("tf32").
 Needs: torch, apache-tvm-ffi, and the bundle's lib/ (libtvm_runtime*.so).
 
 With --model (a bundle of that model's layers: gconvgen build --model NAME): the whole model at batch 1
 through gconvgen.convert and torch.ops.gconvgen on CUDA tensors (the bundle's python/ copy of the
 gconvgen package, runtime only, in strict mode: a layer missing from the bundle is an error), checked
 against torch, then ours and torch's (NCHW and channels_last) each captured in a CUDA graph and replayed.
+In float32 the check is made with TF32 off (our exact kernels, 1e-3) and on (the TF32 ones where the
+bundle has them, as torch runs by default and as both are timed: 2e-2, float16's bound, as TF32 keeps
+float16's 10 mantissa bits).
 
 With --candidates: each kernel's fastest tuning candidate that measure.py timed there (gconvgen tune
 --export-candidates) is checked against torch and timed beside the bundle's kernel, and the geomeans
@@ -71,6 +76,15 @@ def torch_args(spec: dict, device: str, gen: torch.Generator) -> dict:
                     enumerate(zip((h, w), spec["kernel"], spec["stride"], spec["dilation"]))]
             args["residual"] = torch.randn(n, spec["out_channels"], *size, generator=gen).to(device=device, dtype=dt)
     return args
+
+
+def round_to_tf32(t: torch.Tensor) -> torch.Tensor:
+    """float32 values rounded to TF32 as a TF32 kernel rounds its inputs (to nearest, ties to even,
+    NaN kept; gconvgen.reference.round_to_tf32, which this bundle's host may not have)."""
+    bits = t.contiguous().view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    bits = (bits + 0xFFF + ((bits >> 13) & 1)) & 0xFFFFE000
+    rounded = torch.where(bits >= 1 << 31, bits - (1 << 32), bits).to(torch.int32).view(torch.float32)
+    return torch.where(t.isnan(), t, rounded)
 
 
 def shuffle(y: torch.Tensor, groups: int) -> torch.Tensor:
@@ -234,27 +248,35 @@ def check_models(bundle: str, names: list[str], dtypes: list[str], device: str, 
             with torch.no_grad():
                 with exact():
                     expected = model(x).float()
-                scale = expected.abs().max().item() or 1.0
-                err = (ours(x).float() - expected).abs().max().item() / scale
+                    scale = expected.abs().max().item() or 1.0
+                    err = (ours(x).float() - expected).abs().max().item() / scale
                 row = {"model": name, "dtype": dtype, "rel_err": err}
+                tf32_ok = True
+                if dtype == "float32":   # (as it is timed below: TF32 allowed, torch's default)
+                    row["tf32_rel_err"] = (ours(x).float() - expected).abs().max().item() / scale
+                    tf32_ok = row["tf32_rel_err"] < 2e-2
                 if device == "cuda":
                     g_ours, y_ours = capture(lambda: ours(x))
                     g_nchw, _ = capture(lambda: model(x))
                     g_cl, _ = capture(lambda: model_cl(x_cl))
                     g_ours.replay()
                     row["graph_rel_err"] = (y_ours.float() - expected).abs().max().item() / scale
-                    err = max(err, row["graph_rel_err"])
+                    if dtype == "float32":
+                        tf32_ok = tf32_ok and row["graph_rel_err"] < 2e-2
+                    else:
+                        err = max(err, row["graph_rel_err"])
                     row["ours_graph_us"] = timer(g_ours.replay, graph=False)
                     row["torch_graph_us"] = min(timer(g_nchw.replay, graph=False), timer(g_cl.replay, graph=False))
                 row["ours_eager_us"] = timer(lambda: ours(x), graph=False)
                 row["torch_eager_us"] = min(timer(lambda: model(x), graph=False),
                                             timer(lambda: model_cl(x_cl), graph=False))
-            ok = err < (2e-2 if dtype == "float16" else 1e-3)
+            ok = err < (2e-2 if dtype == "float16" else 1e-3) and tf32_ok
             failures += not ok
             graphs = (f"CUDA graphs: ours {row['ours_graph_us']:7.1f} us, torch's better layout "
                       f"{row['torch_graph_us']:7.1f} us, x{row['torch_graph_us'] / row['ours_graph_us']:.2f}; "
                       if "ours_graph_us" in row else "")
-            print(f"{'ok  ' if ok else 'FAIL'} {name} {dtype} batch 1: err {err:.1e}  {graphs}eager: ours "
+            tf32 = f" (TF32 allowed: {row['tf32_rel_err']:.1e})" if "tf32_rel_err" in row else ""
+            print(f"{'ok  ' if ok else 'FAIL'} {name} {dtype} batch 1: err {err:.1e}{tf32}  {graphs}eager: ours "
                   f"{row['ours_eager_us']:7.1f} us, torch {row['torch_eager_us']:7.1f} us", flush=True)
     return failures
 
@@ -380,7 +402,8 @@ BROKEN = 3   # exit status: a kernel left the CUDA context unusable; --resume go
 
 def _row(key: str, spec: dict, ok: bool, err: float | None) -> dict:
     depthwise = spec["op"] == "conv2d" and spec["groups"] == spec["in_channels"] == spec["out_channels"]
-    return {"key": key, "ok": ok, "rel_err": err, "dtype": spec["dtype"], "batch": spec["batch"],
+    return {"key": key, "ok": ok, "rel_err": err, "dtype": "tf32" if spec.get("tf32") else spec["dtype"],
+            "batch": spec["batch"],
             "op": spec["op"], "layout": spec["layout"], "depthwise": depthwise}
 
 
@@ -417,7 +440,8 @@ def check_kernel(lib, key: str, entry: dict, args, timer, rates: dict, gen, star
     fn = lib.function(key)
     targs = torch_args(spec, args.device, gen)
     with exact():
-        expected = torch_forward(spec, targs)
+        expected = torch_forward(spec, {**targs, **{n: round_to_tf32(targs[n]) for n in ("input", "weight")}}
+                                 if spec.get("tf32") else targs)
     names = [a["name"] for a in entry["args"]]
     kargs = [kernel_layout(spec, n, targs[n]) for n in names[:-1]]
     out = torch.empty(entry["args"][-1]["shape"], device=args.device, dtype=DTYPES[spec["dtype"]])
