@@ -523,13 +523,19 @@ def test_tf32_kernels_run_on_tensor_cores_where_they_serve():
     assert tf32_spec(spec, "x86", targets.load("host").tvm_target()) is None
     with pytest.raises(ValueError, match="no schedule rule applies"):
         rule_for(dataclasses.replace(variant, in_channels=96, out_channels=96, groups=12), profile)
+    from tvm.support import nvcc
     for name in ("cuda-sm80", "cuda-sm87", "cuda-sm90"):
-        built = compile_module(rule.apply(prim_func(variant), targets.load(name).tvm_target(), tunable=False).mod,
-                               targets.load(name).tvm_target())   # (nvcc: our compile callback renames them)
-        source = tf32_fragments(built.mod.imports[0].inspect_source())
+        target = targets.load(name).tvm_target()
+        tvm_source = compile_module(rule.apply(prim_func(variant), target, tunable=False).mod,
+                                    target).mod.imports[0].inspect_source()
+        source = tf32_fragments(tvm_source)   # (what gconvgen.cuda's nvcc callback compiles)
         assert ("fragment<nvcuda::wmma::matrix_a, 16, 16, 8, nvcuda::wmma::precision::tf32" in source
                 and "fragment<nvcuda::wmma::matrix_b, 16, 16, 8, nvcuda::wmma::precision::tf32" in source)
         assert "wmma::mma_sync" in source and ", half," not in source
+        with target:   # (nvcc takes the arch from it)
+            assert nvcc.compile_cuda(source, "fatbin", compiler="nvcc")
+    with target, pytest.raises(RuntimeError):   # (CUDA has no float16 fragments of the shape)
+        nvcc.compile_cuda(tvm_source, "fatbin", compiler="nvcc")
 
 
 def test_shipped_tensor_core_records_are_served():
