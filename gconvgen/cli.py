@@ -201,6 +201,11 @@ def _bench_emulated(workloads, profile) -> int:
     return 0 if status == 0 else 1
 
 
+def _no_tf32_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-tf32", dest="tf32", action="store_false", help="on a GPU, float32 convs exact only: "
+                   "not also as the TF32 kernels (tensor cores) that the torch ops run while torch allows TF32")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gconvgen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -222,8 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                    "comma-separated)")
     p.add_argument("--overhead", action="store_true", help="time the call overhead on a tiny layer instead: "
                    "kernel alone vs gconvgen.nn.Conv2d vs the registered op vs torch")
-    p.add_argument("--no-tf32", dest="tf32", action="store_false", help="on a GPU, float32 convs exact only: "
-                   "not also as the TF32 kernels (tensor cores) that the torch ops run while torch allows TF32")
+    _no_tf32_flag(p)
     p.add_argument("--rules-only", action="store_true", help="ignore the tuning logs: the untuned default")
     p.add_argument("--vs-rules", action="store_true", help="also time the rules-only kernel in the same rounds")
     p.set_defaults(func=cmd_bench)
@@ -240,8 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=16, help="measured candidates per kernel in this run (default 16)")
     p.add_argument("--budget-minutes", type=float, default=None, help="stop after this long (records are kept)")
     p.add_argument("--workers", type=int, default=None, help="build processes (default: the target's cores)")
-    p.add_argument("--no-tf32", dest="tf32", action="store_false", help="on a GPU, float32 convs exact only: "
-                   "not also as the TF32 kernels (tensor cores) that the torch ops run while torch allows TF32")
+    _no_tf32_flag(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rpc", default=None, metavar="HOST:PORT", help="measure on boards through this TVM RPC "
                    "tracker (candidates are built here, with the target's cross compiler)")
@@ -264,8 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--batches", default=None, help="build every row at these batch sizes (e.g. 1,64)")
     p.add_argument("--dtypes", default=None, help="build every row in these dtypes (e.g. float32,float16)")
-    p.add_argument("--no-tf32", dest="tf32", action="store_false", help="on a GPU, float32 convs exact only: "
-                   "not also as the TF32 kernels (tensor cores) that the torch ops run while torch allows TF32")
+    _no_tf32_flag(p)
     p.add_argument("--wheel-python", default=None, metavar="3.12", help="also store the apache-tvm-ffi wheel for "
                    "this Python and the target's arch in wheels/ (for hosts without PyPI)")
     p.add_argument("--vectors", action="store_true", help="also store random inputs and PyTorch's outputs, "

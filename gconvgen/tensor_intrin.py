@@ -58,7 +58,7 @@ def _register_wmma_sync_weight_first() -> None:
     has the weight as its A (output channels as rows, pixels as columns). Tensorize matches operands
     in order, so TVM's own does not match it; this one runs the same mma_sync."""
     from tvm.s_tir import TensorIntrin
-    TensorIntrin.register(WMMA_SYNC_WEIGHT_FIRST, *_wmma_sync_weight_first(16, "float16"))
+    TensorIntrin.register(WMMA_SYNC_WEIGHT_FIRST, *_wmma_sync_weight_first(16))
 
 
 def _register_wmma_tf32() -> None:
@@ -68,7 +68,7 @@ def _register_wmma_tf32() -> None:
             "load_a": _wmma_load_tf32("wmma.matrix_a", (16, 8)),
             "load_b": _wmma_load_tf32("wmma.matrix_b", (8, 16)),
             "compute": cuda.get_wmma_sync_intrin(16, 16, 8, "float16", "float32", False),
-            "weight_first": _wmma_sync_weight_first(8, "float16"),
+            "weight_first": _wmma_sync_weight_first(8),
             "init": cuda.get_wmma_fill_intrin(16, 16, 8, "float32"),
             "store": cuda.get_wmma_store_intrin(16, 16, 8, "float32", "shared")}.items():
         TensorIntrin.register(WMMA_TF32[name], desc, impl)
@@ -107,18 +107,15 @@ def _wmma_load_tf32(scope: str, shape: tuple[int, int]):
     return desc, impl
 
 
-def _wmma_sync_weight_first(k_dim: int, in_dtype: str):
-    """(desc, impl) of a 16x16xk_dim WMMA multiply-add into float32, C[i, j] += B[k, j] * A[i, k]."""
+def _wmma_sync_weight_first(k_dim: int):
+    """(desc, impl) of a 16x16xk_dim float16 WMMA multiply-add into float32, C[i, j] += B[k, j] * A[i, k]."""
     from tvm.s_tir.tensor_intrin.cuda import get_wmma_fragment_index
     from tvm.script import tirx as T
 
-    def cast(v):
-        return v if in_dtype == "float32" else T.Cast("float32", v)
-
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (16, k_dim), in_dtype, align=64, offset_factor=k_dim, scope="wmma.matrix_a")
-        B = T.match_buffer(b, (k_dim, 16), in_dtype, align=64, offset_factor=16, scope="wmma.matrix_b")
+        A = T.match_buffer(a, (16, k_dim), "float16", align=64, offset_factor=k_dim, scope="wmma.matrix_a")
+        B = T.match_buffer(b, (k_dim, 16), "float16", align=64, offset_factor=16, scope="wmma.matrix_b")
         C = T.match_buffer(c, (16, 16), "float32", align=64, offset_factor=16, scope="wmma.accumulator")
         with T.sblock("root"):
             T.reads(C[0:16, 0:16], B[0:k_dim, 0:16], A[0:16, 0:k_dim])
@@ -126,14 +123,14 @@ def _wmma_sync_weight_first(k_dim: int, in_dtype: str):
             for i, j, k in T.grid(16, 16, k_dim):
                 with T.sblock(""):
                     vii, vjj, vkk = T.axis.remap("SSR", [i, j, k])
-                    C[vii, vjj] = C[vii, vjj] + cast(B[vkk, vjj]) * cast(A[vii, vkk])
+                    C[vii, vjj] = C[vii, vjj] + T.Cast("float32", B[vkk, vjj]) * T.Cast("float32", A[vii, vkk])
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
         a1, a0, b1, b0, c1, c0 = T.int32(), T.int32(), T.int32(), T.int32(), T.int32(), T.int32()
-        A = T.match_buffer(a, (16, k_dim), in_dtype, align=64, offset_factor=k_dim, scope="wmma.matrix_a",
+        A = T.match_buffer(a, (16, k_dim), "float16", align=64, offset_factor=k_dim, scope="wmma.matrix_a",
                            strides=[a1, a0])
-        B = T.match_buffer(b, (k_dim, 16), in_dtype, align=64, offset_factor=16, scope="wmma.matrix_b",
+        B = T.match_buffer(b, (k_dim, 16), "float16", align=64, offset_factor=16, scope="wmma.matrix_b",
                            strides=[b1, b0])
         C = T.match_buffer(c, (16, 16), "float32", align=64, offset_factor=16, scope="wmma.accumulator",
                            strides=[c1, c0])

@@ -1167,7 +1167,8 @@ class TensorCoreGemm(ScheduleRule):
     DLight's 54) and on 14 of MobileNetV2's 19 at batch 1 (within 0.3 us on the rest), and on
     ResNeXt's g32 1024x7 (32 channels a group: 94 us against 220 in NCHW, 27 against 136 in NHWC);
     with 16 channels a group it lost in NCHW (171 against 128), with 8 or 4 by 2.6-4x. Does not
-    apply to float32 (whose kernels are exact; a TF32 spec's run on TensorCoreGemmTF32), depthwise convs, dilation, one output channel a group (a GEMM of one row or
+    apply to float32 (whose kernels are exact; a TF32 spec's run on TensorCoreGemmTF32), depthwise
+    convs, dilation, one output channel a group (a GEMM of one row or
     column, which TVM refuses to tile) or a reduction of one term (a 1x1 of one input channel a
     group: no k to tile). Tunable: warps and fragments a warp along i and j."""
 
