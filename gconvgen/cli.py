@@ -98,10 +98,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.export_candidates:
         from .offline import CANDIDATES, export
         out = export([w.spec for w in workloads], profile, args.export_candidates, trials=args.trials, seed=args.seed,
-                     alternative_trials=args.alternative_trials)
+                     alternative_trials=args.alternative_trials, neighbor_trials=args.neighbor_trials)
         count = len(json.loads((out / CANDIDATES).read_text())["candidates"])
         print(f"wrote {count} candidates of {len(names)} kernels (up to {args.trials} from the space of the rule "
-              f"that ran each fastest, then up to {args.alternative_trials} from each other rule that applies) to {out}/; on the target run "
+              f"that ran each fastest, then up to {args.alternative_trials} from each other rule that applies and "
+              f"{args.neighbor_trials} fitted from the nearest timed kernels) to {out}/; on the target run "
               f"`python {out.name}/loader/measure.py {out.name}`, bring results.json back into {out}/, then "
               f"`gconvgen tune --target {profile.name} --import-results {out}`")
         return 0
@@ -254,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                    "(searched from the timings the target's logs hold: import them, export again)")
     p.add_argument("--alternative-trials", type=int, default=1, metavar="N", help="with --export-candidates: "
                    "also N candidates from the space of each other rule that applies (default 1: its own schedule)")
+    p.add_argument("--neighbor-trials", type=int, default=2, metavar="N", help="with --export-candidates: also up "
+                   "to N of the fastest timed points of the nearest other kernels the logs hold, fitted to each "
+                   "kernel's shape (default 2; 0: none)")
     p.add_argument("--import-results", default=None, metavar="DIR", help="add DIR/results.json (from the "
                    "candidates' measure.py) to the target's tuning log")
     p.set_defaults(func=cmd_tune)

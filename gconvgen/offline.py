@@ -23,13 +23,14 @@ import shutil
 import warnings
 from collections import Counter
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import tvm
 from tvm.s_tir import meta_schedule as ms
 
 from .ops import prim_func
 from .paths import PACKAGE_DIR
-from .schedule import rule_for
+from .schedule import fit_tile, nearest_tuned, rule_for
 from .spec import KernelSpec
 from .targets import TargetProfile
 from .tunelog import FAILED, Record, TuneLog, record_json, trace_json, workload_of
@@ -41,17 +42,29 @@ LIBRARY = "candidates.so"
 # 3: the records and workloads (what only the import reads: three quarters of a candidates folder's
 # JSON) in RECORDS, compressed, not in CANDIDATES; 2: each kernel's workload once (1 repeated it)
 FORMAT = 3
+# nearest timed kernels whose fastest points are offered, fitted to a kernel's shape, beside its search
+NEIGHBORS = 8
+
+
+class Drawn(NamedTuple):
+    """A candidate: its schedule, MetaSchedule's args_info, the rule whose space holds it, and the
+    kernel whose timed point it is, fitted to this one's shape ("" for a point of this kernel's own
+    search)."""
+    sch: Any
+    args_info: list
+    rule: str
+    transfer_from: str = ""
 
 
 def _draw(spec: KernelSpec, profile: TargetProfile, count: int, seed: int, alternative_count: int = 1,
-          guide: Guide | None = None) -> tuple[tvm.IRModule, list]:
-    """The kernel's module, and its candidates as (schedule, args_info, rule name): a rule's own
-    schedule and up to count - 1 points of its space, then from every other rule of the family that
-    applies (its alternatives, which only a timed candidate can make serve; not the fallbacks) its own
-    schedule and up to alternative_count - 1 points of its space. The rule with count is the one
-    whose space holds the kernel's fastest timed point in the profile's logs (the rule that serves it
-    untuned where none is timed), of the rules that sample something; with a guide the points are
-    searched from the timed ones."""
+          guide: Guide | None = None, neighbor_count: int = 0) -> tuple[tvm.IRModule, list[Drawn]]:
+    """The kernel's module, and its candidates: a rule's own schedule and up to count - 1 points of
+    its space, then from every other rule of the family that applies (its alternatives, which only a
+    timed candidate can make serve; not the fallbacks) its own schedule and up to alternative_count - 1
+    points of its space. The rule with count is the one whose space holds the kernel's fastest timed
+    point in the profile's logs (the rule that serves it untuned where none is timed), of the rules
+    that sample something; with a guide the points are searched from the timed ones, and up to
+    neighbor_count more are the nearest timed kernels' fastest points fitted to this shape (_neighbors)."""
     from schedules import rules_for
     target = profile.tvm_target()
     mod = tvm.IRModule({"main": prim_func(spec)})
@@ -75,8 +88,59 @@ def _draw(spec: KernelSpec, profile: TargetProfile, count: int, seed: int, alter
                           f"(threads or shared memory): not offered")
             points = points[1:]
         # (DLight's GEMM is two rules' schedule: offered once)
-        drawn += [p for p in points if not drawn or str(p[0].trace) != str(drawn[0][0].trace)]
+        drawn += [p for p in points if not drawn or str(p.sch.trace) != str(drawn[0].sch.trace)]
+    if guide is not None and neighbor_count > 0:
+        seen = {_point(r.trace) for r in measured} | {_point(trace_json(p.sch.trace)) for p in drawn}
+        drawn += _neighbors(spec, mod, profile, [(rule, sch) for rule, sch, _ in spaces], seen, neighbor_count)
     return mod, drawn
+
+
+def _neighbors(spec: KernelSpec, mod: tvm.IRModule, profile: TargetProfile, spaces: list, seen: set[str],
+               count: int) -> list[Drawn]:
+    """Up to count points new to the kernel: the fastest timed point of each of the NEIGHBORS nearest
+    other kernels of its family (schedule.nearest_tuned) where a rule's space on this shape takes the
+    same steps, its decisions fitted to this shape (_fitted). A kernel's own search draws from the
+    points it was timed at and at random, so a tiling that ran a kernel like it fast may never come
+    up: of MobileNetV2's float32 NCHW 3x3s at batch 64 on an H200 (Nov 2026), 384x14 ran at 13 us
+    with 3 planes a block and 576x14, 1.5x its bytes, at 34 at best, none of its 26 candidates
+    taking 3 planes."""
+    target = profile.tvm_target()
+    drawn = []
+    for other, record, _ in nearest_tuned(spec, profile)[:NEIGHBORS]:
+        rule, space = next(((rule, sch) for rule, sch in spaces if _holds(sch, record)), (None, None))
+        sch = _fitted(mod, space, record) if rule is not None else None
+        if sch is None or not fits(sch, mod, target) or _point(trace_json(sch.trace)) in seen:
+            continue
+        seen.add(_point(trace_json(sch.trace)))
+        drawn.append(Drawn(sch, _args_info(sch), rule.name, other.key))
+        if len(drawn) == count:
+            break
+    return drawn
+
+
+def _fitted(mod: tvm.IRModule, space, record: Record):
+    """The point of a rule's space (its own schedule `space`) that takes another shape's record's
+    decisions, each sampled tile fitted to this shape (schedule.fit_tile), or None where that fails.
+    The space's own trace is replayed, not the record's, so what the rule derives from the shape
+    (vector lanes, thread counts) is this shape's; _holds(space, record) says the two take the same
+    steps, so their decisions come in the same order."""
+    from tvm import s_tir
+    theirs = iter([d for _, d in sorted(record.trace[1], key=lambda x: int(x[0]))])
+    sch = s_tir.Schedule(mod)
+
+    def decide(inst, inputs, attrs, decision):
+        if decision is None:
+            return None
+        theirs_now = next(theirs)
+        if inst.kind.name == "SamplePerfectTile":
+            return fit_tile(int(sch.get(inputs[0]).extent), [int(d) for d in theirs_now], int(attrs[1]))
+        return theirs_now
+
+    try:
+        space.trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=decide)
+    except Exception:  # noqa: BLE001 - TVM's errors: a decision this shape's space does not take
+        return None
+    return sch
 
 
 def _holds(sch, record: Record) -> bool:
@@ -145,13 +209,13 @@ def fits(sch, mod: tvm.IRModule, target) -> bool:
 
 
 def _explore(spec: KernelSpec, mod: tvm.IRModule, rule, sch, target, count: int, seed: int,
-             timed: list[Record], guide: Guide | None) -> list:
+             timed: list[Record], guide: Guide | None) -> list[Drawn]:
     """The rule's own schedule sch, then up to count - 1 points of its space not timed yet (none where
     the rule samples nothing: DLight's fixed GEMMs): MetaSchedule's evolutionary search from the
     rule's timed points (its database) and random ones, ranked by the guide's cost model (at random
     without one)."""
     from .tune import Task, _context
-    drawn = [(sch, _args_info(sch), rule.name)]
+    drawn = [Drawn(sch, _args_info(sch), rule.name)]
     if count > 1 and sch.trace.decisions:
         database = ms.database.MemoryDatabase()
         workload = database.commit_workload(mod)
@@ -175,7 +239,7 @@ def _explore(spec: KernelSpec, mod: tvm.IRModule, rule, sch, target, count: int,
             point = _point(trace_json(c.sch.trace))
             if point not in seen and len(drawn) < count:
                 seen.add(point)
-                drawn.append((c.sch, c.args_info, rule.name))
+                drawn.append(Drawn(c.sch, c.args_info, rule.name))
     return drawn
 
 
@@ -186,13 +250,14 @@ def _point(trace: list) -> str:
 
 
 def export(specs: list[KernelSpec], profile: TargetProfile, out_dir: str | Path, trials: int = 16,
-           seed: int = 0, alternative_trials: int = 1) -> Path:
+           seed: int = 0, alternative_trials: int = 1, neighbor_trials: int = 2) -> Path:
     """Write the candidates of every distinct spec to out_dir (trials from the space of its fastest
-    timed rule, alternative_trials from each other rule's), searched from what the profile's logs
-    hold; returns it."""
+    timed rule, alternative_trials from each other rule's, up to neighbor_trials fitted from the
+    nearest timed kernels), searched from what the profile's logs hold; returns it."""
     from . import build, bundle
-    if trials < 1 or alternative_trials < 1:
-        raise ValueError("--trials and --alternative-trials must be at least 1 for an export")
+    if trials < 1 or alternative_trials < 1 or neighbor_trials < 0:
+        raise ValueError("--trials and --alternative-trials must be at least 1 for an export, "
+                         "--neighbor-trials at least 0")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     target = profile.tvm_target()
@@ -200,17 +265,18 @@ def export(specs: list[KernelSpec], profile: TargetProfile, out_dir: str | Path,
     unique = list({s.key: s for s in specs}.values())
     guide = Guide(unique, profile)
     for spec in unique:
-        mod, drawn = _draw(spec, profile, trials, seed, alternative_trials, guide)
+        mod, drawn = _draw(spec, profile, trials, seed, alternative_trials, guide, neighbor_trials)
         workloads[spec.key] = workload_of(mod)
-        for j, (sch, args_info, rule) in enumerate(drawn):
+        for j, d in enumerate(drawn):
             name = f"c{j}_{spec.func_name}"
-            funcs[name] = sch.mod["main"].with_attr("global_symbol", name)
-            record = ms.database.TuningRecord(sch.trace, ms.database.Workload(mod), run_secs=None, target=target,
-                                              args_info=args_info)
+            funcs[name] = d.sch.mod["main"].with_attr("global_symbol", name)
+            record = ms.database.TuningRecord(d.sch.trace, ms.database.Workload(mod), run_secs=None, target=target,
+                                              args_info=d.args_info)
             traces[name] = record_json(record)
-            entries.append({"function": name, "key": spec.key, "rule": rule, "spec": spec.to_json(),
+            entries.append({"function": name, "key": spec.key, "rule": d.rule, "spec": spec.to_json(),
                             "args": [{"name": n, "shape": list(spec.shape(n)), "dtype": spec.dtype}
-                                     for n in spec.arg_names]})
+                                     for n in spec.arg_names],
+                            **({"transfer_from": d.transfer_from} if d.transfer_from else {})})
     refused = build.compile_library(funcs, profile, out / LIBRARY, drop_refused=True)
     if refused:   # (one tiling nvcc cannot compile costs its candidate, not an export of an hour)
         by_function = {e["function"]: e for e in entries}

@@ -86,25 +86,24 @@ def _named(sch, spec: KernelSpec) -> tvm.tirx.PrimFunc:
 
 def replay(mod: tvm.IRModule, record: Record, adapt: bool = False):
     """The record's trace applied to mod, or None when it does not apply. With `adapt` (a trace
-    from another shape), each sampled tile keeps its inner factor where that still divides the
-    loop, else takes the nearest divisor that does, so the trace's tiling carries over."""
+    from another shape), each sampled tile's factors are fitted to the loop (fit_tile), so the
+    trace's tiling carries over."""
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
     if record.tensorizes:   # the tensor-core GEMM's intrinsics, which the rule registers as it runs
         from . import tensor_intrin
         tensor_intrin.load()
     sch = s_tir.Schedule(mod)
+    # (TuningRecord.from_json replays the trace on mod already, a tile that does not divide its loop
+    # there coming out as [1, ..., extent]: the record's own decisions, by instruction, are fitted)
+    recorded = {int(i): d for i, d in record.trace[1]}
+    position = iter(range(len(record.trace[0])))
 
     def fit_tiles(inst, inputs, attrs, decision):
+        i = next(position)
         if inst.kind.name != "SamplePerfectTile" or decision is None:
             return decision
-        extent, factors = int(sch.get(inputs[0]).extent), [int(d) for d in decision]
-        if math.prod(factors) == extent:
-            return decision
-        max_inner = int(attrs[1]) if int(attrs[1]) > 0 else extent
-        divisors = [d for d in range(1, min(extent, max_inner) + 1) if extent % d == 0]
-        inner = min(divisors, key=lambda d: (abs(math.log(d / factors[-1])), -d))
-        return [extent // inner] + [1] * (len(factors) - 2) + [inner]
+        return fit_tile(int(sch.get(inputs[0]).extent), [int(d) for d in recorded.get(i, decision)], int(attrs[1]))
 
     try:
         trace = ms.database.TuningRecord.from_json(record.as_json(), ms.database.Workload(mod)).trace
@@ -114,6 +113,22 @@ def replay(mod: tvm.IRModule, record: Record, adapt: bool = False):
     if adapt and _largest_unroll(sch) > MAX_TRANSFER_UNROLL:
         return None
     return sch
+
+
+def fit_tile(extent: int, factors: list[int], max_inner: int) -> list[int]:
+    """A tile of another loop's factors fitted to a loop of extent: from the innermost out, each
+    factor kept where it divides what is left of the loop, else the divisor nearest it (the
+    innermost at most max_inner where that is positive); the outermost takes the rest."""
+    if math.prod(factors) == extent:
+        return factors
+    left, inner = extent, []
+    for k, f in enumerate(reversed(factors[1:])):
+        limit = max_inner if k == 0 and max_inner > 0 else left
+        d = min((d for d in range(1, min(left, limit) + 1) if left % d == 0),
+                key=lambda d: (abs(math.log(d / f)), -d))
+        inner.insert(0, d)
+        left //= d
+    return [left, *inner]
 
 
 def _largest_unroll(sch) -> int:
@@ -167,9 +182,9 @@ def distance(a: KernelSpec, b: KernelSpec) -> float | None:
     return d
 
 
-def _transferred(spec: KernelSpec, mod: tvm.IRModule, profile: TargetProfile) -> Scheduled | None:
-    """Replay the best records of the nearest tuned kernels; the first that applies and computes
-    the right result is used."""
+def nearest_tuned(spec: KernelSpec, profile: TargetProfile) -> list[tuple[KernelSpec, Record, TuneLog]]:
+    """The other kernels of spec's family the profile's logs hold timings of, nearest first
+    (`distance`), each with its fastest record and the log that holds it."""
     near = []
     for log in logs(profile):
         workloads = {w[0]: w for w in log.workloads() if w}
@@ -183,7 +198,13 @@ def _transferred(spec: KernelSpec, mod: tvm.IRModule, profile: TargetProfile) ->
             if d is not None:
                 near.append((d, other, record, log))
     near.sort(key=lambda x: x[0])
-    for _, other, record, log in near[:TRANSFER_CANDIDATES]:
+    return [(other, record, log) for _, other, record, log in near]
+
+
+def _transferred(spec: KernelSpec, mod: tvm.IRModule, profile: TargetProfile) -> Scheduled | None:
+    """Replay the best records of the nearest tuned kernels; the first that applies and computes
+    the right result is used."""
+    for other, record, log in nearest_tuned(spec, profile)[:TRANSFER_CANDIDATES]:
         sch = replay(mod, record, adapt=True)
         if sch is None:
             continue

@@ -19,7 +19,9 @@
 #                  ALT=N draws N from each alternative's space (not only its own schedule), TRIALS=N
 #                  N from the space of the rule that ran the kernel fastest (4), RULES=a,b only the
 #                  kernels those rules apply to (e.g. the alternatives a GPU has not timed), SEED=N
-#                  the seed of each kernel's search (0 by default). The search starts from what
+#                  the seed of each kernel's search (0 by default), NEIGHBORS=N up to N more a kernel: the
+#                  fastest timed points of the kernels nearest it, fitted to its shape (2 by default).
+#                  The search starts from what
 #                  tune_logs/ holds (gconvgen.offline: timed points seed it, a cost model trained on
 #                  them ranks new ones), so each round of this, gpu_check.sh there and the import
 #                  `gconvgen tune --target cuda-sm90 --import-results out/gpu/cands` refines the last.
@@ -67,7 +69,7 @@ json.dump({"version": 1, "workloads": rows}, open("out/gpu/cands.json", "w"), in
 print(f"{len(rows)} kernels to draw candidates for")
 EOF
 .venv/bin/gconvgen tune --target "$TARGET" --suite out/gpu/cands.json --trials "${TRIALS:-4}" --alternative-trials "${ALT:-1}" --seed "${SEED:-0}" \
-    --export-candidates out/gpu/cands
+    --neighbor-trials "${NEIGHBORS:-2}" --export-candidates out/gpu/cands
 fi
 rm -rf out/gpu/nhwc/lib out/gpu/model/lib out/gpu/cands/lib
 du -sh out/gpu

@@ -54,8 +54,8 @@ def test_tuning_candidates_match_torch():
     spec = conv(32, 64, 8, k=1, batch=4, layout="NHWC")
     profile = targets.load("cuda-sm90")
     _, drawn = offline._draw(spec, profile, 4, seed=1)
-    assert len(drawn) >= 4 and drawn[-1][2] == "cuda.PointwiseGemm"
-    for sch, _, rule in drawn:
+    assert len(drawn) >= 4 and drawn[-1].rule == "cuda.PointwiseGemm"
+    for sch, _, rule, _ in drawn:
         _check(sch.mod["main"], spec, profile.tvm_target(), rule)
 
 
@@ -88,7 +88,7 @@ def test_alternatives_spaces_match_torch(spec, rule):
     # offered once, and a small space may hold fewer)
     serves = rule_for(spec, profile).name == rule
     _, drawn = offline._draw(spec, profile, 4 if serves else 1, seed=1, alternative_count=4)
-    points = [sch for sch, _, name in drawn if name == rule]
+    points = [d.sch for d in drawn if d.rule == rule]
     assert len({tuple(map(str, sch.trace.decisions.values())) for sch in points}) == len(points) >= 3
     for sch in points:
         _check(sch.mod["main"], spec, profile.tvm_target(), rule)

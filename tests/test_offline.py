@@ -75,6 +75,40 @@ def test_a_second_round_searches_from_the_first_rounds_timings(exported, tmp_pat
     assert len(drawn) == 5 and not {offline._point(t) for t in drawn} & timed
 
 
+def test_an_export_offers_the_nearest_timed_kernels_fastest_point_fitted(exported, tmp_path):
+    """A kernel's own search may never draw the tiling that ran a kernel like it fastest (MobileNetV2's
+    576x14 depthwise on an H200: 34 us at best in 26 candidates, where 384x14 ran at 13 with a tiling
+    none of them took), so an export also offers the nearest timed kernels' fastest points, fitted
+    to the kernel's shape: each tile keeps its inner factors where they still divide, the outer one
+    takes the rest. Marked with the kernel it came from; a kernel of another family gives none."""
+    profile, folder = exported
+    profile = dataclasses.replace(profile, logs=(str(tmp_path / "log"),))
+    copy = tmp_path / "c"
+    shutil.copytree(folder, copy)
+    entries = json.loads((copy / offline.CANDIDATES).read_text())["candidates"]
+    results = {e["function"]: [2e-3, 2e-3] for e in entries}
+    fastest = [e for e in entries if e["key"] == SPECS[0].key][-1]   # a point of its search
+    results[fastest["function"]] = [1e-3, 1e-3]
+    (copy / offline.RESULTS).write_text(json.dumps(results))
+    offline.import_results(copy, profile)
+    wider = dataclasses.replace(SPECS[0], in_channels=24, out_channels=24, groups=24, height=16, width=16)
+    out = offline.export([wider], profile, tmp_path / "n", trials=1)
+    data = json.loads((out / offline.CANDIDATES).read_text())["candidates"]
+    fitted = [c for c in data if "transfer_from" in c]
+    assert [(c["transfer_from"], c["rule"]) for c in fitted] == [(SPECS[0].key, fastest["rule"])]
+    point = json.loads(offline._point(offline.records(out)["records"][fitted[0]["function"]][0]))
+    timed = json.loads(offline._point(offline.records(copy)["records"][fastest["function"]][0]))
+    # (the tiles of 8 channels and 12 rows, on 24 and 16: inner factors kept where they divide)
+    assert len(point) == len(timed) and point != timed
+    for theirs, ours in zip(timed, point):
+        assert all(b == a or not 48 % a for a, b in zip(theirs[1:], ours[1:]))
+    own = [offline._point(offline.records(out)["records"][c["function"]][0]) for c in data if c not in fitted]
+    assert json.dumps(point) not in own
+    # (the other kernel timed, the dense 1x1, is of another family: nothing of it is offered)
+    offline.export([SPECS[1]], profile, tmp_path / "d", trials=1)
+    assert not any("transfer_from" in c for c in json.loads((tmp_path / "d" / offline.CANDIDATES).read_text())["candidates"])
+
+
 def test_a_searched_point_is_known_as_a_point_of_its_rules_space():
     """MetaSchedule simplifies a searched point's trace (the lookups whose results go unused dropped,
     the rest numbered anew), so it differs from its rule's own schedule's in more than decisions:
@@ -83,8 +117,8 @@ def test_a_searched_point_is_known_as_a_point_of_its_rules_space():
     spec = KernelSpec.from_json({"op": "conv2d", "batch": 5, "in_channels": 64, "out_channels": 64, "height": 8,
                                  "width": 8, "groups": 4, "kernel": 3, "padding": 1, "dtype": "float16"})
     _, drawn = offline._draw(spec, profile, 1, seed=1, alternative_count=3)
-    points = [(sch, tunelog.trace_json(sch.trace)) for sch, _, rule in drawn if rule == "cuda.TensorCoreGemm"]
-    other = next(sch for sch, _, rule in drawn if rule == "cuda.GroupConvStagedNCHW")
+    points = [(d.sch, tunelog.trace_json(d.sch.trace)) for d in drawn if d.rule == "cuda.TensorCoreGemm"]
+    other = next(d.sch for d in drawn if d.rule == "cuda.GroupConvStagedNCHW")
     (own, own_trace), (_, searched) = points[0], points[1]
     assert len(searched[0]) != len(own_trace[0]) and len(searched[1]) == len(own_trace[1])
     record = tunelog.Record("w", searched, [1e-5], None, None)
