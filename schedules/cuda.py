@@ -199,12 +199,15 @@ class DepthwiseColumnsNCHW(ScheduleRule):
         return divisor_at_most(spec.out_height, 8 if spec.kernel[0] >= 5 else 4)   # a wide kernel's column reuses more
 
     def _column_threads(self, sch: s_tir.Schedule, spec, tunable: bool, whole_rows: bool = False,
-                        pairs: bool = False) -> tuple:
+                        pairs: bool = False, planes: int | None = None, unit: int = 1, most_rows: int = 16) -> tuple:
         """A block per (image, channel, band of rows, run of columns: the whole row with whole_rows),
         a thread per column of the band taking `rows` outputs down it (with pairs, whole rows only:
-        per two adjacent columns, stored as pairs), the taps unrolled outermost. Returns the conv
-        block, the block loop, the taps' outer loop (None for a 1x1), the row and column factors, the
-        rows and the threads along a row."""
+        per two adjacent columns, stored as pairs), the taps unrolled outermost. With `planes`, a
+        block per that many whole planes instead (a multiple of `unit`; tuned, the units a block and
+        how its rows divide between threads are drawn, `most_rows` a thread at most, its band the
+        whole plane), a thread per (channel, column). Returns the conv block, the block loop, the taps' outer loop (None for a
+        1x1), the channel factors of a block's threads (none without planes), the row and column
+        factors, the rows and the threads along a row."""
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         oh, ow = spec.out_height, spec.out_width
         rows = self._rows(spec)
@@ -213,16 +216,26 @@ class DepthwiseColumnsNCHW(ScheduleRule):
         while groups > 1 and self._band_bytes(spec, groups * rows) > 48 * 1024:   # (a static stage's most)
             groups = divisor_at_most(oh // rows, groups - 1)
         n, c, h, w = sch.get_loops(out)
-        hf = tile_factors(sch, h, (groups, rows), tunable, max_inner=16)
+        ct, ci = [], []
+        if planes is None:
+            hf = tile_factors(sch, h, (groups, rows), tunable, max_inner=16)
+        else:
+            if unit > 1:   # (whole vectors of the input a block: not sampled)
+                c, cu = sch.split(c, factors=[None, unit])
+            cf = tile_factors(sch, c, planes // unit, tunable, max_inner=64)
+            c, cs = sch.split(c, factors=cf)
+            ct, ci = ([cf[1], unit], [cs, cu]) if unit > 1 else ([cf[1]], [cs])
+            hf = [1, *(sch.sample_perfect_tile(h, n=2, max_innermost_factor=most_rows, decision=[oh // rows, rows])
+                       if tunable else [oh // rows, rows])]
         if pairs:
             wf = [None, ow]   # (the whole row)
             (ho, hm, hr), (wo, wi, pair) = sch.split(h, factors=hf), sch.split(w, factors=[1, columns, 2])
-            sch.reorder(n, c, ho, wo, hm, wi, hr, pair)
+            sch.reorder(n, c, ho, wo, *ci, hm, wi, hr, pair)
         else:
             wf = [None, ow] if whole_rows else tile_factors(sch, w, columns, tunable, max_inner=1024)
             (ho, hm, hr), (wo, wi) = sch.split(h, factors=hf), sch.split(w, factors=wf)
-            sch.reorder(n, c, ho, wo, hm, wi, hr)
-        block, thread = sch.fuse(n, c, ho, wo), sch.fuse(hm, wi)
+            sch.reorder(n, c, ho, wo, *ci, hm, wi, hr)
+        block, thread = sch.fuse(n, c, ho, wo), sch.fuse(*ci, hm, wi)
         sch.bind(block, "blockIdx.x")
         sch.bind(thread, "threadIdx.x")
         sch.unroll(hr)
@@ -234,7 +247,7 @@ class DepthwiseColumnsNCHW(ScheduleRule):
         sch.reorder(*taps, *spatial)
         for loop in (*taps, *spatial):
             sch.unroll(loop)
-        return conv, block, (taps[0] if taps else None), hf, wf, rows, columns
+        return conv, block, (taps[0] if taps else None), ct, hf, wf, rows, columns
 
     @staticmethod
     def _band_bytes(spec, rows: int) -> int:
@@ -242,7 +255,7 @@ class DepthwiseColumnsNCHW(ScheduleRule):
         return _input_span(spec, rows, 0) * (spec.width + sum(spec.padding[1::2])) * dtype_bits(spec.dtype) // 8
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
-        conv, block, rw, hf, wf, rows, columns = self._column_threads(sch, spec, tunable)
+        conv, block, rw, _, hf, wf, rows, columns = self._column_threads(sch, spec, tunable)
         if has_block(sch, "pad"):   # the band's padded rows, by all threads together (coalesced along rows)
             pad = sch.get_sblock("pad")
             sch.compute_at(pad, block, preserve_unit_loops=True)
@@ -287,25 +300,29 @@ class DepthwiseColumnsStagedNCHW(DepthwiseColumnsNCHW):
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         _inline_pad(sch)
-        conv, block, rw, hf, _, rows, columns = self._column_threads(sch, spec, tunable, whole_rows=True)
+        conv, block, rw, _, hf, _, rows, columns = self._column_threads(sch, spec, tunable, whole_rows=True)
         self._stage_rows(sch, spec, conv, block, hf, rows, columns)
         if rw is not None:   # (a 1x1's conv reduces nothing)
             sch.decompose_reduction(conv, rw)
 
-    def _stage_rows(self, sch: s_tir.Schedule, spec, reader, block, hf: list, rows: int, columns: int) -> None:
+    def _stage_rows(self, sch: s_tir.Schedule, spec, reader, block, hf: list, rows: int, columns: int,
+                    ct: tuple = (), span: bool = False) -> None:
         """The band's input rows, clipped to the image, into shared memory for `reader` (the block
-        reading the input), by all the block's threads in 16-byte vectors, the row pitch spread
-        across the banks."""
+        reading the input), by all the block's threads (ct: the channel factors of a block of
+        several planes) in 16-byte vectors, or what divides a row, the row pitch spread across the
+        banks; with span (whole planes a block, in units of whole vectors) 16-byte vectors across
+        the rows, the stage as dense as the input."""
         stage = sch.cache_read(reader, 0, "shared")
         sch.compute_at(stage, block, preserve_unit_loops=True)
-        lanes = _row_copy_lanes(spec, self.bytes_per_load)
-        outer, *tx, lane = sch.split(sch.fuse(*sch.get_loops(stage)[1:]), factors=[None, hf[1], columns, lanes])
+        lanes = self.bytes_per_load * 8 // dtype_bits(spec.dtype) if span else _row_copy_lanes(spec, self.bytes_per_load)
+        outer, *tx, lane = sch.split(sch.fuse(*sch.get_loops(stage)[1:]), factors=[None, *ct, hf[1], columns, lanes])
         sch.bind(sch.fuse(*tx), "threadIdx.x")
         sch.vectorize(lane)
         sch.unroll(outer)
-        pitch = _bank_spread_pitch(spec.width, rows * spec.stride[0], columns, spec.stride[1],
-                                   dtype_bits(spec.dtype) // 8, multiple=lanes)
-        sch.storage_align(stage, 0, axis=2, factor=32, offset=pitch % 32)
+        if not span:   # (a padded pitch would break a span's vectors across rows)
+            pitch = _bank_spread_pitch(spec.width, rows * spec.stride[0], columns, spec.stride[1],
+                                       dtype_bits(spec.dtype) // 8, multiple=lanes)
+            sch.storage_align(stage, 0, axis=2, factor=32, offset=pitch % 32)
 
 
 class DepthwiseColumnsRegistersNCHW(DepthwiseColumnsStagedNCHW):
@@ -325,8 +342,15 @@ class DepthwiseColumnsRegistersNCHW(DepthwiseColumnsStagedNCHW):
     as the rules serving them untuned; ConvNeXt's 7x7s on 56x56 and 28x28 81-85 in float16 against
     109-114. A pair's reads lie two words apart in float32, so the emulator counts 2.1 shared-memory
     wavefronts a request at stride 1 (1.0 with a column a thread): about 0.25 an output, far below
-    the issue. Untimed as yet: an alternative, served through tuned records. Tunable as the staged
-    rule (the rows; not the pairs); applies where it does."""
+    the issue. Where two or more planes' column threads fit in a block (planes of 28x28 and less),
+    a block takes whole planes (_planes): a block a 7x7 plane was 7 threads, a quarter of a warp,
+    and a 14x14's 28, of which a multiprocessor runs at most 32 blocks; now 224 a block on the
+    suite's 14x14 and 7x7 planes. In float16 at stride 1 the planes are copied as one span in
+    16-byte vectors (DepthwisePlanesNCHW's copy; a 7-wide row alone copies a value a load): MobileNetV2's
+    960x7 in float16 issues 31 instructions an output, against 102-136 under the other rules' own
+    schedules and 55 as served tuned; the 384x14 37 (69-96, 49). Untimed as yet: an alternative,
+    served through tuned records. Tunable as the staged rule (the rows; not the pairs), and the
+    planes a block; applies where it does."""
 
     name = "cuda.DepthwiseColumnsRegistersNCHW"
 
@@ -343,9 +367,51 @@ class DepthwiseColumnsRegistersNCHW(DepthwiseColumnsStagedNCHW):
         half as many threads wastes more of its warps)."""
         return spec.out_width % 2 == 0 and spec.out_width >= 28
 
+    def _planes(self, spec) -> tuple[int, int] | None:
+        """Whole planes a block where two or more planes' threads fit in `threads` and a plane's
+        input in a static stage (a 14x14 plane's columns are 28 threads, a 7x7's 7: a block a plane
+        wastes warps and launches tiny blocks),
+        as (planes, unit): as many as keep the block within `threads` threads and a static stage's
+        48 KB, a multiple of the unit of planes whose bytes are whole 16-byte vectors where the
+        stage is copied as one span (_span_unit), else 1 unit. None: a block a band."""
+        columns = spec.out_width // 2 if self._pairs(spec) else spec.out_width
+        if (2 * columns * (spec.out_height // self._rows(spec)) > self.threads
+                or self._band_bytes(spec, spec.out_height) > 48 * 1024):
+            return None
+        unit = self._span_unit(spec) or 1
+        most = min(self.threads // (columns * (spec.out_height // self._rows(spec))),
+                   48 * 1024 // (unit * self._band_bytes(spec, spec.out_height)))
+        return unit * divisor_at_most(spec.out_channels // unit, max(1, most // unit)), unit
+
+    def _span_unit(self, spec) -> int | None:
+        """Planes whose input bytes are whole vectors, where a block's planes are one span of the
+        input copied as such (DepthwisePlanesNCHW's copy, 16-byte loads across the rows: a 7-wide
+        float16 row alone copies a value a load): the planes read whole, at stride 1, of at most
+        196 values (TVM indexes larger spans' vectors with 64-bit lanes, which nvcc refuses), the
+        channels a whole number of units. None elsewhere."""
+        plane_bytes = spec.height * spec.width * dtype_bits(spec.dtype) // 8
+        unit = self.bytes_per_load // math.gcd(self.bytes_per_load, plane_bytes)
+        whole = _last_input_read(spec, 0) >= spec.height - 1 and _last_input_read(spec, 1) >= spec.width - 1
+        # (one vector a thread at most: where a thread copies two, TVM cannot fold the second's
+        # index back into a line and gathers the vector value by value, with 64-bit indices in a
+        # tuned point's code, which nvcc refuses)
+        one_each = self._span_rows(spec, unit) >= self._rows(spec)
+        return (unit if whole and one_each and spec.stride == (1, 1) and spec.height * spec.width <= 196
+                and spec.out_channels % unit == 0 else None)
+
+    def _span_rows(self, spec, unit: int) -> int:
+        """The most rows a thread may take where a unit's threads copy its vectors one each (the
+        copy takes as many threads a unit as its compute: its columns times its row groups)."""
+        columns = spec.out_width // 2 if self._pairs(spec) else spec.out_width
+        vectors = unit * spec.height * spec.width * dtype_bits(spec.dtype) // 8 // self.bytes_per_load
+        return spec.out_height // _ceil_div(vectors, unit * columns)
+
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
-        conv, block, rw, hf, _, rows, columns = self._column_threads(sch, spec, tunable, whole_rows=True,
-                                                                     pairs=self._pairs(spec))
+        planes, unit = self._planes(spec) or (None, 1)
+        span = planes is not None and self._span_unit(spec) is not None
+        conv, block, rw, ct, hf, _, rows, columns = self._column_threads(
+            sch, spec, tunable, whole_rows=True, pairs=self._pairs(spec), planes=planes, unit=unit,
+            most_rows=min(16, self._span_rows(spec, unit)) if span else 16)
         thread = sch.get_loops(conv)[1]
         if has_block(sch, "pad"):   # the padded window, computed into registers
             window = sch.get_sblock("pad")
@@ -356,7 +422,7 @@ class DepthwiseColumnsRegistersNCHW(DepthwiseColumnsStagedNCHW):
             sch.compute_at(window, thread, preserve_unit_loops=True)
         for loop in sch.get_loops(window)[2:]:
             sch.unroll(loop)
-        self._stage_rows(sch, spec, window, block, hf, rows, columns)
+        self._stage_rows(sch, spec, window, block, hf, rows, columns, ct, span=span)
         if rw is not None:   # (a 1x1's conv reduces nothing)
             sch.decompose_reduction(conv, rw)
 

@@ -79,6 +79,11 @@ CASES = [
     (cuda.DepthwiseColumnsRegistersNCHW(), dw(4, 28, dtype="float16", epilogue=("bias", "silu"))),
     (cuda.DepthwiseColumnsRegistersNCHW(), dw(4, 60, stride=2)),
     (cuda.DepthwiseColumnsRegistersNCHW(), dw(4, 30, k=7, dtype="float16", epilogue=("bias",))),
+    # whole planes a block where a plane's columns are few threads, copied as one span in 16-byte
+    # vectors: units of 2 planes of 14x14 in float16, 8 of 7x7, 4 of 7x7 in float32 (a 5x5 kernel)
+    (cuda.DepthwiseColumnsRegistersNCHW(), dw(12, 14, dtype="float16", epilogue=("bias", "silu"))),
+    (cuda.DepthwiseColumnsRegistersNCHW(), dw(24, 7, batch=3, dtype="float16")),
+    (cuda.DepthwiseColumnsRegistersNCHW(), dw(12, 7, k=5, epilogue=("bias",))),
     # whole planes a block, copied as one span in 16-byte vectors: 2 planes of 14x14 a unit in
     # float16, 8 of 7x7; one of 13x13 in float32 (13 scalars: a unit of 4); ConvNeXt's 7x7 kernel
     (cuda.DepthwisePlanesNCHW(), dw(16, 14, dtype="float16")),

@@ -68,12 +68,14 @@ def test_tuning_candidates_match_torch():
                                         (dw(8, 28, k=7, batch=2, epilogue=("bias",)), "cuda.DepthwiseColumnsNCHW"),
                                         (dw(16, 14, batch=2, dtype="float16"), "cuda.DepthwisePlanesNCHW"),
                                         (dw(8, 28, batch=2, dtype="float16"), "cuda.DepthwiseColumnsRegistersNCHW"),
+                                        (dw(16, 14, batch=2, dtype="float16"), "cuda.DepthwiseColumnsRegistersNCHW"),
                                         (conv(256, 64, 7, k=1, batch=4, layout="NHWC", dtype="float16"),
                                          "cuda.TensorCoreGemmPipelined"),
                                         (conv(64, 64, 8, groups=2, batch=4, layout="NHWC", tf32=True),
                                          "cuda.TensorCoreGemmTF32")],
                          ids=["dense1x1", "grouped3x3", "grouped3x3-nhwc", "tensorcore-1x1-nhwc", "tensorcore-grouped3x3",
                               "depthwise7x7-rows", "depthwise7x7-columns", "depthwise-planes", "depthwise-registers",
+                              "depthwise-registers-planes",
                               "tensorcore-pipelined", "tensorcore-tf32"])
 def test_alternatives_spaces_match_torch(spec, rule):
     """With alternative_count, random points of an alternative's space are drawn too (here the batch

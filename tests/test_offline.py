@@ -263,7 +263,7 @@ def test_cuda_candidates_carry_fatbins(tmp_path):
     suite = tmp_path / "suite.json"
     suite.write_text(json.dumps({"version": 1, "workloads": [{"name": "dw", **SPECS[0].to_json()}]}))
     assert cli.main(["tune", "--target", "cuda-sm90", "--suite", str(suite), "--trials", "2",
-                     "--alternative-trials", "2", "--export-candidates", str(tmp_path / "h100")]) == 0
+                     "--alternative-trials", "2", "--neighbor-trials", "0", "--export-candidates", str(tmp_path / "h100")]) == 0
     data = json.loads((tmp_path / "h100" / offline.CANDIDATES).read_text())
     # 2 of the space of the depthwise rule that serves a 3x3 on a 12x12 plane (the staged columns),
     # and 2 of each other's
