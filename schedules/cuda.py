@@ -205,9 +205,9 @@ class DepthwiseColumnsNCHW(ScheduleRule):
         per two adjacent columns, stored as pairs), the taps unrolled outermost. With `planes`, a
         block per that many whole planes instead (a multiple of `unit`; tuned, the units a block and
         how its rows divide between threads are drawn, `most_rows` a thread at most, its band the
-        whole plane), a thread per (channel, column). Returns the conv block, the block loop, the taps' outer loop (None for a
-        1x1), the channel factors of a block's threads (none without planes), the row and column
-        factors, the rows and the threads along a row."""
+        whole plane), a thread per (channel, column). Returns the conv block, the block loop, the
+        taps' outer loop (None for a 1x1), the channel factors of a block's threads (none without
+        planes), the row and column factors, the rows and the threads along a row."""
         conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
         oh, ow = spec.out_height, spec.out_width
         rows = self._rows(spec)
@@ -367,21 +367,23 @@ class DepthwiseColumnsRegistersNCHW(DepthwiseColumnsStagedNCHW):
         half as many threads wastes more of its warps)."""
         return spec.out_width % 2 == 0 and spec.out_width >= 28
 
-    def _planes(self, spec) -> tuple[int, int] | None:
+    def _planes(self, spec) -> tuple[int, int, bool] | None:
         """Whole planes a block where two or more planes' threads fit in `threads` and a plane's
         input in a static stage (a 14x14 plane's columns are 28 threads, a 7x7's 7: a block a plane
-        wastes warps and launches tiny blocks),
-        as (planes, unit): as many as keep the block within `threads` threads and a static stage's
-        48 KB, a multiple of the unit of planes whose bytes are whole 16-byte vectors where the
-        stage is copied as one span (_span_unit), else 1 unit. None: a block a band."""
-        columns = spec.out_width // 2 if self._pairs(spec) else spec.out_width
-        if (2 * columns * (spec.out_height // self._rows(spec)) > self.threads
-                or self._band_bytes(spec, spec.out_height) > 48 * 1024):
+        wastes warps and launches tiny blocks), as (planes, unit, span): as many as keep the block
+        within `threads` threads and a static stage's 48 KB, a multiple of the unit of planes whose
+        bytes are whole 16-byte vectors where the stage is copied as one span (_span_unit, where a
+        unit's threads fit too), else of 1. None: a block a band."""
+        plane_threads = (spec.out_width // 2 if self._pairs(spec) else spec.out_width) * (spec.out_height // self._rows(spec))
+        if 2 * plane_threads > self.threads or self._band_bytes(spec, spec.out_height) > 48 * 1024:
             return None
-        unit = self._span_unit(spec) or 1
-        most = min(self.threads // (columns * (spec.out_height // self._rows(spec))),
-                   48 * 1024 // (unit * self._band_bytes(spec, spec.out_height)))
-        return unit * divisor_at_most(spec.out_channels // unit, max(1, most // unit)), unit
+        span_unit = self._span_unit(spec)
+        if span_unit and (span_unit * plane_threads > self.threads
+                          or span_unit * self._band_bytes(spec, spec.out_height) > 48 * 1024):
+            span_unit = None   # (the copy by rows)
+        unit = span_unit or 1
+        most = min(self.threads // plane_threads, 48 * 1024 // (unit * self._band_bytes(spec, spec.out_height)))
+        return unit * divisor_at_most(spec.out_channels // unit, max(1, most // unit)), unit, span_unit is not None
 
     def _span_unit(self, spec) -> int | None:
         """Planes whose input bytes are whole vectors, where a block's planes are one span of the
@@ -407,8 +409,7 @@ class DepthwiseColumnsRegistersNCHW(DepthwiseColumnsStagedNCHW):
         return spec.out_height // _ceil_div(vectors, unit * columns)
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
-        planes, unit = self._planes(spec) or (None, 1)
-        span = planes is not None and self._span_unit(spec) is not None
+        planes, unit, span = self._planes(spec) or (None, 1, False)
         conv, block, rw, ct, hf, _, rows, columns = self._column_threads(
             sch, spec, tunable, whole_rows=True, pairs=self._pairs(spec), planes=planes, unit=unit,
             most_rows=min(16, self._span_rows(spec, unit)) if span else 16)
