@@ -109,9 +109,10 @@ def _neighbors(spec: KernelSpec, mod: tvm.IRModule, profile: TargetProfile, spac
     for other, record, _ in nearest_tuned(spec, profile)[:NEIGHBORS]:
         rule, space = next(((rule, sch) for rule, sch in spaces if _holds(sch, record)), (None, None))
         sch = _fitted(mod, space, record) if rule is not None else None
-        if sch is None or not fits(sch, mod, target) or _point(trace_json(sch.trace)) in seen:
+        point = _point(trace_json(sch.trace)) if sch is not None else None
+        if sch is None or point in seen or not fits(sch, mod, target):
             continue
-        seen.add(_point(trace_json(sch.trace)))
+        seen.add(point)
         drawn.append(Drawn(sch, _args_info(sch), rule.name, other.key))
         if len(drawn) == count:
             break

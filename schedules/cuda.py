@@ -51,6 +51,11 @@ def _unshuffle(sch: s_tir.Schedule, spec) -> None:
         sch.transform_layout(conv, ("write", 0), lambda n, h, w, g, j: (n, h, w, g * per + j))
 
 
+# Values a plane may hold where a block's planes are copied as one span in vectors: on 28x28 float16
+# planes TVM's CUDA code gathered the vectors with 8-lane 64-bit indices, which nvcc refuses.
+MOST_SPAN_PLANE = 196
+
+
 class DepthwiseNCHW(ScheduleRule):
     """Depthwise conv in NCHW: a thread block per (image, channel, band of output rows); the band's
     input rows plus the halo are staged in shared memory by all threads together (coalesced along
@@ -374,16 +379,20 @@ class DepthwiseColumnsRegistersNCHW(DepthwiseColumnsStagedNCHW):
         within `threads` threads and a static stage's 48 KB, a multiple of the unit of planes whose
         bytes are whole 16-byte vectors where the stage is copied as one span (_span_unit, where a
         unit's threads fit too), else of 1. None: a block a band."""
-        plane_threads = (spec.out_width // 2 if self._pairs(spec) else spec.out_width) * (spec.out_height // self._rows(spec))
-        if 2 * plane_threads > self.threads or self._band_bytes(spec, spec.out_height) > 48 * 1024:
+        plane_threads = self._row_threads(spec) * (spec.out_height // self._rows(spec))
+        plane_bytes = self._band_bytes(spec, spec.out_height)
+        if 2 * plane_threads > self.threads or plane_bytes > 48 * 1024:
             return None
         span_unit = self._span_unit(spec)
-        if span_unit and (span_unit * plane_threads > self.threads
-                          or span_unit * self._band_bytes(spec, spec.out_height) > 48 * 1024):
+        if span_unit and (span_unit * plane_threads > self.threads or span_unit * plane_bytes > 48 * 1024):
             span_unit = None   # (the copy by rows)
         unit = span_unit or 1
-        most = min(self.threads // plane_threads, 48 * 1024 // (unit * self._band_bytes(spec, spec.out_height)))
+        most = min(self.threads // plane_threads, 48 * 1024 // (unit * plane_bytes))
         return unit * divisor_at_most(spec.out_channels // unit, max(1, most // unit)), unit, span_unit is not None
+
+    def _row_threads(self, spec) -> int:
+        """Threads along an output row: a column each, or a pair of columns (_pairs)."""
+        return spec.out_width // 2 if self._pairs(spec) else spec.out_width
 
     def _span_unit(self, spec) -> int | None:
         """Planes whose input bytes are whole vectors, where a block's planes are one span of the
@@ -391,22 +400,19 @@ class DepthwiseColumnsRegistersNCHW(DepthwiseColumnsStagedNCHW):
         float16 row alone copies a value a load): the planes read whole, at stride 1, of at most
         196 values (TVM indexes larger spans' vectors with 64-bit lanes, which nvcc refuses), the
         channels a whole number of units. None elsewhere."""
-        plane_bytes = spec.height * spec.width * dtype_bits(spec.dtype) // 8
-        unit = self.bytes_per_load // math.gcd(self.bytes_per_load, plane_bytes)
-        whole = _last_input_read(spec, 0) >= spec.height - 1 and _last_input_read(spec, 1) >= spec.width - 1
+        unit = _span_unit(spec, self.bytes_per_load)
         # (one vector a thread at most: where a thread copies two, TVM cannot fold the second's
         # index back into a line and gathers the vector value by value, with 64-bit indices in a
         # tuned point's code, which nvcc refuses)
         one_each = self._span_rows(spec, unit) >= self._rows(spec)
-        return (unit if whole and one_each and spec.stride == (1, 1) and spec.height * spec.width <= 196
-                and spec.out_channels % unit == 0 else None)
+        return (unit if _reads_whole_planes(spec) and one_each and spec.stride == (1, 1)
+                and spec.height * spec.width <= MOST_SPAN_PLANE and spec.out_channels % unit == 0 else None)
 
     def _span_rows(self, spec, unit: int) -> int:
         """The most rows a thread may take where a unit's threads copy its vectors one each (the
         copy takes as many threads a unit as its compute: its columns times its row groups)."""
-        columns = spec.out_width // 2 if self._pairs(spec) else spec.out_width
-        vectors = unit * spec.height * spec.width * dtype_bits(spec.dtype) // 8 // self.bytes_per_load
-        return spec.out_height // _ceil_div(vectors, unit * columns)
+        vectors = unit * _plane_bytes(spec) // self.bytes_per_load
+        return spec.out_height // _ceil_div(vectors, unit * self._row_threads(spec))
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         planes, unit, span = self._planes(spec) or (None, 1, False)
@@ -450,7 +456,7 @@ class DepthwisePlanesNCHW(ScheduleRule):
     name = "cuda.DepthwisePlanesNCHW"
 
     def __init__(self, threads: int = 512, max_threads: int = 1024, per_thread: int = 4,
-                 bytes_per_load: int = 16, shared_bytes: int = 49152, max_plane: int = 196) -> None:
+                 bytes_per_load: int = 16, shared_bytes: int = 49152, max_plane: int = MOST_SPAN_PLANE) -> None:
         self.threads = threads
         self.max_threads = max_threads
         self.shared_bytes = shared_bytes
@@ -458,13 +464,8 @@ class DepthwisePlanesNCHW(ScheduleRule):
         self.per_thread = per_thread
         self.bytes_per_load = bytes_per_load
 
-    @staticmethod
-    def _plane_bytes(spec) -> int:
-        return spec.height * spec.width * dtype_bits(spec.dtype) // 8
-
     def _unit(self, spec) -> int:
-        """Planes whose input bytes are whole vectors of bytes_per_load."""
-        return self.bytes_per_load // math.gcd(self.bytes_per_load, self._plane_bytes(spec))
+        return _span_unit(spec, self.bytes_per_load)
 
     def _per_thread(self, spec) -> int:
         return divisor_at_most(spec.out_width, 2 * self.per_thread if spec.kernel[1] >= 5 else self.per_thread)
@@ -474,8 +475,7 @@ class DepthwisePlanesNCHW(ScheduleRule):
             return False
         plane_threads = spec.out_height * spec.out_width // self._per_thread(spec)
         unit = self._unit(spec)
-        return (_last_input_read(spec, 0) >= spec.height - 1 and _last_input_read(spec, 1) >= spec.width - 1
-                and spec.in_channels % unit == 0
+        return (_reads_whole_planes(spec) and spec.in_channels % unit == 0
                 and spec.in_channels == spec.out_channels and unit * plane_threads <= self.max_threads
                 and spec.height * spec.width <= self.max_plane and spec.stride == (1, 1))
 
@@ -485,7 +485,7 @@ class DepthwisePlanesNCHW(ScheduleRule):
         oh, ow = spec.out_height, spec.out_width
         per_thread, unit = self._per_thread(spec), self._unit(spec)
         units = divisor_at_most(spec.out_channels // unit, max(1, min(self.threads // (unit * oh * ow // per_thread),
-                                                                     self.shared_bytes // (unit * self._plane_bytes(spec)))))
+                                                                     self.shared_bytes // (unit * _plane_bytes(spec)))))
         n, c, h, w = sch.get_loops(out)
         c, cu = sch.split(c, factors=[None, unit])   # (whole vectors: not sampled)
         cf = tile_factors(sch, c, units, tunable, max_inner=64)
@@ -1758,6 +1758,21 @@ def _input_span(spec, outputs: int, axis: int) -> int:
 def _last_input_read(spec, axis: int) -> int:
     """The last input row (axis 0) or column (axis 1) the conv reads (past the image where padded)."""
     return _input_span(spec, (spec.out_height, spec.out_width)[axis], axis) - 1 - spec.padding[axis]
+
+
+def _reads_whole_planes(spec) -> bool:
+    """Whether the conv reads every row and column of the input (a stride can skip the last ones)."""
+    return _last_input_read(spec, 0) >= spec.height - 1 and _last_input_read(spec, 1) >= spec.width - 1
+
+
+def _plane_bytes(spec) -> int:
+    return spec.height * spec.width * dtype_bits(spec.dtype) // 8
+
+
+def _span_unit(spec, bytes_per_load: int) -> int:
+    """Input planes whose bytes are whole vectors of bytes_per_load (2 of 14x14 in float16, 8 of
+    7x7): a span of whole units copied in such vectors stays aligned."""
+    return bytes_per_load // math.gcd(bytes_per_load, _plane_bytes(spec))
 
 
 def _bank_spread_pitch(width: int, rows_apart: int, columns: int, stride: int, item_bytes: int,
