@@ -484,6 +484,29 @@ def test_few_rows_nhwc_run_a_task_per_tile(natural, host):
     assert relative_error(spec, host) < 1e-4
 
 
+STRIDED_GROUPED = [KernelSpec.from_json({"op": "conv2d", "batch": n, "in_channels": c, "out_channels": o, "height": h,
+                                         "width": w, "kernel": k, "stride": s, "padding": p, "dilation": d,
+                                         "groups": g, "epilogue": ["bias", "relu"]})
+                   for n, c, o, h, w, k, s, p, d, g in (
+                       (1, 128, 128, 40, 38, 3, 2, 1, 1, 16),            # ResNeXt-like: 8 channels a group
+                       (2, 64, 128, 33, 34, 3, 2, [1, 1, 2, 1], 1, 8),   # 16 outputs a group, odd rows
+                       (1, 48, 48, 31, 52, [5, 3], 3, [2, 1], [1, 2], 16),   # stride 3, dilated columns
+                   )]
+
+
+@pytest.mark.parametrize("spec", STRIDED_GROUPED, ids=lambda s: s.key)
+def test_strided_grouped_convs_take_contiguous_taps(spec, host):
+    """GroupConvNCHW gives a strided grouped conv a task per image and group, whose padded planes
+    are stored column phase by phase (the padded buffer's extra axis), copied inside the task."""
+    from gconvgen.schedule import rule_schedule
+    scheduled = rule_schedule(spec, host)
+    assert scheduled.source == "x86.GroupConvNCHW"
+    script = scheduled.func.script()
+    assert re.search(rf"T\.parallel\({spec.batch * spec.groups}\)", script)
+    assert re.search(rf"pad = T\.sblock_alloc_buffer\(\({spec.batch}, {spec.in_channels}, \d+, {spec.stride[1]}, ", script)
+    assert relative_error(spec, host) < 1e-4
+
+
 def test_packed_nhwc_tasks_span_images(host):
     """PointwisePackedNHWC at batch 8 on 7x7 planes: the batch's pixels are one GEMM axis, cut into
     panels of whole images (4 here), so each task streams its weight panel over several images."""
