@@ -167,7 +167,8 @@ def _padded_plane(sch: s_tir.Schedule, spec, plane) -> None:
 
 
 def _deinterleaved(spec) -> bool:
-    """Whether the padded plane of a strided depthwise conv or pool is stored column phase by phase."""
+    """Whether the padded planes of a strided depthwise conv, pool or grouped conv (GroupConvNCHW's
+    `_deinterleaves`) are stored column phase by phase."""
     s = spec.stride[1]
     return s > 1 and (spec.width + spec.padding[1] + spec.padding[3]) % s == 0 and spec.out_width >= 8
 
@@ -688,7 +689,7 @@ class GroupConvNCHW(ScheduleRule):
         images x groups (a dense conv's one task an image would leave cores idle), no output shuffle
         (its separate pass wants the tile loops as they are)."""
         return (spec.groups > 1 and spec.batch * spec.groups >= self.min_tasks and spec.shuffle_groups == 1
-                and spec.padding != (0, 0, 0, 0) and _deinterleaved(spec))
+                and any(spec.padding) and _deinterleaved(spec))
 
 
 class GroupConvPackedNCHW(_PackedWeightRule):
