@@ -65,6 +65,10 @@ class KernelSpec:
     # in float32: what torch's cuDNN convs compute by default on Ampere and newer, and what tensor
     # cores multiply (cuda.TensorCoreGemmTF32)
     tf32: bool = False
+    # a float16 depthwise conv computed as banded matrix products for tensor cores: each kernel row
+    # times a 32x16 band matrix built from its taps (a Toeplitz matrix: zeros off the band), summed
+    # over a tile of 16 output columns; the same result, other products (cuda.DepthwiseTensorCoreNCHW)
+    banded: bool = False
 
     def __post_init__(self) -> None:
         if not self.weight_layout:
@@ -93,7 +97,7 @@ class KernelSpec:
                 f"_k{kh}x{kw}_s{self.stride[0]}x{self.stride[1]}_p{'x'.join(map(str, self.padding))}"
                 f"_d{self.dilation[0]}x{self.dilation[1]}_g{self.groups}_e{epi}_{self.layout}_{self.dtype}"
                 + (f"_w{self.weight_layout}" if self.weight_layout != self.default_weight_layout else "")
-                + ("_tf32" if self.tf32 else ""))
+                + ("_tf32" if self.tf32 else "") + ("_banded" if self.banded else ""))
 
     @property
     def func_name(self) -> str:
@@ -109,6 +113,17 @@ class KernelSpec:
     def out_width(self) -> int:
         return (self.width + self.padding[1] + self.padding[3]
                 - self.dilation[1] * (self.kernel[1] - 1) - 1) // self.stride[1] + 1
+
+    @property
+    def bandable(self) -> bool:
+        """Whether this conv has a banded variant (see `banded`): float16 NCHW depthwise, one output
+        channel an input channel, stride 1, undilated, no shuffle, its kernel rows within the band's
+        32 columns (a tile's 16 outputs read 16 + kw - 1 inputs from 8 - pl columns on)."""
+        return (self.op == "conv2d" and self.layout == "NCHW" and self.dtype == "float16"
+                and self.in_channels == self.out_channels == self.groups and self.stride == (1, 1)
+                and self.dilation == (1, 1) and self.shuffle_groups == 1
+                and self.padding[1] <= 8 and self.kernel[1] - self.padding[1] <= 9
+                and self.weight_layout == "OIHW")
 
     @property
     def has_bias(self) -> bool:
@@ -217,7 +232,7 @@ class KernelSpec:
             row = {**row, "out_channels": row.get("out_channels", row.get("in_channels")),
                    "groups": row.get("groups", row.get("in_channels"))}
         allowed = {"op", "batch", "in_channels", "out_channels", "height", "width", "kernel", "stride",
-                   "padding", "dilation", "groups", "epilogue", "layout", "dtype", "weight_layout", "tf32"}
+                   "padding", "dilation", "groups", "epilogue", "layout", "dtype", "weight_layout", "tf32", "banded"}
         _reject_unknown(row, allowed)
         _require(row, ("in_channels", "out_channels", "height", "width"))
         epilogue = row.get("epilogue", [])
@@ -229,7 +244,8 @@ class KernelSpec:
                    padding=_padding(row.get("padding", 0)), dilation=_pair("dilation", row.get("dilation", 1)),
                    groups=row.get("groups", 1), epilogue=tuple(epilogue),
                    layout=row.get("layout", "NCHW"), dtype=row.get("dtype", "float32"),
-                   weight_layout=row.get("weight_layout", ""), tf32=row.get("tf32", False))
+                   weight_layout=row.get("weight_layout", ""), tf32=row.get("tf32", False),
+                   banded=row.get("banded", False))
 
     def to_json(self) -> dict[str, Any]:
         if self.op == "channel_shuffle":
@@ -243,7 +259,7 @@ class KernelSpec:
                 "dilation": list(self.dilation), "groups": self.groups, "epilogue": list(self.epilogue),
                 "layout": self.layout, "dtype": self.dtype,
                 **({"weight_layout": self.weight_layout} if self.weight_layout != self.default_weight_layout else {}),
-                **({"tf32": True} if self.tf32 else {})}
+                **({"tf32": True} if self.tf32 else {}), **({"banded": True} if self.banded else {})}
 
     # ---- validation --------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -263,6 +279,11 @@ class KernelSpec:
         if not isinstance(self.tf32, bool) or (self.tf32 and (self.op != "conv2d" or self.dtype != "float32")):
             raise ValueError(f"tf32 must be a bool, and true only for a float32 conv2d; got {self.tf32!r} for a "
                              f"{self.dtype} {self.op}")
+        if not isinstance(self.banded, bool) or (self.banded and not self.bandable):
+            raise ValueError(f"banded must be a bool, and true only for a float16 NCHW depthwise conv2d at stride 1, "
+                             f"undilated, without a shuffle, whose kernel rows fit its 32-column band (kernel width "
+                             f"less the left padding at most 9, left padding at most 8); got {self.banded!r} for "
+                             f"{self.key}")
         for name in ("batch", "in_channels", "out_channels", "height", "width", "groups"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -35,12 +35,17 @@ def load() -> None:
         import tvm.s_tir.tensor_intrin  # noqa: F401 - registers the intrinsics
         _register_wmma_sync_weight_first()
         _register_wmma_tf32()
+        _register_wmma_sync_shared_a()
         _registered = True
     finally:
         inspect.stack = stack
 
 
 WMMA_SYNC_WEIGHT_FIRST = "gconvgen_wmma_sync_16x16x16_f16f32_weight_first"
+# A float16 WMMA multiply-add whose A is read from shared memory by the intrinsic itself: a banded
+# depthwise conv's A tile starts at a row its kernel row offsets (rows h + r of the staged plane), which
+# no cache_read into a fragment can express (TVM blockizes such a copy only at multiples of 16)
+WMMA_SYNC_SHARED_A = "gconvgen_wmma_sync_16x16x16_f16f32_shared_a"
 # WMMA's TF32 shape, 16x16x8, from float32 operands in shared memory into a float32 tile: what
 # cuda.TensorCoreGemmTF32 tensorizes with. Its operand fragments are float16 to TVM, whose CUDA code
 # declares no float32 ones (they are TF32 in the source: gconvgen.cuda.tf32_fragments), so a load
@@ -143,3 +148,44 @@ def _wmma_sync_weight_first(k_dim: int):
                                       C.data, get_wmma_fragment_index(C, c1, 16, 16), dtype="void"))
 
     return desc, impl
+
+
+def _register_wmma_sync_shared_a() -> None:
+    """C += A B, float16 operands, float32 C, A a 16x16 tile of a float16 array in dynamic shared memory
+    (any row pitch that keeps it 32-byte aligned, as WMMA requires), loaded into a fragment of the
+    intrinsic's own and multiplied at once (WMMA_SYNC_SHARED_A)."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.s_tir.tensor_intrin.cuda import get_wmma_fragment_index
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (16, 16), "float16", align=64, offset_factor=1, scope="shared.dyn")
+        B = T.match_buffer(b, (16, 16), "float16", align=64, offset_factor=16, scope="wmma.matrix_b")
+        C = T.match_buffer(c, (16, 16), "float32", align=64, offset_factor=16, scope="wmma.accumulator")
+        with T.sblock("root"):
+            T.reads(C[0:16, 0:16], A[0:16, 0:16], B[0:16, 0:16])
+            T.writes(C[0:16, 0:16])
+            for i, j, k in T.grid(16, 16, 16):
+                with T.sblock(""):
+                    vii, vjj, vkk = T.axis.remap("SSR", [i, j, k])
+                    C[vii, vjj] = C[vii, vjj] + T.Cast("float32", A[vii, vkk]) * T.Cast("float32", B[vkk, vjj])
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        a1, a0, b1, b0, c1, c0 = T.int32(), T.int32(), T.int32(), T.int32(), T.int32(), T.int32()
+        A = T.match_buffer(a, (16, 16), "float16", align=64, offset_factor=1, scope="shared.dyn", strides=[a1, a0])
+        B = T.match_buffer(b, (16, 16), "float16", align=64, offset_factor=16, scope="wmma.matrix_b", strides=[b1, b0])
+        C = T.match_buffer(c, (16, 16), "float32", align=64, offset_factor=16, scope="wmma.accumulator",
+                           strides=[c1, c0])
+        with T.sblock("root"):
+            T.reads(C[0:16, 0:16], A[0:16, 0:16], B[0:16, 0:16])
+            T.writes(C[0:16, 0:16])
+            F = T.alloc_buffer((16, 16), "float16", scope="wmma.matrix_a")
+            T.evaluate(T.tvm_load_matrix_sync(F.data, 16, 16, 16, 0, A.access_ptr("r", ptr_type="float16"), a1,
+                                              "row_major", dtype="void"))
+            T.evaluate(T.tvm_mma_sync(C.data, get_wmma_fragment_index(C, c1, 16, 16), F.data, 0,
+                                      B.data, get_wmma_fragment_index(B, b1, 16, 16),
+                                      C.data, get_wmma_fragment_index(C, c1, 16, 16), dtype="void"))
+
+    TensorIntrin.register(WMMA_SYNC_SHARED_A, desc, impl)

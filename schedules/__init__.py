@@ -24,16 +24,20 @@ class ScheduleRule:
     # Whether the rule schedules TF32 specs (KernelSpec.tf32), whose inputs are rounded in stages of
     # their own: a rule that does not never applies to one (see __init_subclass__)
     takes_tf32 = False
+    # Whether the rule schedules banded specs (KernelSpec.banded), whose conv is other stages
+    takes_banded = False
 
     def __init_subclass__(cls, **kwargs) -> None:
         """Each rule's own `applies` is wrapped to refuse TF32 specs unless the rule takes them: the
         others expect no rounding stages, and with its products rounded a float32 kernel gains only
-        on tensor cores (where the rounding is a stage's copy: cuda.TensorCoreGemmTF32)."""
+        on tensor cores (where the rounding is a stage's copy: cuda.TensorCoreGemmTF32). Likewise
+        banded specs, whose stages only cuda.DepthwiseTensorCoreNCHW schedules."""
         super().__init_subclass__(**kwargs)
         own = cls.__dict__.get("applies")
         if own is not None:
             def applies(self, spec, target: Target) -> bool:
-                return (self.takes_tf32 or not spec.tf32) and own(self, spec, target)
+                return ((self.takes_tf32 or not spec.tf32) and (self.takes_banded or not spec.banded)
+                        and own(self, spec, target))
             applies.__doc__ = own.__doc__
             cls.applies = applies
 

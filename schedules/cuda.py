@@ -11,6 +11,7 @@ rules keep their accumulators in WMMA fragments: TVM DLight's fixed GEMM schedul
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import tvm
 from tvm import s_tir
@@ -54,6 +55,7 @@ def _unshuffle(sch: s_tir.Schedule, spec) -> None:
 # Values a plane may hold where a block's planes are copied as one span in vectors: on 28x28 float16
 # planes TVM's CUDA code gathered the vectors with 8-lane 64-bit indices, which nvcc refuses.
 MOST_SPAN_PLANE = 196
+SHARED_BYTES = 48 * 1024   # a block's shared memory as TVM launches it (no opt-in past 48 KB)
 
 
 class DepthwiseNCHW(ScheduleRule):
@@ -504,6 +506,123 @@ class DepthwisePlanesNCHW(ScheduleRule):
         if any(int(iv.iter_type) != _SPATIAL for iv in sch.get(conv).iter_vars):
             sch.decompose_reduction(conv, sch.get_loops(conv)[2])
         _vector_stores(sch, wi, per_thread, spec.dtype)
+
+
+class DepthwiseTensorCoreNCHW(ScheduleRule):
+    """A float16 NCHW depthwise conv as banded matrix products on the tensor cores (KernelSpec.banded,
+    gconvgen.ops.conv.banded_depthwise): a 16x16 tile of a plane's outputs is the sum over kernel
+    rows r and two 16-column halves of (16 rows of the staged padded plane from row h + r) x (a 16x16
+    block of that row's band matrix), WMMA 16x16x16 products into float32 accumulators: 14 products
+    a 7x7 tile, of which a quarter of the terms are taps (the rest multiply the band's zeros), where
+    the FMA rules issue 49 float32 multiply-adds an output plus a conversion and a select a tap read.
+    On an H200 those issue-bound kernels ran ConvNeXt's float16 7x7s at batch 64 at 9-15 % of copy
+    bandwidth in NCHW (96x56: 121 us, its bytes 18; Nov 2026), under the 65 % a float32 FMA rate
+    allows them at best. A thread block takes one channel and a few images: it builds the channel's
+    band (kh x 32 x 16 values) and stages the images' padded planes (rows of whole tiles plus the
+    kernel's, columns from 8 before the input's, so every A tile starts 32-byte aligned) in shared
+    memory, each warp keeps the 2 kh band fragments in registers and runs its tiles (the A tiles
+    loaded from the staged plane by the product itself: WMMA_SYNC_SHARED_A), each tile leaving
+    through shared memory with the epilogue applied on the way to 4-lane vector stores. By
+    nvdisasm's count (sm_90, batch 64; scripts/issue_bound.py's) ConvNeXt's float16 96x56 issues 30
+    instructions an output, 192x28 33, 384x14 51, against 152, 114 and 115 as the NCHW kernels are
+    served tuned: on the 96x56 17 us of issue, not 87 (timed 121). The staged planes are copied a
+    value a load: TVM scalarizes the padding's test even where it holds for whole vectors (the
+    decomposed fill and copy race without a barrier between them), 6 of the 30. Untimed as yet: it
+    serves the banded variant (`banded`) only, which the torch ops and bundles do not ask for, so it
+    runs as tuning candidates of that variant (scripts/gpu_bundles.sh) until a GPU times it. Applies to
+    banded specs only (see KernelSpec.bandable: stride 1, undilated, kernel rows within the band)."""
+
+    name = "cuda.DepthwiseTensorCoreNCHW"
+    takes_banded = True
+
+    def __init__(self, warps: int = 4, tiles_per_warp: int = 8, stage_bytes: int = 32768) -> None:
+        self.warps = warps
+        self.tiles_per_warp = tiles_per_warp
+        self.stage_bytes = stage_bytes
+
+    def applies(self, spec, target: Target) -> bool:
+        return target.kind.name == "cuda" and spec.banded and self._staged_bytes(spec) <= SHARED_BYTES
+
+    @staticmethod
+    def _staged_bytes(spec) -> int:
+        """Shared memory of a block of one image: its padded plane, the band and 4 warps' float32
+        tiles (a block's static and dynamic shared memory, which TVM keeps within 48 KB)."""
+        rows, columns = _ceil_div(spec.out_height, _FRAG) * _FRAG, _ceil_div(spec.out_width, _FRAG) * _FRAG
+        return 2 * ((rows + spec.kernel[0] - 1) * (columns + _FRAG) + spec.kernel[0] * 2 * _FRAG * _FRAG) + 4 * 4 * _FRAG ** 2
+
+    @classmethod
+    def banded(cls, spec):
+        """spec's banded variant where it has one, its kernel is 5 or more wide (a 3x3's band would be
+        mostly zeros: its depthwise convs are memory-bound anyway), its planes are 12x12 or more (a
+        7x7 plane fills a fifth of its tile: 251 instructions an output) and a block's stage fits
+        (planes up to about 120x120); else None."""
+        variant = replace(spec, banded=True) if spec.bandable and not spec.banded else None
+        return (variant if variant is not None and spec.kernel[1] >= 5 and min(spec.out_height, spec.out_width) >= 12
+                and cls._staged_bytes(variant) <= SHARED_BYTES else None)
+
+    def _images(self, spec) -> int:
+        """Images a block: the most dividing the batch whose tiles fit the warps' share and whose
+        staged planes fit `stage_bytes`."""
+        kh = spec.kernel[0]
+        rows, columns = _ceil_div(spec.out_height, _FRAG) * _FRAG, _ceil_div(spec.out_width, _FRAG) * _FRAG
+        tiles, plane = rows * columns // _FRAG ** 2, (rows + kh - 1) * (columns + _FRAG) * 2
+        fits = [d for d in range(1, spec.batch + 1) if spec.batch % d == 0
+                and d * tiles <= self.warps * self.tiles_per_warp and d * plane <= self.stage_bytes]
+        return max(fits, default=1)
+
+    def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
+        from gconvgen import tensor_intrin
+        from tvm.s_tir.tensor_intrin.cuda import get_wmma_intrin_group
+        tensor_intrin.load()
+        wmma = get_wmma_intrin_group(load_scope="shared.dyn", store_scope="shared", in_dtype="float16",
+                                     out_dtype="float32", trans_b=False)
+        conv, out, pad, band = (sch.get_sblock(name) for name in ("conv", "out", "pad", "band"))
+        images = self._images(spec)
+        tiles = images * _ceil_div(spec.out_height, _FRAG) * _ceil_div(spec.out_width, _FRAG)
+        warps = min(self.warps, tiles)
+        n, c, h, w, rh, rj = sch.get_loops(conv)
+        no, ni = sch.split(n, [None, images])
+        (ho, hi), (wo, wi), (jo, ji) = (sch.split(loop, [None, _FRAG]) for loop in (h, w, rj))
+        sch.reorder(c, no, ni, ho, wo, rh, jo, hi, wi, ji)
+        product = sch.blockize(hi)
+        block = sch.fuse(c, no)
+        sch.bind(block, "blockIdx.x")
+        tile, warp = sch.split(sch.fuse(ni, ho, wo), [None, warps])
+        sch.reorder(warp, tile)
+        sch.bind(warp, "threadIdx.y")
+        sch.unroll(tile)
+        band_fragments = sch.cache_read(product, 1, "wmma.matrix_b")
+        sch.compute_at(band_fragments, warp)   # (each warp's 2 kh fragments, for all its tiles)
+        staged_tile = sch.cache_write(product, 0, "shared")
+        accumulator = sch.cache_write(product, 0, "wmma.accumulator")
+        for consumer in (accumulator, staged_tile, out):
+            sch.reverse_compute_at(consumer, tile)
+        sch.compute_inline(sch.get_sblock("conv_shared"))   # (the epilogue reads the staged tile)
+        # the planes and the band by all the block's threads, the planes' rows in vectors of the
+        # pad stage's lanes (whose test the compute puts on whole vectors)
+        lanes = next(v for v in (8, 4, 2, 1) if spec.width % v == 0)
+        for stage, vector in ((pad, lanes), (band, 1)):
+            sch.compute_at(stage, block)
+            sch.set_scope(stage, 0, "shared.dyn")
+            *loops, last = sch.get_loops(stage)[1:]
+            run, lane = sch.split(last, [None, vector])
+            rounds, ty, tx = sch.split(sch.fuse(*loops, run), [None, warps, 32])
+            sch.bind(ty, "threadIdx.y")
+            sch.bind(tx, "threadIdx.x")
+            sch.unroll(rounds)
+            sch.vectorize(lane)
+        out_lanes = next(v for v in (4, 2, 1) if spec.out_width % v == 0)   # (TVM's CUDA has no 8-lane float32)
+        _, tx, lane = sch.split(sch.fuse(*sch.get_loops(out)[-2:]), [None, 32, out_lanes])
+        sch.bind(tx, "threadIdx.x")
+        sch.vectorize(lane)
+        init = sch.decompose_reduction(product, sch.get_loops(product)[-2])
+        rows, columns = sch.get_loops(band_fragments)[-2:]
+        outer, inner = sch.split(rows, [None, _FRAG])
+        sch.reorder(outer, inner, columns)
+        sch.tensorize(inner, wmma["load_b"])
+        sch.tensorize(sch.get_loops(accumulator)[-2], wmma["store"])
+        sch.tensorize(sch.get_loops(sch.get_child_blocks(init)[0])[-2], wmma["init"])
+        sch.tensorize(sch.get_loops(sch.get_sblock("conv"))[-3], tensor_intrin.WMMA_SYNC_SHARED_A)
 
 
 class ChannelVectorNHWC(ScheduleRule):
@@ -1883,7 +2002,8 @@ def _bind_threads(sch: s_tir.Schedule, loop, threads: int):
 # The first that serves a kernel schedules it untuned; the others that apply are its alternatives,
 # offered as tuning candidates (gconvgen.offline) and served where a tuned record says so.
 RULES: list[ScheduleRule] = [DepthwiseColumnsStagedNCHW(), DepthwiseStagedNCHW(), DepthwiseColumnsNCHW(), DepthwiseNCHW(),
-                             DepthwisePlanesNCHW(), DepthwiseColumnsRegistersNCHW(), TensorCoreGemm(),
+                             DepthwisePlanesNCHW(), DepthwiseColumnsRegistersNCHW(), DepthwiseTensorCoreNCHW(),
+                             TensorCoreGemm(),
                              TensorCoreGemmPipelined(), TensorCoreGemmTF32(),
                              PointwiseTiledNCHW(), PointwiseTensorCoreNHWC(), DepthwiseWideNHWC(), ChannelVectorNHWC(),
                              DepthwiseRowsNHWC(), SplitReductionNCHW(), GroupConvStagedNCHW(), GroupConvNCHW(),

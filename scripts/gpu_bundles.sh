@@ -58,10 +58,14 @@ named += [(f"mobilenet_v2.{i}", s) for i, s in enumerate(layer_specs("mobilenet_
 named += [(f"{w.name}.nchw64", dataclasses.replace(w.spec, batch=64)) for w in suites.load("public", "NCHW")]
 # RULES=a,b: only the kernels those rules apply to (e.g. new alternatives, for a short GPU run)
 wanted = set(filter(None, os.environ["RULES"].split(",")))
-# each in float32, float16 and, where tensor cores serve it, TF32 (as the bundles hold them)
+# each in float32, float16 and, where tensor cores serve it, TF32 (as the bundles hold them); a float16
+# depthwise conv with a wide kernel also as its banded variant (cuda.DepthwiseTensorCoreNCHW), whose
+# candidates are another kernel's: compare their times with the plain kernel's by hand
+from schedules.cuda import DepthwiseTensorCoreNCHW
 variants = lambda s: [dataclasses.replace(s, dtype=d) for d in ("float32", "float16")] + [
-    t for t in [tf32_spec(dataclasses.replace(s, dtype="float32"), profile.family, target)] if t is not None]
-rows = [{**spec.to_json(), "name": f"{name}.{'tf32' if spec.tf32 else spec.dtype}"}
+    t for t in [tf32_spec(dataclasses.replace(s, dtype="float32"), profile.family, target),
+                DepthwiseTensorCoreNCHW.banded(dataclasses.replace(s, dtype="float16"))] if t is not None]
+rows = [{**spec.to_json(), "name": f"{name}.{'tf32' if spec.tf32 else spec.dtype}{'.banded' if spec.banded else ''}"}
         for name, s in named for spec in variants(s)
         if any((r.name in wanted if wanted else r.name not in timed) and r.applies(spec, target) for r in family)]
 rows = list({json.dumps({k: v for k, v in r.items() if k != "name"}, sort_keys=True): r for r in rows}.values())

@@ -259,6 +259,46 @@ def test_served_rules_match_torch_off_the_suite():
             "cuda.TensorCoreGemm", "cuda.GroupConvStagedNCHW"} <= served
 
 
+BANDED = [dw(8, 20, k=7, dtype="float16", epilogue=("bias",)),                 # ConvNeXt's 7x7, 2 tiles a side
+           dw(16, 28, k=7, batch=4, dtype="float16", epilogue=("bias", "relu")),  # several images a block
+           dw(8, 13, k=5, batch=3, dtype="float16", epilogue=("bias", "residual", "silu")),   # scalar rows
+           dw(8, 14, k=(3, 7), dtype="float16", epilogue=("bias", "relu6"))]     # 2-lane rows, a 3x7
+
+
+@pytest.mark.parametrize("spec", BANDED, ids=[s.key for s in BANDED])
+def test_banded_depthwise_on_tensor_cores_matches_torch(spec):
+    """The banded variant of float16 depthwise convs (KernelSpec.banded: each kernel row times a band
+    matrix of its taps, on WMMA) computes the conv: ConvNeXt's 7x7 on planes of whole and partial
+    tiles, several images a block, EfficientNet's 5x5 with a residual on a 13x13 plane (scalar rows), a
+    3x7 kernel; every A tile the product reads from the staged plane is 32-byte aligned (the emulator
+    checks WMMA's pointers)."""
+    target = targets.load("cuda-sm90").tvm_target()
+    banded = cuda.DepthwiseTensorCoreNCHW.banded(spec)
+    assert banded is not None and banded.key.endswith("_banded")
+    assert [r.name for r in cuda.RULES if r.applies(banded, target)] == ["cuda.DepthwiseTensorCoreNCHW"]
+    sch = cuda.DepthwiseTensorCoreNCHW().apply(prim_func(banded), target, tunable=False)
+    stats = _check(sch.mod["main"], banded, target, "cuda.DepthwiseTensorCoreNCHW")
+    assert stats.misaligned == 0
+
+
+def test_only_bandable_convs_have_a_banded_variant():
+    """A banded spec is a float16 NCHW depthwise conv at stride 1 whose kernel rows fit the band; others
+    are refused with the reason, and the rule offers no variant for a 3x3 (mostly zeros in its band)."""
+    assert cuda.DepthwiseTensorCoreNCHW.banded(dw(8, 16, dtype="float16")) is None
+    assert cuda.DepthwiseTensorCoreNCHW.banded(dw(8, 7, k=7, dtype="float16")) is None   # a fifth of a tile
+    big = KernelSpec.from_json({**dw(8, 224, k=7, dtype="float16").to_json(), "banded": True})   # a 110 KB stage
+    assert cuda.DepthwiseTensorCoreNCHW.banded(dw(8, 224, k=7, dtype="float16")) is None
+    assert not cuda.DepthwiseTensorCoreNCHW().applies(big, targets.load("cuda-sm90").tvm_target())
+    for spec in (dw(8, 16, k=7), dw(8, 16, k=7, stride=2, dtype="float16"),
+                 dw(8, 16, k=7, layout="NHWC", dtype="float16"), conv(8, 16, 16, k=7, groups=8, dtype="float16")):
+        assert cuda.DepthwiseTensorCoreNCHW.banded(spec) is None
+        with pytest.raises(ValueError, match="banded"):
+            KernelSpec.from_json({**spec.to_json(), "banded": True})
+    wide = KernelSpec.from_json({**dw(8, 40, dtype="float16").to_json(), "kernel": [3, 13], "padding": [1, 2]})
+    with pytest.raises(ValueError, match="band"):   # 13 - 2 > 9: past the band's 32 columns
+        KernelSpec.from_json({**wide.to_json(), "banded": True})
+
+
 def _check_every_rule(spec: KernelSpec) -> list[str]:
     """_check under every CUDA rule that applies to spec; returns their names."""
     target = targets.load("cuda-sm90").tvm_target()

@@ -53,8 +53,47 @@ def _rounded(spec: KernelSpec, t: te.Tensor) -> te.Tensor:
     return te.compute(t.shape, lambda *i: round_to_tf32(t(*i)), name=f"{t.op.name}_tf32")
 
 
+BAND_TILE = 16     # a banded conv's output columns a product (a tensor core's 16x16 tile)
+BAND_ORIGIN = 8    # where a band's input columns begin in its padded rows: 16 bytes of float16 in
+
+
+def banded_depthwise(spec: KernelSpec) -> list[te.Tensor]:
+    """A depthwise conv (KernelSpec.banded) as banded matrix products: out[h, 16 b + l] = sum over
+    kernel rows r and band columns j < 32 of pad[h + r, 16 b + j] * band[r, j, l], where band[r, j, l]
+    is weight[r, j - l - s] on the band 0 <= j - l - s < kw and zero off it (s = BAND_ORIGIN - left
+    padding): each output still sums its kh x kw taps, the other terms are zeros. The padded input
+    starts its columns BAND_ORIGIN before the input's (so a tile's 32 columns start 16-byte aligned)
+    and holds whole tiles of 16 rows and columns; "conv" covers whole tiles, "out" the output.
+    Stages: "pad", "band", "conv", "out"."""
+    acc, zero = epilogue.ACC_DTYPE, tirx.const(0, spec.dtype)
+    (kh, kw), top, left = spec.kernel, spec.padding[0], spec.padding[1]
+    H, W, T = spec.height, spec.width, BAND_TILE
+    rows, columns = -(-spec.out_height // T) * T, -(-spec.out_width // T) * T
+    shift = BAND_ORIGIN - left
+    X = te.placeholder(spec.shape("input"), spec.dtype, name="input")
+    Wt = te.placeholder(spec.shape("weight"), spec.dtype, name="weight")
+    B = te.placeholder(spec.shape("bias"), spec.dtype, name="bias") if spec.has_bias else None
+    R = te.placeholder(spec.shape("residual"), spec.dtype, name="residual") if spec.has_residual else None
+    lanes = next(v for v in (8, 4, 2, 1) if W % v == 0)
+    # (the column test on w // lanes: a copy's vectors of `lanes` lie wholly inside or outside)
+    Xp = te.compute((spec.batch, spec.in_channels, rows + kh - 1, columns + T), lambda n, c, h, w: tirx.if_then_else(
+        tirx.all(h >= top, h < H + top, w // lanes >= BAND_ORIGIN // lanes, w // lanes < (W + BAND_ORIGIN) // lanes),
+        X[n, c, h - top, w - BAND_ORIGIN], zero), name="pad")
+    band = te.compute((spec.out_channels, kh, 2 * T, T), lambda c, r, j, l: tirx.if_then_else(
+        tirx.all(j - l >= shift, j - l < shift + kw), Wt[c, 0, r, j - l - shift], zero), name="band")
+    rh, rj = te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, 2 * T), "rj")
+    conv = te.compute((spec.batch, spec.out_channels, rows, columns), lambda n, c, h, w: te.sum(
+        Xp[n, c, h + rh, w // T * T + rj].astype(acc) * band[c, rh, rj, w % T].astype(acc), axis=[rh, rj]),
+        name="conv")
+    Y = te.compute(spec.shape("output"), lambda n, c, h, w: epilogue.apply(
+        spec, conv[n, c, h, w], c, B, None if R is None else R[n, c, h, w]).astype(spec.dtype), name="out")
+    return [X, Wt] + [t for t in (B, R) if t is not None] + [Y]
+
+
 def group_conv2d(spec: KernelSpec) -> list[te.Tensor]:
     """[input, weight, (bias), output] of the kernel described by `spec`."""
+    if spec.banded:
+        return banded_depthwise(spec)
     acc = epilogue.ACC_DTYPE
     X = te.placeholder(spec.shape("input"), spec.dtype, name="input")
     Wt = te.placeholder(spec.shape("weight"), spec.dtype, name="weight")
