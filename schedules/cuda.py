@@ -544,11 +544,17 @@ class DepthwiseTensorCoreNCHW(ScheduleRule):
         return target.kind.name == "cuda" and spec.banded and self._staged_bytes(spec) <= SHARED_BYTES
 
     @staticmethod
-    def _staged_bytes(spec) -> int:
+    def _plane(spec) -> tuple[int, int]:
+        """An image's output tiles and the bytes of its staged padded plane (whole tiles of rows
+        plus the kernel's, whole tiles of columns plus one: gconvgen.ops.conv.banded_depthwise)."""
+        rows, columns = _ceil_div(spec.out_height, _FRAG), _ceil_div(spec.out_width, _FRAG)
+        return rows * columns, 2 * (rows * _FRAG + spec.kernel[0] - 1) * (columns + 1) * _FRAG
+
+    @classmethod
+    def _staged_bytes(cls, spec) -> int:
         """Shared memory of a block of one image: its padded plane, the band and 4 warps' float32
         tiles (a block's static and dynamic shared memory, which TVM keeps within 48 KB)."""
-        rows, columns = _ceil_div(spec.out_height, _FRAG) * _FRAG, _ceil_div(spec.out_width, _FRAG) * _FRAG
-        return 2 * ((rows + spec.kernel[0] - 1) * (columns + _FRAG) + spec.kernel[0] * 2 * _FRAG * _FRAG) + 4 * 4 * _FRAG ** 2
+        return cls._plane(spec)[1] + 2 * spec.kernel[0] * 2 * _FRAG ** 2 + 4 * 4 * _FRAG ** 2
 
     @classmethod
     def banded(cls, spec):
@@ -563,23 +569,21 @@ class DepthwiseTensorCoreNCHW(ScheduleRule):
     def _images(self, spec) -> int:
         """Images a block: the most dividing the batch whose tiles fit the warps' share and whose
         staged planes fit `stage_bytes`."""
-        kh = spec.kernel[0]
-        rows, columns = _ceil_div(spec.out_height, _FRAG) * _FRAG, _ceil_div(spec.out_width, _FRAG) * _FRAG
-        tiles, plane = rows * columns // _FRAG ** 2, (rows + kh - 1) * (columns + _FRAG) * 2
+        tiles, plane = self._plane(spec)
         fits = [d for d in range(1, spec.batch + 1) if spec.batch % d == 0
                 and d * tiles <= self.warps * self.tiles_per_warp and d * plane <= self.stage_bytes]
         return max(fits, default=1)
 
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         from gconvgen import tensor_intrin
+        from gconvgen.ops.conv import band_lanes
         from tvm.s_tir.tensor_intrin.cuda import get_wmma_intrin_group
         tensor_intrin.load()
         wmma = get_wmma_intrin_group(load_scope="shared.dyn", store_scope="shared", in_dtype="float16",
                                      out_dtype="float32", trans_b=False)
         conv, out, pad, band = (sch.get_sblock(name) for name in ("conv", "out", "pad", "band"))
         images = self._images(spec)
-        tiles = images * _ceil_div(spec.out_height, _FRAG) * _ceil_div(spec.out_width, _FRAG)
-        warps = min(self.warps, tiles)
+        warps = min(self.warps, images * self._plane(spec)[0])
         n, c, h, w, rh, rj = sch.get_loops(conv)
         no, ni = sch.split(n, [None, images])
         (ho, hi), (wo, wi), (jo, ji) = (sch.split(loop, [None, _FRAG]) for loop in (h, w, rj))
@@ -600,8 +604,7 @@ class DepthwiseTensorCoreNCHW(ScheduleRule):
         sch.compute_inline(sch.get_sblock("conv_shared"))   # (the epilogue reads the staged tile)
         # the planes and the band by all the block's threads, the planes' rows in vectors of the
         # pad stage's lanes (whose test the compute puts on whole vectors)
-        lanes = next(v for v in (8, 4, 2, 1) if spec.width % v == 0)
-        for stage, vector in ((pad, lanes), (band, 1)):
+        for stage, vector in ((pad, band_lanes(spec)), (band, 1)):
             sch.compute_at(stage, block)
             sch.set_scope(stage, 0, "shared.dyn")
             *loops, last = sch.get_loops(stage)[1:]

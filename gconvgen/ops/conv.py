@@ -57,6 +57,12 @@ BAND_TILE = 16     # a banded conv's output columns a product (a tensor core's 1
 BAND_ORIGIN = 8    # where a band's input columns begin in its padded rows: 16 bytes of float16 in
 
 
+def band_lanes(spec: KernelSpec) -> int:
+    """Lanes of a vector of the banded conv's padded rows, whose padding test holds for whole vectors:
+    the most of 8, 4, 2, 1 that divide the input's width (8 is BAND_ORIGIN)."""
+    return next(v for v in (8, 4, 2, 1) if spec.width % v == 0)
+
+
 def banded_depthwise(spec: KernelSpec) -> list[te.Tensor]:
     """A depthwise conv (KernelSpec.banded) as banded matrix products: out[h, 16 b + l] = sum over
     kernel rows r and band columns j < 32 of pad[h + r, 16 b + j] * band[r, j, l], where band[r, j, l]
@@ -74,7 +80,7 @@ def banded_depthwise(spec: KernelSpec) -> list[te.Tensor]:
     Wt = te.placeholder(spec.shape("weight"), spec.dtype, name="weight")
     B = te.placeholder(spec.shape("bias"), spec.dtype, name="bias") if spec.has_bias else None
     R = te.placeholder(spec.shape("residual"), spec.dtype, name="residual") if spec.has_residual else None
-    lanes = next(v for v in (8, 4, 2, 1) if W % v == 0)
+    lanes = band_lanes(spec)
     # (the column test on w // lanes: a copy's vectors of `lanes` lie wholly inside or outside)
     Xp = te.compute((spec.batch, spec.in_channels, rows + kh - 1, columns + T), lambda n, c, h, w: tirx.if_then_else(
         tirx.all(h >= top, h < H + top, w // lanes >= BAND_ORIGIN // lanes, w // lanes < (W + BAND_ORIGIN) // lanes),
