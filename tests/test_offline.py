@@ -26,6 +26,15 @@ def exported(host, tmp_path_factory):
     return profile, offline.export(SPECS, profile, tmp_path_factory.mktemp("cands") / "c", trials=3)
 
 
+@pytest.fixture(scope="module")
+def exported_avx512(tmp_path_factory):
+    """An export for AVX-512, whatever this host is (its candidates are compiled, not run): the tilings
+    of a rule follow the vector width (with AVX2's 8 lanes 12 columns take DepthwiseNCHW's whole-row
+    bands, 16 its plain tiles), so a test of how points carry between shapes fixes it."""
+    profile = dataclasses.replace(targets.load("x86-avx512"), logs=(str(tmp_path_factory.mktemp("log")),))
+    return profile, offline.export(SPECS, profile, tmp_path_factory.mktemp("cands") / "c", trials=3)
+
+
 def test_export_measure_import(exported):
     profile, folder = exported
     data = json.loads((folder / offline.CANDIDATES).read_text())
@@ -75,13 +84,13 @@ def test_a_second_round_searches_from_the_first_rounds_timings(exported, tmp_pat
     assert len(drawn) == 5 and not {offline._point(t) for t in drawn} & timed
 
 
-def test_an_export_offers_the_nearest_timed_kernels_fastest_point_fitted(exported, tmp_path):
+def test_an_export_offers_the_nearest_timed_kernels_fastest_point_fitted(exported_avx512, tmp_path):
     """A kernel's own search may never draw the tiling that ran a kernel like it fastest (MobileNetV2's
     576x14 depthwise on an H200: 34 us at best in 26 candidates, where 384x14 ran at 13 with a tiling
     none of them took), so an export also offers the nearest timed kernels' fastest points, fitted
     to the kernel's shape: each tile keeps its inner factors where they still divide, the outer one
     takes the rest. Marked with the kernel it came from; a kernel of another family gives none."""
-    profile, folder = exported
+    profile, folder = exported_avx512
     profile = dataclasses.replace(profile, logs=(str(tmp_path / "log"),))
     copy = tmp_path / "c"
     shutil.copytree(folder, copy)
