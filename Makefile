@@ -15,4 +15,4 @@ bench: setup
 	$(VENV)/gconvgen bench --model mobilenet_v2,shufflenet_v1,shufflenet_v2,efficientnet_b0,convnext_tiny $(if $(THREADS),--threads $(THREADS)) --compile
 
 test: setup
-	$(VENV)/python -m pytest -q -n $(WORKERS) --dist loadfile tests
+	$(VENV)/python -m pytest -q -n $(WORKERS) --dist worksteal tests

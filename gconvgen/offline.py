@@ -203,6 +203,8 @@ def fits(sch, mod: tvm.IRModule, target) -> bool:
     and ran on an H200; TensorCoreGemm keeps within 48 KB in all)."""
     if target.kind.name != "cuda" or 'scope="shared.dyn"' in sch.mod.script():
         return True
+    from . import tensor_intrin
+    tensor_intrin.load()   # TuneContext imports it, slowly on its own (60 s of a test's 100)
     check = ms.postproc.VerifyGPUCode()
     ms.TuneContext(mod, target=target, space_generator=ms.space_generator.ScheduleFn(
         lambda s: s, sch_rules=[], postprocs=[check], mutator_probs={}))
