@@ -55,11 +55,13 @@ def _workloads(args: argparse.Namespace, profile: TargetProfile):
     """The suite's rows, or with --model the layers of that reference model as the converted model runs
     them (with build's --batches and --dtypes, every row at each); each as the torch ops call it on
     the target: the variant its rules prefer (a packed weight layout for pointwise layers on small
-    planes), so that what is tuned, built and timed is what runs. On a GPU a float32 conv that a
+    planes; an alternative the target's timings ran faster, gconvgen.schedule.timed_spec), so that
+    what is tuned, built and timed is what runs. On a GPU a float32 conv that a
     tensor-core rule serves in TF32 is also taken as the TF32 kernel the ops run while torch allows
     TF32 (its default), in a row of its own (NAME.tf32), unless --no-tf32."""
     from schedules import preferred_spec, tf32_spec
     from . import suites
+    from .schedule import timed_spec
     target = profile.tvm_target()
     if getattr(args, "model", None):
         from .models import layer_specs
@@ -74,7 +76,8 @@ def _workloads(args: argparse.Namespace, profile: TargetProfile):
                                                                 **({"dtype": d} if d else {})))
                 for w in rows for b in ([int(b) for b in batches.split(",")] if batches else [None])
                 for d in (dtypes.split(",") if dtypes else [None])]
-    rows = [dataclasses.replace(w, spec=preferred_spec(w.spec, profile.family, target)) for w in rows]
+    rows = [dataclasses.replace(w, spec=timed_spec(preferred_spec(w.spec, profile.family, target), profile))
+            for w in rows]
     if getattr(args, "tf32", False):
         rows += [dataclasses.replace(w, name=f"{w.name}.tf32", spec=variant) for w in rows
                  for variant in [tf32_spec(w.spec, profile.family, target)] if variant is not None]

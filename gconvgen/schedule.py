@@ -145,14 +145,38 @@ def _largest_unroll(sch) -> int:
 
 def _tuned(spec: KernelSpec, mod: tvm.IRModule, profile: TargetProfile) -> tuple[Scheduled | None, TuneLog | None]:
     """The best record of spec's own that still applies, and the log it came from; (None, None)."""
+    sch, record, log = _best_record(spec, mod, profile)
+    if sch is None:
+        return None, None
+    return Scheduled(_named(sch, spec), "tuned", f"{log.folder.name} {record.seconds * 1e6:.1f}us"), log
+
+
+def _best_record(spec: KernelSpec, mod: tvm.IRModule, profile: TargetProfile) -> tuple:
+    """(schedule, record, log) of spec's fastest record that still applies; (None, None, None)."""
     workload = workload_of(mod)[0]
     for log in logs(profile):
         for record in log.records_for(workload)[:TRANSFER_CANDIDATES]:
             sch = replay(mod, record)
             if sch is not None:
-                return Scheduled(_named(sch, spec), "tuned", f"{log.folder.name} {record.seconds * 1e6:.1f}us"), log
+                return sch, record, log
             warnings.warn(f"tuning log {log.folder}: a record of {spec.key} no longer applies; skipped")
-    return None, None
+    return None, None, None
+
+
+def timed_spec(spec: KernelSpec, profile: TargetProfile) -> KernelSpec:
+    """spec, or the alternative a rule offers for it (schedules.alternative_specs: the same result
+    from the same arguments by other stages, a banded depthwise conv) whose tuned kernel the profile's
+    logs timed faster than spec's own (each's fastest record that still applies: what `_tuned`
+    serves). Only timings decide: an alternative untimed, or timed where spec is not, is not taken."""
+    from schedules import alternative_specs
+    alternatives = alternative_specs(spec, profile.family, profile.tvm_target())
+    if not alternatives:
+        return spec
+    timed = [(record.seconds, s) for s in [spec, *alternatives]
+             for _, record, _ in [_best_record(s, tvm.IRModule({"main": prim_func(s)}), profile)] if record is not None]
+    if not timed or timed[0][1] is not spec:
+        return spec
+    return min(timed, key=lambda t: t[0])[1]
 
 
 _SPECS: dict[str, KernelSpec | None] = {}
@@ -170,9 +194,9 @@ def _spec_of_workload(workload: list[str]) -> KernelSpec | None:
 
 def distance(a: KernelSpec, b: KernelSpec) -> float | None:
     """How far apart two kernels are for schedule transfer; None when they are of different
-    families (op class, layout, dtype, TF32 or not), whose schedules never carry over."""
-    if ((a.op, a.op_class, a.layout, a.weight_layout, a.dtype, a.tf32)
-            != (b.op, b.op_class, b.layout, b.weight_layout, b.dtype, b.tf32)):
+    families (op class, layout, dtype, TF32 or not, banded or not), whose schedules never carry over."""
+    if ((a.op, a.op_class, a.layout, a.weight_layout, a.dtype, a.tf32, a.banded)
+            != (b.op, b.op_class, b.layout, b.weight_layout, b.dtype, b.tf32, b.banded)):
         return None
     d = sum(abs(math.log(x / y)) for x, y in [
         (a.batch, b.batch), (a.in_channels, b.in_channels), (a.out_channels, b.out_channels),

@@ -106,7 +106,8 @@ def _kernel(spec: KernelSpec, device: torch.device):
 
 def _conv_kernel(spec: KernelSpec, device: torch.device) -> tuple[KernelSpec, object]:
     """(spec, kernel) for a conv call: a loaded library's kernel of the same call (in any weight
-    layout), else the variant of spec the target's rules prefer (a packed weight layout), compiled.
+    layout), else the variant of spec the target's rules prefer (a packed weight layout, or an
+    alternative its timings ran faster: gconvgen.schedule.timed_spec), compiled.
     A float32 conv on a GPU, while torch lets its cuDNN convs run in TF32 (its default), takes a
     TF32 kernel where a library holds one or a rule serves one on tensor cores (KernelSpec.tf32)."""
     tf32 = device.type == "cuda" and spec.dtype == "float32" and torch_allows_tf32()
@@ -129,7 +130,8 @@ def _compiled_variant(spec: KernelSpec, device: torch.device) -> KernelSpec:
     if profile is None:
         return spec
     from schedules import preferred_spec
-    return preferred_spec(spec, profile.family, profile.tvm_target())
+    from .schedule import timed_spec
+    return timed_spec(preferred_spec(spec, profile.family, profile.tvm_target()), profile)
 
 
 def _compiled_tf32(spec: KernelSpec, device: torch.device) -> KernelSpec | None:
@@ -156,8 +158,9 @@ _variants: dict[tuple[str, str, bool], KernelSpec] = {}
 
 
 def _same_call(a: KernelSpec, b: KernelSpec) -> bool:
-    """a and b compute the same thing from arguments laid out differently (the weight's layout)."""
-    return replace(a, weight_layout=b.weight_layout) == b
+    """a and b compute the same thing from arguments laid out differently (the weight's layout), or
+    by other stages from the same arguments (a banded depthwise conv)."""
+    return replace(a, weight_layout=b.weight_layout, banded=b.banded) == b
 
 
 def _compiler_profile(device: torch.device):

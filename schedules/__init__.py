@@ -59,6 +59,13 @@ class ScheduleRule:
         faster, for callers that can supply its arguments so; None when it has none."""
         return None
 
+    def alternative(self, spec, target: Target):
+        """A variant of spec computing the same result from the same arguments by other stages (a
+        banded depthwise conv: KernelSpec.banded) that this rule serves; None when it has none. Unlike
+        `preferred` it is taken only where the target's timings ran it faster
+        (gconvgen.schedule.timed_spec): which of the two wins is the device's to say."""
+        return None
+
     def apply(self, func: tvm.tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
         from gconvgen.ops import spec_of
         spec = spec_of(func)
@@ -77,6 +84,13 @@ def preferred_spec(spec, family: str, target: Target):
         if variant is not None:
             return variant
     return spec
+
+
+def alternative_specs(spec, family: str, target: Target) -> list:
+    """The variants of spec (each computing its result from its arguments by other stages) that a
+    rule of the family offers (ScheduleRule.alternative): tuning candidates beside spec, served
+    where timed faster."""
+    return [v for v in (rule.alternative(spec, target) for rule in rules_for(family)) if v is not None]
 
 
 def tf32_spec(spec, family: str, target: Target):

@@ -528,9 +528,10 @@ class DepthwiseTensorCoreNCHW(ScheduleRule):
     served tuned: on the 96x56 17 us of issue, not 87 (timed 121). The staged planes are copied a
     value a load: TVM scalarizes the padding's test even where it holds for whole vectors (the
     decomposed fill and copy race without a barrier between them), 6 of the 30. Untimed as yet: it
-    serves the banded variant (`banded`) only, which the torch ops and bundles do not ask for, so it
-    runs as tuning candidates of that variant (scripts/gpu_bundles.sh) until a GPU times it. Applies to
-    banded specs only (see KernelSpec.bandable: stride 1, undilated, kernel rows within the band)."""
+    serves the banded variant only, which it offers as an `alternative`: tuning candidates beside the
+    plain conv (scripts/gpu_bundles.sh), built and called in its place once a GPU's timings of the two
+    say it is faster (gconvgen.schedule.timed_spec). Applies to banded specs only (see
+    KernelSpec.bandable: stride 1, undilated, kernel rows within the band)."""
 
     name = "cuda.DepthwiseTensorCoreNCHW"
     takes_banded = True
@@ -556,15 +557,14 @@ class DepthwiseTensorCoreNCHW(ScheduleRule):
         tiles (a block's static and dynamic shared memory, which TVM keeps within 48 KB)."""
         return cls._plane(spec)[1] + 2 * spec.kernel[0] * 2 * _FRAG ** 2 + 4 * 4 * _FRAG ** 2
 
-    @classmethod
-    def banded(cls, spec):
+    def alternative(self, spec, target: Target):
         """spec's banded variant where it has one, its kernel is 5 or more wide (a 3x3's band would be
         mostly zeros: its depthwise convs are memory-bound anyway), its planes are 12x12 or more (a
         7x7 plane fills a fifth of its tile: 251 instructions an output) and a block's stage fits
         (planes up to about 120x120); else None."""
         variant = replace(spec, banded=True) if spec.bandable and not spec.banded else None
         return (variant if variant is not None and spec.kernel[1] >= 5 and min(spec.out_height, spec.out_width) >= 12
-                and cls._staged_bytes(variant) <= SHARED_BYTES else None)
+                and self.applies(variant, target) else None)
 
     def _images(self, spec) -> int:
         """Images a block: the most dividing the batch whose tiles fit the warps' share and whose
@@ -577,8 +577,8 @@ class DepthwiseTensorCoreNCHW(ScheduleRule):
     def schedule(self, sch: s_tir.Schedule, spec, target: Target, tunable: bool) -> None:
         from gconvgen import tensor_intrin
         from gconvgen.ops.conv import band_lanes
+        tensor_intrin.load()   # (before TVM's intrinsics are imported: see gconvgen.tensor_intrin)
         from tvm.s_tir.tensor_intrin.cuda import get_wmma_intrin_group
-        tensor_intrin.load()
         wmma = get_wmma_intrin_group(load_scope="shared.dyn", store_scope="shared", in_dtype="float16",
                                      out_dtype="float32", trans_b=False)
         conv, out, pad, band = (sch.get_sblock(name) for name in ("conv", "out", "pad", "band"))
@@ -1557,6 +1557,7 @@ class TensorCoreGemm(ScheduleRule):
         """The WMMA intrinsics: loads of A and B, the multiply-add (and its weight-first twin, for an
         NCHW conv's GEMM), init and store."""
         from gconvgen import tensor_intrin
+        tensor_intrin.load()
         from tvm.s_tir.tensor_intrin.cuda import get_wmma_intrin_group
         intrins = get_wmma_intrin_group(load_scope="shared.dyn", store_scope="shared", in_dtype="float16",
                                         out_dtype="float32", trans_b=False)

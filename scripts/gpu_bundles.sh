@@ -58,13 +58,14 @@ named += [(f"mobilenet_v2.{i}", s) for i, s in enumerate(layer_specs("mobilenet_
 named += [(f"{w.name}.nchw64", dataclasses.replace(w.spec, batch=64)) for w in suites.load("public", "NCHW")]
 # RULES=a,b: only the kernels those rules apply to (e.g. new alternatives, for a short GPU run)
 wanted = set(filter(None, os.environ["RULES"].split(",")))
-# each in float32, float16 and, where tensor cores serve it, TF32 (as the bundles hold them); a float16
-# depthwise conv with a wide kernel also as its banded variant (cuda.DepthwiseTensorCoreNCHW), whose
-# candidates are another kernel's: compare their times with the plain kernel's by hand
-from schedules.cuda import DepthwiseTensorCoreNCHW
-variants = lambda s: [dataclasses.replace(s, dtype=d) for d in ("float32", "float16")] + [
-    t for t in [tf32_spec(dataclasses.replace(s, dtype="float32"), profile.family, target),
-                DepthwiseTensorCoreNCHW.banded(dataclasses.replace(s, dtype="float16"))] if t is not None]
+# each in float32, float16 and, where tensor cores serve it, TF32 (as the bundles hold them); each also as
+# the alternatives a rule offers (schedules.alternative_specs: a float16 depthwise conv with a wide
+# kernel banded, cuda.DepthwiseTensorCoreNCHW), another kernel's candidates, which the bundles build
+# in the plain kernel's place once its timings beat the plain kernel's (gconvgen.schedule.timed_spec)
+from schedules import alternative_specs
+typed = lambda s: [dataclasses.replace(s, dtype=d) for d in ("float32", "float16")] + [
+    t for t in [tf32_spec(dataclasses.replace(s, dtype="float32"), profile.family, target)] if t is not None]
+variants = lambda s: [v for t in typed(s) for v in [t, *alternative_specs(t, profile.family, target)]]
 rows = [{**spec.to_json(), "name": f"{name}.{'tf32' if spec.tf32 else spec.dtype}{'.banded' if spec.banded else ''}"}
         for name, s in named for spec in variants(s)
         if any((r.name in wanted if wanted else r.name not in timed) and r.applies(spec, target) for r in family)]

@@ -398,11 +398,9 @@ def _suite_layer(name: str, layout: str, dtype: str) -> KernelSpec:
 
 
 def _cuda_source(mod) -> str:
-    """The CUDA source TVM writes for a scheduled module (sm_90)."""
-    from gconvgen.build import compile_module
-    from gconvgen.cuda import prepare
-    prepare()
-    return compile_module(mod, targets.load("cuda-sm90").tvm_target()).mod.imports[0].inspect_source()
+    """The CUDA source TVM writes for a scheduled module (sm_90), without nvcc's compile."""
+    from cuda_emulator import cuda_source
+    return cuda_source(mod["main"], targets.load("cuda-sm90").tvm_target())
 
 
 @needs_nvcc
@@ -582,3 +580,67 @@ def test_cuda_rules_are_tuning_spaces(tmp_path):
     assert (specs[0].key, "cuda.DepthwiseNCHW") in rules and (specs[0].key, "cuda.DepthwiseStagedNCHW") in rules and (nhwc_dw.key, "cuda.DepthwiseWideNHWC") in rules
     assert (tensor_cores.key, "cuda.PointwiseGemm") not in rules   # the same schedule: offered once
     assert has_fatbin(out / offline.LIBRARY)
+
+
+def test_an_alternative_serves_only_where_its_timings_beat_the_kernels(tmp_path):
+    """A rule's alternative (schedules.alternative_specs: a float16 depthwise conv as banded products
+    on tensor cores) is what the CLI builds and the torch ops call only once the target's logs time
+    its tuned kernel faster than the plain conv's; untimed, or timed slower, the plain conv serves.
+    Records of the two never seed each other's transfers (other stages). The timings here are
+    written, not measured: what is tested is the choice they drive."""
+    import argparse
+    import tvm
+    from gconvgen import cli, tunelog
+    from gconvgen.ops import prim_func
+    from gconvgen.schedule import distance, rule_for, timed_spec
+    from gconvgen.torch_ops import _same_call
+    profile = dataclasses.replace(targets.load("cuda-sm90"), logs=(str(tmp_path / "log"),))
+    target = profile.tvm_target()
+    spec = KernelSpec.from_json({"op": "conv2d", "batch": 2, "in_channels": 16, "out_channels": 16, "height": 28, "width": 28,
+                                 "kernel": 7, "padding": 3, "groups": 16, "dtype": "float16", "epilogue": ["bias"]})
+    banded = dataclasses.replace(spec, banded=True)
+    assert distance(spec, banded) is None and _same_call(banded, spec) and not _same_call(banded, dataclasses.replace(spec, width=27))
+    (tmp_path / "suite.json").write_text(json.dumps({"version": 1, "workloads": [{**spec.to_json(), "name": "dw"}]}))
+    args = argparse.Namespace(suite=str(tmp_path / "suite.json"), layout="NCHW")
+    log = tunelog.TuneLog(profile.log_dirs[0])
+
+    def time(s: KernelSpec, seconds: float) -> None:
+        mod = tvm.IRModule({"main": prim_func(s)})
+        sch = rule_for(s, profile).apply(mod["main"], target, tunable=True)
+        log.append(tunelog.workload_of(mod), [[tunelog.trace_json(sch.trace), [seconds], profile.target, []]])
+
+    assert timed_spec(spec, profile) == spec
+    time(banded, 20e-6)                        # timed where the plain conv is not: no comparison
+    assert timed_spec(spec, profile) == spec
+    time(spec, 10e-6)                          # the plain conv faster
+    assert timed_spec(spec, profile) == spec and [w.spec for w in cli._workloads(args, profile)] == [spec]
+    time(banded, 5e-6)                         # the banded faster
+    assert timed_spec(spec, profile) == banded and [w.spec for w in cli._workloads(args, profile)] == [banded]
+    assert timed_spec(dataclasses.replace(spec, dtype="float32"), profile).dtype == "float32"   # no alternative
+
+
+def test_nvcc_compiles_every_rules_kernel(tmp_path):
+    """Every CUDA rule's untuned kernel compiles with nvcc for sm_90, in float32 and float16 where
+    the emulated tests have a case of each (the smallest), the banded variant's too: the emulator
+    runs TVM's CUDA source through g++, which neither checks what only nvcc and ptxas refuse nor
+    costs their 14-20 s on a large kernel, so the nvcc build of each rule's code is this test's,
+    one library of all of them."""
+    import tvm
+    from gconvgen.build import compile_module
+    from gconvgen.cuda import prepare
+    from gconvgen.ops import prim_func
+    from schedules import cuda
+    from test_cuda_emulated import BANDED, CASES
+    target = targets.load("cuda-sm90").tvm_target()
+    size = lambda s: s.batch * s.in_channels * s.out_channels * s.out_height * s.out_width * s.kernel[0] * s.kernel[1] // s.groups
+    smallest = {}
+    for rule, spec in CASES + [(cuda.DepthwiseTensorCoreNCHW(), dataclasses.replace(s, banded=True)) for s in BANDED]:
+        key = (rule.name, spec.dtype, spec.tf32)
+        if key not in smallest or size(spec) < size(smallest[key][1]):
+            smallest[key] = (rule, spec)
+    assert {name for name, _, _ in smallest} == {r.name for r in cuda.RULES}
+    funcs = {f"k{i}": rule.apply(prim_func(spec), target, tunable=False).mod["main"].with_attr("global_symbol", f"k{i}")
+             for i, (rule, spec) in enumerate(smallest.values())}
+    prepare()
+    compile_module(tvm.IRModule(funcs), target).export_library(tmp_path / "all.so")
+    assert has_fatbin(tmp_path / "all.so") and len(funcs) >= 30

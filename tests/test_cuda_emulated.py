@@ -12,7 +12,7 @@ import cuda_emulator
 from gconvgen import reference, targets
 from gconvgen.ops import prim_func
 from gconvgen.spec import KernelSpec
-from schedules import cuda
+from schedules import alternative_specs, cuda
 
 pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None or not (cuda_emulator.CUDA_INCLUDE / "cuda_fp16.h").exists(),
                                 reason="needs the CUDA toolkit (nvcc and its headers)")
@@ -273,8 +273,8 @@ def test_banded_depthwise_on_tensor_cores_matches_torch(spec):
     3x7 kernel; every A tile the product reads from the staged plane is 32-byte aligned (the emulator
     checks WMMA's pointers)."""
     target = targets.load("cuda-sm90").tvm_target()
-    banded = cuda.DepthwiseTensorCoreNCHW.banded(spec)
-    assert banded is not None and banded.key.endswith("_banded")
+    banded = cuda.DepthwiseTensorCoreNCHW().alternative(spec, target)
+    assert alternative_specs(spec, "cuda", target) == [banded] and banded is not None and banded.key.endswith("_banded")
     assert [r.name for r in cuda.RULES if r.applies(banded, target)] == ["cuda.DepthwiseTensorCoreNCHW"]
     sch = cuda.DepthwiseTensorCoreNCHW().apply(prim_func(banded), target, tunable=False)
     stats = _check(sch.mod["main"], banded, target, "cuda.DepthwiseTensorCoreNCHW")
@@ -284,14 +284,18 @@ def test_banded_depthwise_on_tensor_cores_matches_torch(spec):
 def test_only_bandable_convs_have_a_banded_variant():
     """A banded spec is a float16 NCHW depthwise conv at stride 1 whose kernel rows fit the band; others
     are refused with the reason, and the rule offers no variant for a 3x3 (mostly zeros in its band)."""
-    assert cuda.DepthwiseTensorCoreNCHW.banded(dw(8, 16, dtype="float16")) is None
-    assert cuda.DepthwiseTensorCoreNCHW.banded(dw(8, 7, k=7, dtype="float16")) is None   # a fifth of a tile
+    target = targets.load("cuda-sm90").tvm_target()
+    banded = lambda spec: cuda.DepthwiseTensorCoreNCHW().alternative(spec, target)
+    assert banded(dw(8, 16, dtype="float16")) is None
+    assert banded(dw(8, 7, k=7, dtype="float16")) is None   # a fifth of a tile
     big = KernelSpec.from_json({**dw(8, 224, k=7, dtype="float16").to_json(), "banded": True})   # a 110 KB stage
-    assert cuda.DepthwiseTensorCoreNCHW.banded(dw(8, 224, k=7, dtype="float16")) is None
-    assert not cuda.DepthwiseTensorCoreNCHW().applies(big, targets.load("cuda-sm90").tvm_target())
+    assert banded(dw(8, 224, k=7, dtype="float16")) is None
+    assert not cuda.DepthwiseTensorCoreNCHW().applies(big, target)
+    assert banded(dw(8, 20, k=7, dtype="float16")) is not None
+    assert cuda.DepthwiseTensorCoreNCHW().alternative(dw(8, 20, k=7, dtype="float16"), targets.load("host").tvm_target()) is None
     for spec in (dw(8, 16, k=7), dw(8, 16, k=7, stride=2, dtype="float16"),
                  dw(8, 16, k=7, layout="NHWC", dtype="float16"), conv(8, 16, 16, k=7, groups=8, dtype="float16")):
-        assert cuda.DepthwiseTensorCoreNCHW.banded(spec) is None
+        assert banded(spec) is None
         with pytest.raises(ValueError, match="banded"):
             KernelSpec.from_json({**spec.to_json(), "banded": True})
     wide = KernelSpec.from_json({**dw(8, 40, dtype="float16").to_json(), "kernel": [3, 13], "padding": [1, 2]})
