@@ -73,7 +73,7 @@ struct emu_access { int line; long offset; int size; };
 static std::vector<std::vector<emu_access>> emu_log;
 static std::vector<std::pair<const char*, const char*>> emu_shared_ranges;
 static long emu_wavefronts = 0, emu_ideal = 0;
-static inline void emu_touch(int line, const void* p, int size) {
+__attribute__((noinline)) static void emu_touch(int line, const void* p, int size) {
   for (auto [lo, hi] : emu_shared_ranges)
     if ((const char*)p >= lo && (const char*)p < hi) {
       emu_log[emu_thread].push_back({line, (const char*)p - lo, size});
